@@ -1,0 +1,25 @@
+# The two commands of the README, and the few a developer needs besides.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(VENV)/bin/ctl dev examples/Procfile --agents 3 --scale web=3,worker=2
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. proto/formation.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,99 @@
+"""The agent's side of AgentLink: dial, say hello, heartbeat, report, take assignment lists.
+
+The link never stops instances because the scheduler is gone (availability first, DESIGN.md §5):
+it reconnects with backoff and lets the next list decide. It does fence at_most_once instances
+once `fence_after` passes without any word from the scheduler.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import AsyncIterator
+
+import grpc
+
+from agent.supervisor import Supervisor
+from proto import formation_pb2 as pb
+from proto import formation_pb2_grpc as pbg
+
+log = logging.getLogger("agent")
+HEARTBEAT = 1.0       # seconds between heartbeats
+SILENCE_LIMIT = 4.0   # seconds without any message before the link is considered dead
+MAX_BACKOFF = 5.0
+
+
+class SchedulerLink:
+    def __init__(self, addresses: list[str], hello: pb.Hello, supervisor: Supervisor) -> None:
+        self.addresses = addresses
+        self.hello = hello
+        self.supervisor = supervisor
+        self.outbox: asyncio.Queue[pb.AgentMessage | None] | None = None
+        self.generation = 0
+        self.connected = False
+        self.last_contact = time.monotonic()
+        supervisor.on_status = self.send_status
+
+    def send_status(self, status: pb.InstanceStatus) -> None:
+        if self.outbox is not None:
+            self.outbox.put_nowait(pb.AgentMessage(status=status))
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            address = self.addresses[attempt % len(self.addresses)]
+            try:
+                await self._session(address)
+            except grpc.aio.AioRpcError as e:
+                if self.connected or attempt % 10 == 0:
+                    log.warning("scheduler %s: %s", address, e.details() or e.code().name)
+            except asyncio.TimeoutError:
+                log.warning("scheduler %s went silent; reconnecting", address)
+            if self.connected:
+                attempt = 0
+            self.connected = False
+            attempt += 1
+            delay = min(0.1 * 2 ** min(attempt, 6), MAX_BACKOFF)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    async def _session(self, address: str) -> None:
+        outbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
+        hello = pb.Hello()
+        hello.CopyFrom(self.hello)
+        hello.instances.extend(self.supervisor.statuses())
+        outbox.put_nowait(pb.AgentMessage(hello=hello))
+
+        async def outgoing() -> AsyncIterator[pb.AgentMessage]:
+            while True:
+                message = await outbox.get()
+                if message is None:
+                    return
+                yield message
+
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = pbg.AgentLinkStub(channel).Connect(outgoing())
+            self.outbox = outbox
+            beats = asyncio.create_task(self._heartbeats(outbox))
+            try:
+                while True:
+                    message = await asyncio.wait_for(call.read(), SILENCE_LIMIT)
+                    if message is grpc.aio.EOF:
+                        log.warning("scheduler %s closed the link", address)
+                        return
+                    self.last_contact = time.monotonic()
+                    if not self.connected:
+                        self.connected = True
+                        log.info("connected to scheduler %s", address)
+                    if message.WhichOneof("kind") == "assignments":
+                        self.generation = message.assignments.generation
+                        self.supervisor.apply(list(message.assignments.items))
+            finally:
+                self.outbox = None
+                beats.cancel()
+                call.cancel()
+
+    async def _heartbeats(self, outbox: asyncio.Queue) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            outbox.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat(generation=self.generation)))

@@ -1,0 +1,132 @@
+"""`formation-agent` / `python -m agent`: flags, each also read from the environment."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from agent import metrics
+from agent.launcher import OsLauncher
+from agent.link import SchedulerLink
+from agent.logs import LogSink
+from agent.ports import PortPool, parse_range
+from agent.runner import base_environment
+from agent.supervisor import Supervisor
+from proto import formation_pb2 as pb
+from scheduler.httpserve import metrics_route, serve, split_hostport
+from scheduler.main import setup_logging
+from scheduler.names import InvalidName, check_name
+
+log = logging.getLogger("agent")
+
+
+def default_name() -> str:
+    """The host name, made into a valid agent name."""
+    name = socket.gethostname().split(".")[0].lower()
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    return name[:63] or "agent"
+
+
+def local_address_towards(host: str) -> str:
+    """The local IP that routes to host (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="formation-agent",
+                                description="Formation's agent: runs this machine's instances.")
+    p.add_argument("--scheduler", default=env("FORMATION_SCHEDULER", "127.0.0.1:7070"),
+                   help="scheduler HOST:PORT[,HOST:PORT...] (env FORMATION_SCHEDULER)")
+    p.add_argument("--name", default=env("FORMATION_AGENT_NAME", ""),
+                   help="agent name, default the host name (env FORMATION_AGENT_NAME)")
+    p.add_argument("--capacity", default=env("FORMATION_CAPACITY", "100"),
+                   help="instance slots (env FORMATION_CAPACITY)")
+    p.add_argument("--advertise", default=env("FORMATION_ADVERTISE", ""),
+                   help="address others reach this host at (env FORMATION_ADVERTISE)")
+    p.add_argument("--port-range", default=env("FORMATION_PORT_RANGE", "5000-5999"),
+                   help="ports for $PORT, A-B (env FORMATION_PORT_RANGE)")
+    p.add_argument("--metrics-listen", default=env("FORMATION_METRICS_LISTEN", ""),
+                   help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
+    p.add_argument("--workdir", default=env("FORMATION_WORKDIR", os.getcwd()),
+                   help="directory instances run in (env FORMATION_WORKDIR)")
+    args = p.parse_args(argv)
+    try:
+        args.name = check_name("agent", args.name or default_name())
+        if not args.capacity.isdigit():
+            raise ValueError(f"--capacity must be a whole number, not {args.capacity!r}")
+        args.capacity = int(args.capacity)
+        args.ports = parse_range(args.port_range)
+        args.addresses = [a.strip() for a in args.scheduler.split(",") if a.strip()]
+        for a in args.addresses:
+            split_hostport(a)
+        if not args.addresses:
+            raise ValueError("--scheduler is empty")
+        if args.metrics_listen:
+            split_hostport(args.metrics_listen)
+        if not os.path.isdir(args.workdir):
+            raise ValueError(f"--workdir {args.workdir!r} is not a directory")
+    except (ValueError, InvalidName) as e:
+        p.error(str(e))
+    if not args.advertise:
+        args.advertise = local_address_towards(split_hostport(args.addresses[0])[0])
+    return args
+
+
+def use_pidfd_child_watcher() -> None:
+    """Python 3.11's default child watcher runs a thread per child; pidfds need none."""
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(asyncio.get_running_loop())
+        asyncio.set_child_watcher(watcher)
+
+
+async def run(args: argparse.Namespace) -> None:
+    use_pidfd_child_watcher()
+    launcher = OsLauncher()
+    launcher.start_guardian()
+    sink = LogSink()
+    supervisor = Supervisor(launcher, sink, PortPool(args.ports), args.workdir,
+                            base_environment())
+    hello = pb.Hello(name=args.name, address=args.advertise, capacity=args.capacity,
+                     metrics_address=args.metrics_listen and
+                     f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}")
+    link = SchedulerLink(args.addresses, hello, supervisor)
+    metrics.install(metrics.AgentCollector(supervisor, link, sink, args.capacity))
+    if args.metrics_listen:
+        await serve(args.metrics_listen, {"/metrics": metrics_route})
+    log.info("agent %s (capacity %d, %s) -> scheduler %s", args.name, args.capacity,
+             args.advertise, ",".join(args.addresses))
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(sink.run())]
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping %d instances", len(supervisor.runners))
+    tasks[0].cancel()  # no new assignments while stopping
+    await supervisor.stop_all()
+    launcher.close_guardian()
+    tasks[1].cancel()
+    sink.flush()  # what the instances said last
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.name)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

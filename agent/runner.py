@@ -1,0 +1,139 @@
+"""One instance's runner: spawn, watch, restart with backoff, stop. One asyncio task each.
+
+The runner owns the instance's process group: it spawns it through the launcher, awaits its
+exit (never polls), and on stop sends SIGTERM to the group, waits stop_timeout, then SIGKILL.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Callable
+
+from agent.launcher import Child, Launcher, shell_argv
+from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
+from agent.logs import LogSink, pump
+from proto import formation_pb2 as pb
+
+log = logging.getLogger("agent")
+DRAIN_OUTPUT = 2.0  # seconds to finish reading a dead instance's output
+
+
+class InstanceRunner:
+    """Runs one assignment until told to stop."""
+
+    def __init__(self, spec: pb.Assignment, port: int, launcher: Launcher, sink: LogSink,
+                 report: Callable[["InstanceRunner"], None], workdir: str,
+                 base_env: dict[str, str]) -> None:
+        self.spec = spec
+        self.port = port
+        self.launcher = launcher
+        self.sink = sink
+        self.report = report
+        self.workdir = workdir
+        self.base_env = base_env
+        self.state = InstanceState.PENDING
+        self.pid = 0
+        self.restarts = 0
+        self.reason = ""
+        self.policy = RestartPolicy()
+        self.child: Child | None = None
+        self._stop = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.spec.app, self.spec.id
+
+    def status(self) -> pb.InstanceStatus:
+        return pb.InstanceStatus(app=self.spec.app, id=self.spec.id, release=self.spec.release,
+                                 state=self.state.value, pid=self.pid, port=self.port,
+                                 restarts=self.restarts, reason=self.reason)
+
+    def _set(self, state: InstanceState, reason: str = "") -> None:
+        self.state, self.reason = state, reason
+        self.report(self)
+
+    def env(self) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(self.spec.env)
+        env.update(PORT=str(self.port), FORMATION_APP=self.spec.app,
+                   FORMATION_INSTANCE=self.spec.id, FORMATION_RELEASE=str(self.spec.release),
+                   FORMATION_TYPE=self.spec.type)
+        return env
+
+    def start(self, after: asyncio.Task | None = None) -> None:
+        self.task = asyncio.create_task(self._run(after), name=f"runner {self.spec.id}")
+
+    async def _run(self, after: asyncio.Task | None) -> None:
+        if after is not None:  # the previous runner of this instance must be gone first
+            await asyncio.shield(after)
+        while not self._stop.is_set():
+            self._set(InstanceState.STARTING)
+            try:
+                child = await self.launcher.spawn(shell_argv(self.spec.command), self.env(),
+                                                  self.workdir)
+            except OSError as e:
+                delay = self.policy.exited(time.monotonic())
+                self._set(InstanceState.CRASHED, f"could not start: {e}")
+                await self._backoff(delay)
+                continue
+            self.child, self.pid = child, child.pid
+            if self._stop.is_set():  # stopped while it was being spawned: it never should run
+                self.launcher.kill_group(child.pid, signal.SIGKILL)
+            self.policy.started(time.monotonic())
+            pumping = asyncio.create_task(pump(child.stdout, self.spec.id, self.sink)) \
+                if child.stdout is not None else None
+            # No health checks yet: a spawned process is running.
+            self._set(InstanceState.RUNNING)
+            code = await child.wait()
+            # The leader is gone; anything it left in its group goes too.
+            self.launcher.kill_group(child.pid, signal.SIGKILL)
+            if pumping is not None:
+                try:
+                    await asyncio.wait_for(pumping, DRAIN_OUTPUT)
+                except asyncio.TimeoutError:
+                    pass
+            self.launcher.forget_group(child.pid)
+            self.child = None
+            if self._stop.is_set():
+                break
+            self.restarts += 1
+            delay = self.policy.exited(time.monotonic())
+            what = describe_exit(code)
+            log.info("%s %s; restarting %s", self.spec.id, what,
+                     "now" if delay == 0 else f"in {delay:.1f}s")
+            self._set(InstanceState.CRASHED, what)
+            await self._backoff(delay)
+        self.pid = 0
+        self._set(InstanceState.STOPPED)
+
+    async def _backoff(self, delay: float) -> None:
+        if delay > 0:
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        """SIGTERM the group, wait stop_timeout, then SIGKILL; return once it has exited."""
+        self._stop.set()
+        child = self.child
+        if child is not None:
+            self._set(InstanceState.STOPPING)
+            self.launcher.kill_group(child.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), self.spec.stop_timeout)
+            except asyncio.TimeoutError:
+                log.info("%s did not stop within %.0fs; killing it", self.spec.id,
+                         self.spec.stop_timeout)
+                self.launcher.kill_group(child.pid, signal.SIGKILL)
+        if self.task is not None:
+            await self.task
+
+
+def base_environment() -> dict[str, str]:
+    """What instances inherit from the agent: its environment without its own settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FORMATION_")}

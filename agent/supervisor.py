@@ -1,0 +1,95 @@
+"""Converges the agent's runners to its assignment list (level-triggered, idempotent).
+
+    list arrives -> stop runners not on it (in the background)
+                 -> replace runners whose release or command changed (stop, then start)
+                 -> start runners for new entries
+Applying the same list twice changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from agent.launcher import Launcher
+from agent.logs import LogSink
+from agent.ports import PortPool
+from agent.runner import InstanceRunner
+from proto import formation_pb2 as pb
+
+log = logging.getLogger("agent")
+Key = tuple[str, str]
+
+
+def _same_spec(a: pb.Assignment, b: pb.Assignment) -> bool:
+    return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+class Supervisor:
+    """All of the agent's runners, keyed by (app, instance id)."""
+
+    def __init__(self, launcher: Launcher, sink: LogSink, ports: PortPool, workdir: str,
+                 base_env: dict[str, str],
+                 on_status: Callable[[pb.InstanceStatus], None] = lambda s: None) -> None:
+        self.launcher = launcher
+        self.sink = sink
+        self.ports = ports
+        self.workdir = workdir
+        self.base_env = base_env
+        self.on_status = on_status
+        self.runners: dict[Key, InstanceRunner] = {}
+        self.stopping: dict[Key, asyncio.Task] = {}
+
+    def statuses(self) -> list[pb.InstanceStatus]:
+        return [r.status() for r in self.runners.values()]
+
+    def _report(self, runner: InstanceRunner) -> None:
+        self.on_status(runner.status())
+
+    def apply(self, items: list[pb.Assignment]) -> None:
+        wanted = {(a.app, a.id): a for a in items}
+        for key, runner in list(self.runners.items()):
+            spec = wanted.get(key)
+            if spec is None or not _same_spec(spec, runner.spec):
+                self._stop(key)
+        for key, spec in wanted.items():
+            if key not in self.runners:
+                self._start(spec)
+
+    def _start(self, spec: pb.Assignment) -> None:
+        key = (spec.app, spec.id)
+        try:
+            port = self.ports.acquire()
+        except RuntimeError as e:
+            log.error("cannot start %s: %s", spec.id, e)
+            self.on_status(pb.InstanceStatus(app=spec.app, id=spec.id, release=spec.release,
+                                             state="crashed", reason=str(e)))
+            return
+        runner = InstanceRunner(spec, port, self.launcher, self.sink, self._report,
+                                self.workdir, self.base_env)
+        self.runners[key] = runner
+        runner.start(after=self.stopping.get(key))
+
+    def _stop(self, key: Key) -> None:
+        runner = self.runners.pop(key)
+        previous = self.stopping.get(key)
+
+        async def stop() -> None:
+            if previous is not None:
+                await asyncio.shield(previous)
+            await runner.stop()
+            self.ports.release(runner.port)
+            if self.stopping.get(key) is task:
+                del self.stopping[key]
+                if key not in self.runners:
+                    self.sink.forget(key[1])
+
+        task = asyncio.create_task(stop(), name=f"stop {key[1]}")
+        self.stopping[key] = task
+
+    async def stop_all(self) -> None:
+        """Stop every instance, concurrently; used at agent shutdown."""
+        for key in list(self.runners):
+            self._stop(key)
+        while self.stopping:
+            await asyncio.gather(*self.stopping.values(), return_exceptions=True)

@@ -1,0 +1,72 @@
+"""A typed client of the Control service that tries each scheduler address in turn and maps
+gRPC failures to CtlError with the right exit code."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import grpc
+
+from ctl.errors import RUNTIME, USAGE, CtlError
+from proto import formation_pb2 as pb
+from proto import formation_pb2_grpc as pbg
+
+REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS}
+TIMEOUT = 10.0
+
+
+class Client:
+    def __init__(self, addresses: str, timeout: float = TIMEOUT) -> None:
+        self.addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+        if not self.addresses:
+            raise CtlError("no scheduler address given", USAGE)
+        self.timeout = timeout
+        self._channel: grpc.Channel | None = None
+        self._stub: pbg.ControlStub | None = None
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+    def _call(self, method: Callable[[pbg.ControlStub], Callable[..., Any]], request: Any) -> Any:
+        last: grpc.RpcError | None = None
+        order = self.addresses if self._stub is None else [None]
+        for address in order:
+            if address is not None:
+                self._channel = grpc.insecure_channel(address)
+                self._stub = pbg.ControlStub(self._channel)
+            try:
+                return method(self._stub)(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                if e.code() in REJECTED:
+                    raise CtlError(e.details() or e.code().name, USAGE) from None
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise CtlError(f"scheduler error: {e.details() or e.code().name}") from None
+                last = e
+                self.close()
+                self._stub = None
+        where = ",".join(self.addresses)
+        detail = last.details() if last is not None else ""
+        if last is not None and last.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise CtlError(f"scheduler at {where} did not answer within {self.timeout:.0f}s",
+                           RUNTIME)
+        if detail and "etcd" in detail:
+            raise CtlError(f"scheduler at {where}: {detail}", RUNTIME)
+        raise CtlError(f"cannot reach the scheduler at {where}", RUNTIME)
+
+    def deploy(self, request: pb.DeployRequest) -> pb.DeployReply:
+        return self._call(lambda s: s.Deploy, request)
+
+    def scale(self, app: str, counts: dict[str, int]) -> pb.ScaleReply:
+        return self._call(lambda s: s.Scale, pb.ScaleRequest(app=app, counts=counts))
+
+    def formation(self, app: str) -> pb.FormationReply:
+        return self._call(lambda s: s.GetFormation, pb.GetFormationRequest(app=app))
+
+    def instances(self, app: str) -> list[pb.Instance]:
+        return list(self._call(lambda s: s.ListInstances,
+                               pb.ListInstancesRequest(app=app)).instances)
+
+    def agents(self) -> list[pb.Agent]:
+        return list(self._call(lambda s: s.ListAgents, pb.ListAgentsRequest()).agents)

@@ -1,0 +1,125 @@
+"""`ctl dev [PROCFILE] [--agents N] [--scale TYPE=N,...]`: the whole cluster on this machine.
+
+Starts etcd (temporary data dir), a scheduler and N agents on loopback as its own children,
+deploys the Procfile, scales it, and streams every log line like foreman. Ctrl-C (or SIGTERM)
+stops the agents (and so their instances), the scheduler and etcd, and removes the data dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+
+from ctl import deploy, scale
+from ctl.client import Client
+from ctl.errors import USAGE, CtlError
+from ctl.localcluster import ClusterError, Launch, Part, free_port, wait_port
+
+PORTS_PER_AGENT = 100
+FIRST_APP_PORT = 5000
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("dev", parents=[parent], help="run a local cluster with an app",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("procfile", nargs="?", default="Procfile", metavar="PROCFILE")
+    p.add_argument("--agents", type=int, default=2, metavar="N", help="agents to start (2)")
+    p.add_argument("--scale", default="", metavar="TYPE=N,...", help="formation to run")
+    p.add_argument("--capacity", type=int, default=50, metavar="N", help="slots per agent (50)")
+    p.add_argument("--settings", metavar="FILE", help="per-type settings file")
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--env-file", metavar="FILE")
+    p.set_defaults(run=run, needs_client=False)
+
+
+def say(text: str) -> None:
+    sys.stdout.write(f"{time.strftime('%H:%M:%S')} dev | {text}\n")
+    sys.stdout.flush()
+
+
+def listen_address(default_port: int = 7070) -> str:
+    """127.0.0.1:7070 (ctl's default) when free, so `ctl ps` works in another terminal."""
+    port = default_port if _free(default_port) else free_port()
+    return f"127.0.0.1:{port}"
+
+
+def _free(port: int) -> bool:
+    from agent.ports import is_free
+    return is_free(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.agents <= 32:
+        raise CtlError("--agents must be from 1 to 32", USAGE)
+    request = deploy.build_request(args)  # bad Procfile: fail before starting anything
+    counts = scale.resolve(scale.parse_specs([s for s in args.scale.split(",") if s]), {})
+    workdir = os.path.dirname(os.path.abspath(args.procfile))
+
+    stop_requested = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    parts: list[Part] = []
+    tmp = tempfile.TemporaryDirectory(prefix="formation-dev-")
+    # etcd's own chatter goes to a file; the scheduler's and agents' lines are the show.
+    launch = Launch(stdout=lambda name: open(os.path.join(tmp.name, f"{name}.log"), "w")
+                    if name.startswith("etcd") else None)
+    try:
+        etcd_port, peer_port = free_port(), free_port()
+        etcd = launch.etcd(os.path.join(tmp.name, "etcd"), "127.0.0.1", etcd_port, peer_port)
+        parts.append(etcd)
+        wait_port("127.0.0.1", etcd_port, 20, etcd.proc)
+        listen = listen_address()
+        parts.append(launch.scheduler(f"http://127.0.0.1:{etcd_port}", listen,
+                                      metrics=f"127.0.0.1:{free_port()}"))
+        wait_port("127.0.0.1", int(listen.rsplit(":", 1)[1]), 20, parts[-1].proc)
+        for i in range(1, args.agents + 1):
+            lo = FIRST_APP_PORT + (i - 1) * PORTS_PER_AGENT
+            parts.append(launch.agent(f"agent-{i}", listen, args.capacity,
+                                      f"{lo}-{lo + PORTS_PER_AGENT - 1}", workdir,
+                                      advertise="127.0.0.1",
+                                      metrics=f"127.0.0.1:{free_port()}"))
+        client = Client(listen)
+        deadline = time.monotonic() + 30
+        while sum(a.connected for a in client.agents()) < args.agents:
+            if time.monotonic() > deadline:
+                raise CtlError("agents did not connect within 30s")
+            time.sleep(0.1)
+        request.app = args.app
+        version = client.deploy(request).version
+        if counts:
+            client.scale(args.app, counts)
+        client.close()
+        say(f"{args.app} v{version} deployed on {args.agents} agents; scheduler at {listen}")
+        if listen != "127.0.0.1:7070":
+            say(f"in another terminal: export FORMATION_SCHEDULER={listen}")
+        say("try `ctl ps`, `ctl scale web=5`; Ctrl-C stops everything")
+        while True:
+            for part in parts:
+                if part.proc.poll() is not None:
+                    raise CtlError(f"{part.name} exited with code {part.proc.returncode}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except ClusterError as e:
+        raise CtlError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        say("stopping")
+        agents = [p for p in parts if p.name.startswith("agent-")]
+        for p in agents:
+            p.proc.send_signal(signal.SIGTERM)
+        for p in agents:
+            p.stop()
+        for p in reversed([p for p in parts if p not in agents]):
+            p.stop()
+        tmp.cleanup()
+        say("stopped")
+    return 0

@@ -1,0 +1,277 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HealthCheck(_message.Message):
+    __slots__ = ("type", "path", "command", "interval", "timeout", "grace", "failures")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    GRACE_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    path: str
+    command: str
+    interval: float
+    timeout: float
+    grace: float
+    failures: int
+    def __init__(self, type: _Optional[str] = ..., path: _Optional[str] = ..., command: _Optional[str] = ..., interval: _Optional[float] = ..., timeout: _Optional[float] = ..., grace: _Optional[float] = ..., failures: _Optional[int] = ...) -> None: ...
+
+class ProcessType(_message.Message):
+    __slots__ = ("name", "command", "stop_timeout", "at_most_once", "health")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    AT_MOST_ONCE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    command: str
+    stop_timeout: float
+    at_most_once: bool
+    health: HealthCheck
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
+
+class DeployRequest(_message.Message):
+    __slots__ = ("app", "types", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    types: _containers.RepeatedCompositeFieldContainer[ProcessType]
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, app: _Optional[str] = ..., types: _Optional[_Iterable[_Union[ProcessType, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeployReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class ScaleRequest(_message.Message):
+    __slots__ = ("app", "counts")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    APP_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, app: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ScaleReply(_message.Message):
+    __slots__ = ("counts",)
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class GetFormationRequest(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class TypeCount(_message.Message):
+    __slots__ = ("type", "desired", "running")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    desired: int
+    running: int
+    def __init__(self, type: _Optional[str] = ..., desired: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
+
+class FormationReply(_message.Message):
+    __slots__ = ("types", "release")
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedCompositeFieldContainer[TypeCount]
+    release: int
+    def __init__(self, types: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., release: _Optional[int] = ...) -> None: ...
+
+class ListInstancesRequest(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class Instance(_message.Message):
+    __slots__ = ("id", "app", "type", "agent", "state", "pid", "port", "restarts", "release", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    app: str
+    type: str
+    agent: str
+    state: str
+    pid: int
+    port: int
+    restarts: int
+    release: int
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., app: _Optional[str] = ..., type: _Optional[str] = ..., agent: _Optional[str] = ..., state: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., release: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListInstancesReply(_message.Message):
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[Instance]
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Agent(_message.Message):
+    __slots__ = ("name", "address", "state", "capacity", "instances", "last_seen", "connected", "metrics_address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    state: str
+    capacity: int
+    instances: int
+    last_seen: float
+    connected: bool
+    metrics_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[int] = ..., last_seen: _Optional[float] = ..., connected: _Optional[bool] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+
+class ListAgentsReply(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[Agent]
+    def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ...) -> None: ...
+
+class InstanceStatus(_message.Message):
+    __slots__ = ("app", "id", "release", "state", "pid", "port", "restarts", "reason")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    id: str
+    release: int
+    state: str
+    pid: int
+    port: int
+    restarts: int
+    reason: str
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., state: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("name", "address", "capacity", "instances", "metrics_address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    capacity: int
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceStatus]
+    metrics_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("generation",)
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    def __init__(self, generation: _Optional[int] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "heartbeat", "status")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    heartbeat: Heartbeat
+    status: InstanceStatus
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[InstanceStatus, _Mapping]] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("app", "id", "type", "release", "command", "env", "stop_timeout", "at_most_once", "health")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    APP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    AT_MOST_ONCE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    id: str
+    type: str
+    release: int
+    command: str
+    env: _containers.ScalarMap[str, str]
+    stop_timeout: float
+    at_most_once: bool
+    health: HealthCheck
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
+
+class Assignments(_message.Message):
+    __slots__ = ("generation", "items", "fence_after")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FENCE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    items: _containers.RepeatedCompositeFieldContainer[Assignment]
+    fence_after: float
+    def __init__(self, generation: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., fence_after: _Optional[float] = ...) -> None: ...
+
+class SchedulerMessage(_message.Message):
+    __slots__ = ("assignments", "ack")
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    assignments: Assignments
+    ack: Heartbeat
+    def __init__(self, assignments: _Optional[_Union[Assignments, _Mapping]] = ..., ack: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...

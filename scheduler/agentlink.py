@@ -1,0 +1,69 @@
+"""The AgentLink service: one bidirectional stream per agent.
+
+Up: hello first, then heartbeats and instance status. Down: the agent's whole assignment list,
+whenever it changes. The stream is a session; liveness is decided by heartbeats, not by it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import grpc
+
+from proto import formation_pb2 as pb
+from proto import formation_pb2_grpc as pbg
+from scheduler.agents import AgentEntry
+from scheduler.core import Scheduler
+from scheduler.names import InvalidName, check_name
+from scheduler.store import StoreUnavailable
+
+log = logging.getLogger("scheduler.link")
+
+
+class AgentLinkService(pbg.AgentLinkServicer):
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.s = scheduler
+
+    async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SchedulerMessage]:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
+        hello = first.hello
+        try:
+            check_name("agent", hello.name)
+            if hello.capacity < 0:
+                raise ValueError("capacity must be >= 0")
+            entry, session = await self.s.agent_hello(hello)
+        except (InvalidName, ValueError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except StoreUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+
+        reader = asyncio.create_task(self._read(entry, request_iterator, session.outbox))
+        try:
+            while True:
+                message = await session.outbox.get()
+                if message is None:
+                    break
+                yield message
+        finally:
+            reader.cancel()
+            self.s.agent_gone(entry, session)
+
+    async def _read(self, entry: AgentEntry, messages: AsyncIterator[pb.AgentMessage],
+                    outbox: asyncio.Queue) -> None:
+        name = entry.record.name
+        try:
+            async for message in messages:
+                kind = message.WhichOneof("kind")
+                if kind == "heartbeat":
+                    self.s.agent_heartbeat(name, message.heartbeat)
+                    outbox.put_nowait(pb.SchedulerMessage(ack=message.heartbeat))
+                elif kind == "status":
+                    self.s.agent_status(name, message.status)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            outbox.put_nowait(None)  # the agent hung up: end the sending side too

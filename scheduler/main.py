@@ -1,0 +1,112 @@
+"""`formation-scheduler` / `python -m scheduler`: flags, each also read from the environment."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from proto import formation_pb2_grpc as pbg
+from scheduler import metrics
+from scheduler.agentlink import AgentLinkService
+from scheduler.control import ControlService
+from scheduler.core import Scheduler, Settings
+from scheduler.httpserve import metrics_route, serve, split_hostport
+from scheduler.store import Store, parse_endpoints
+
+log = logging.getLogger("scheduler")
+
+
+def env_default(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="formation-scheduler",
+                                description="Formation's scheduler: keeps the formation running.")
+    p.add_argument("--etcd", default=env_default("FORMATION_ETCD", "http://127.0.0.1:2379"),
+                   help="etcd URL[,URL...] (env FORMATION_ETCD)")
+    p.add_argument("--prefix", default=env_default("FORMATION_ETCD_PREFIX", "/formation"),
+                   help="etcd key prefix (env FORMATION_ETCD_PREFIX)")
+    p.add_argument("--listen", default=env_default("FORMATION_LISTEN", "0.0.0.0:7070"),
+                   help="gRPC HOST:PORT for ctl and agents (env FORMATION_LISTEN)")
+    p.add_argument("--metrics-listen", default=env_default("FORMATION_METRICS_LISTEN", ""),
+                   help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
+    p.add_argument("--agent-ttl", type=float,
+                   default=float(env_default("FORMATION_AGENT_TTL", "10")),
+                   help="seconds without heartbeat before an agent is down, >= 2 "
+                        "(env FORMATION_AGENT_TTL)")
+    p.add_argument("--fence-after", type=float,
+                   default=float(env_default("FORMATION_FENCE_AFTER", "0")),
+                   help="seconds without contact after which agents stop at_most_once "
+                        "instances; < agent-ttl; 0 = 60%% of agent-ttl (env FORMATION_FENCE_AFTER)")
+    args = p.parse_args(argv)
+    try:
+        args.endpoints = parse_endpoints(args.etcd)
+        split_hostport(args.listen)
+        if args.metrics_listen:
+            split_hostport(args.metrics_listen)
+    except ValueError as e:
+        p.error(str(e))
+    if args.agent_ttl < 2:
+        p.error("--agent-ttl must be at least 2 seconds")
+    if not 0 <= args.fence_after < args.agent_ttl:
+        p.error("--fence-after must be less than --agent-ttl")
+    return args
+
+
+def setup_logging(name: str) -> None:
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                        format=f"%(asctime)s {name} | %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("aetcd").setLevel(logging.WARNING)
+
+
+async def run(args: argparse.Namespace) -> None:
+    store = Store(args.endpoints, args.prefix)
+    scheduler = Scheduler(store, Settings(args.agent_ttl, args.fence_after))
+    metrics.install(scheduler)
+    revision = await scheduler.recover()
+
+    server = grpc.aio.server()
+    pbg.add_ControlServicer_to_server(ControlService(scheduler), server)
+    pbg.add_AgentLinkServicer_to_server(AgentLinkService(scheduler), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(args.listen)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    if args.metrics_listen:
+        await serve(args.metrics_listen, {"/metrics": metrics_route})
+    log.info("listening on %s (etcd %s, agent ttl %.1fs)", args.listen, args.etcd, args.agent_ttl)
+
+    def apps_changed() -> None:
+        scheduler.apps_dirty = True
+        scheduler.poke()
+
+    tasks = [asyncio.create_task(scheduler.run()),
+             asyncio.create_task(store.watch_apps(revision, apps_changed))]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    for t in tasks:
+        t.cancel()
+    await server.stop(grace=1)
+    await store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging("scheduler")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Placement: a pure function from (formation, agents, assignments) to a Plan. No I/O.
+
+Rules, in order (DESIGN.md §3):
+ 1. only ready agents (not down, not draining) receive new instances;
+ 2. no agent goes over its capacity;
+ 3. instances on live agents stay where they are (scale-up only adds, scale-down only removes);
+ 4. each process type spreads evenly: a new instance goes to the agent with the fewest of its
+    type, then the least loaded, then the first by name;
+ 5. deterministic; what cannot be placed is pending.
+
+The Plan sorts every wanted or assigned instance into buckets, like Nomad's reconciler:
+
+    wanted & assigned to a live agent  -> keep      (and `update` if its release is old)
+    wanted & on a down agent           -> migrate   (or pending + unassign if nowhere fits)
+    wanted & unassigned                -> place     (or pending)
+    assigned & not wanted              -> stop      (scale-down: highest numbers first)
+"""
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from scheduler.names import instance_id, split_instance_id
+
+
+@dataclass(frozen=True, order=True)
+class InstanceKey:
+    """One instance of an app: `app`, `web.3`."""
+    app: str
+    id: str
+
+    @property
+    def type(self) -> str:
+        return split_instance_id(self.id)[0]
+
+    @property
+    def number(self) -> int:
+        return split_instance_id(self.id)[1]
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What placement needs to know of an agent."""
+    name: str
+    capacity: int
+    alive: bool = True        # heartbeating (or not yet timed out)
+    schedulable: bool = True  # alive and not draining
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """Where an instance runs and which release it runs."""
+    agent: str
+    release: int
+
+
+@dataclass
+class Plan:
+    """The buckets of one evaluation; `apply` turns them into etcd writes."""
+    place: dict[InstanceKey, str] = field(default_factory=dict)    # new -> agent
+    migrate: dict[InstanceKey, str] = field(default_factory=dict)  # was on a down agent -> agent
+    update: dict[InstanceKey, int] = field(default_factory=dict)   # stays, new release
+    stop: list[InstanceKey] = field(default_factory=list)          # assignment removed
+    unassign: list[InstanceKey] = field(default_factory=list)      # lost, nowhere to go
+    pending: list[InstanceKey] = field(default_factory=list)       # wanted, not placed
+
+    def empty(self) -> bool:
+        return not (self.place or self.migrate or self.update or self.stop or self.unassign)
+
+    def assignments_after(self, before: Mapping[InstanceKey, Assigned],
+                          releases: Mapping[str, int]) -> dict[InstanceKey, Assigned]:
+        """The assignment table once this plan is applied."""
+        after = dict(before)
+        for key in (*self.stop, *self.unassign):
+            after.pop(key, None)
+        for key, release in self.update.items():
+            after[key] = Assigned(after[key].agent, release)
+        for key, agent in (*self.place.items(), *self.migrate.items()):
+            after[key] = Assigned(agent, releases[key.app])
+        return after
+
+
+def wanted_instances(desired: Mapping[tuple[str, str], int]) -> list[InstanceKey]:
+    """Every instance the formation asks for, `web.1` … `web.N` per (app, type)."""
+    return [InstanceKey(app, instance_id(ptype, n))
+            for (app, ptype), count in sorted(desired.items()) for n in range(1, count + 1)]
+
+
+def plan(desired: Mapping[tuple[str, str], int],
+         releases: Mapping[str, int],
+         agents: Mapping[str, AgentView],
+         assignments: Mapping[InstanceKey, Assigned]) -> Plan:
+    """Compute the changes that bring `assignments` to `desired` on `agents`.
+
+    desired: (app, type) -> count, for types of each app's current release;
+    releases: app -> current release version.
+    """
+    result = Plan()
+    wanted = wanted_instances({k: v for k, v in desired.items() if k[0] in releases})
+    wanted_set = set(wanted)
+    load: Counter[str] = Counter()
+    by_type: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+
+    for key in sorted(assignments):
+        where = assignments[key]
+        agent = agents.get(where.agent)
+        if key not in wanted_set:
+            result.stop.append(key)
+        elif agent is not None and agent.alive:
+            load[where.agent] += 1
+            by_type[(key.app, key.type)][where.agent] += 1
+            if where.release != releases[key.app]:
+                result.update[key] = releases[key.app]
+
+    # Group what needs a home by (app, type): one heap per group keeps this O(n log agents).
+    homeless: dict[tuple[str, str], list[InstanceKey]] = defaultdict(list)
+    for key in wanted:
+        where = assignments.get(key)
+        if where is None or not (where.agent in agents and agents[where.agent].alive):
+            homeless[(key.app, key.type)].append(key)
+
+    ready = [a for a in sorted(agents.values(), key=lambda a: a.name) if a.schedulable]
+    for group, keys in homeless.items():
+        counts = by_type[group]
+        heap = [(counts[a.name], load[a.name], a.name) for a in ready if load[a.name] < a.capacity]
+        heapq.heapify(heap)
+        for key in keys:
+            lost = key in assignments
+            if not heap:
+                result.pending.append(key)
+                if lost:
+                    result.unassign.append(key)
+                continue
+            n_type, n_load, name = heapq.heappop(heap)
+            (result.migrate if lost else result.place)[key] = name
+            counts[name] += 1
+            load[name] += 1
+            if load[name] < agents[name].capacity:
+                heapq.heappush(heap, (n_type + 1, n_load + 1, name))
+    return result

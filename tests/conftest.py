@@ -1,0 +1,55 @@
+"""Fixtures: one real etcd for the session (each cluster uses its own key prefix), and
+clusters of real schedulers and agents that are torn down, leaks checked, after each test."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterator
+
+import pytest
+
+from ctl.localcluster import Launch, free_port, wait_port
+from tests.cluster import Cluster
+
+
+@pytest.fixture(scope="session")
+def etcd_url() -> Iterator[str]:
+    tmp = tempfile.mkdtemp(prefix="formation-test-etcd-")
+    port, peer = free_port(), free_port()
+    part = Launch(stdout=lambda name: open(os.path.join(tmp, "etcd.log"), "a")).etcd(
+        os.path.join(tmp, "data"), "127.0.0.1", port, peer)
+    try:
+        wait_port("127.0.0.1", port, 20, part.proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        part.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def make_cluster(etcd_url: str) -> Iterator[Callable[..., Cluster]]:
+    """make_cluster(agents=2, ...) -> a started Cluster on the shared etcd (own_etcd=True for
+    one of its own, for tests that restart etcd)."""
+    made: list[Cluster] = []
+
+    def make(own_etcd: bool = False, **kwargs) -> Cluster:
+        c = Cluster(etcd=None if own_etcd else etcd_url, **kwargs)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    errors = []
+    for c in made:
+        try:
+            c.close()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, errors
+
+
+@pytest.fixture
+def cluster(make_cluster) -> Cluster:
+    """A scheduler and two agents with the example app's folder as their workdir."""
+    return make_cluster(agents=2)

@@ -1,0 +1,61 @@
+"""`ctl dev`: the embedded default brings the example up, and Ctrl-C leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+
+from ctl.client import Client
+from tests.cluster import procs, wait_for
+from tests.cluster.local import ROOT
+
+
+def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
+    run_id = uuid.uuid4().hex[:12]
+    out = open(tmp_path / "dev.log", "w+")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "ctl", "dev", "examples/Procfile", "--agents", "2",
+         "--scale", "web=2,worker=1"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, "FTEST_RUN": run_id}, start_new_session=True)
+    try:
+        def address():
+            m = re.search(r"scheduler at (\S+)", (tmp_path / "dev.log").read_text())
+            return m and m.group(1)
+        listen = wait_for(address, 30, what="ctl dev to come up")
+        client = Client(listen)
+
+        def converged():
+            rows = client.instances("default")
+            return sorted(i.id for i in rows if i.state == "running") == \
+                ["web.1", "web.2", "worker.1"] and all(procs.alive(i.pid) for i in rows)
+        wait_for(converged, 20, what="the example to run")
+        client.close()
+        # Logs are streamed like foreman: instance lines with their prefix.
+        wait_for(lambda: re.search(r"\d\d:\d\d:\d\d worker\.1 \| worker\.1 tick \d",
+                                   (tmp_path / "dev.log").read_text()), 10,
+                 what="worker output in the stream")
+        assert procs.with_env("FTEST_RUN", run_id)
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(60) == 0
+        log = (tmp_path / "dev.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+        left = procs.with_env("FTEST_RUN", run_id)
+        assert not left, f"ctl dev left processes behind: {left}"
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+        for pid in procs.with_env("FTEST_RUN", run_id):
+            os.kill(pid, signal.SIGKILL)
+        out.close()
+
+
+def test_ctl_dev_with_a_bad_procfile_starts_nothing(tmp_path):
+    (tmp_path / "Procfile").write_text("web python3 web.py\n")
+    result = subprocess.run([sys.executable, "-m", "ctl", "dev", str(tmp_path / "Procfile")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 2 and "Procfile:1:" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -186,8 +186,8 @@ class Cluster:
         def ok():
             listed = self.instances(app)
             run = self.running(app)
-            return run if set(listed) == ids and set(run) == ids else None
-        return wait_for(ok, timeout, what=f"exactly {sorted(ids)} running")
+            return (run,) if set(listed) == ids and set(run) == ids else None
+        return wait_for(ok, timeout, what=f"exactly {sorted(ids)} running")[0]
 
     def instance_pids(self) -> list[int]:
         """Every live process of this run that is an instance or a child of one."""

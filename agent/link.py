@@ -33,11 +33,33 @@ class SchedulerLink:
         self.generation = 0
         self.connected = False
         self.last_contact = time.monotonic()
+        self.contact = asyncio.Event()  # set by every message from the scheduler
+        self.fence_after = 0.0          # learnt from the scheduler with each list
+        self.agent_ttl = 0.0
+        self._call: grpc.aio.StreamStreamCall | None = None
         supervisor.on_status = self.send_status
 
     def send_status(self, status: pb.InstanceStatus) -> None:
         if self.outbox is not None:
             self.outbox.put_nowait(pb.AgentMessage(status=status))
+
+    async def fence(self) -> None:
+        """Stop at_most_once instances once `fence_after` passes without a word from the
+        scheduler, which moves them only after `agent_ttl`: never two copies at once."""
+        while True:
+            self.contact.clear()
+            try:
+                await asyncio.wait_for(self.contact.wait(), self.fence_after or None)
+                continue
+            except asyncio.TimeoutError:
+                pass
+            fenced = self.supervisor.fence(grace=max(0.1, (self.agent_ttl - self.fence_after) / 2))
+            if fenced:
+                log.warning("no word from the scheduler for %.1fs: stopped at_most_once "
+                            "instances %s", self.fence_after, ", ".join(fenced))
+                if self._call is not None:  # redial, so the next list says what to run
+                    self._call.cancel()
+            await self.contact.wait()
 
     async def run(self) -> None:
         attempt = 0
@@ -50,6 +72,10 @@ class SchedulerLink:
                     log.warning("scheduler %s: %s", address, e.details() or e.code().name)
             except asyncio.TimeoutError:
                 log.warning("scheduler %s went silent; reconnecting", address)
+            except asyncio.CancelledError:
+                if self._call is not None or asyncio.current_task().cancelling():
+                    raise
+                # our own cancel() of the call after fencing: redial
             if self.connected:
                 attempt = 0
             self.connected = False
@@ -72,7 +98,7 @@ class SchedulerLink:
                 yield message
 
         async with grpc.aio.insecure_channel(address) as channel:
-            call = pbg.AgentLinkStub(channel).Connect(outgoing())
+            call = self._call = pbg.AgentLinkStub(channel).Connect(outgoing())
             self.outbox = outbox
             beats = asyncio.create_task(self._heartbeats(outbox))
             try:
@@ -82,13 +108,17 @@ class SchedulerLink:
                         log.warning("scheduler %s closed the link", address)
                         return
                     self.last_contact = time.monotonic()
+                    self.contact.set()
                     if not self.connected:
                         self.connected = True
                         log.info("connected to scheduler %s", address)
                     if message.WhichOneof("kind") == "assignments":
-                        self.generation = message.assignments.generation
-                        self.supervisor.apply(list(message.assignments.items))
+                        lists = message.assignments
+                        self.generation = lists.generation
+                        self.fence_after, self.agent_ttl = lists.fence_after, lists.agent_ttl
+                        self.supervisor.apply(list(lists.items))
             finally:
+                self._call = None
                 self.outbox = None
                 beats.cancel()
                 call.cancel()

@@ -106,7 +106,8 @@ async def run(args: argparse.Namespace) -> None:
         await serve(args.metrics_listen, {"/metrics": metrics_route})
     log.info("agent %s (capacity %d, %s) -> scheduler %s", args.name, args.capacity,
              args.advertise, ",".join(args.addresses))
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(sink.run())]
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(sink.run()),
+             asyncio.create_task(link.fence())]
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,6 +116,7 @@ async def run(args: argparse.Namespace) -> None:
     await stop.wait()
     log.info("stopping %d instances", len(supervisor.runners))
     tasks[0].cancel()  # no new assignments while stopping
+    tasks[2].cancel()
     await supervisor.stop_all()
     launcher.close_guardian()
     tasks[1].cancel()

@@ -117,18 +117,19 @@ class InstanceRunner:
             except asyncio.TimeoutError:
                 pass
 
-    async def stop(self) -> None:
-        """SIGTERM the group, wait stop_timeout, then SIGKILL; return once it has exited."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the group, wait stop_timeout (or timeout), then SIGKILL; return once it has
+        exited."""
         self._stop.set()
         child = self.child
+        grace = self.spec.stop_timeout if timeout is None else timeout
         if child is not None:
             self._set(InstanceState.STOPPING)
             self.launcher.kill_group(child.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self.task), self.spec.stop_timeout)
+                await asyncio.wait_for(asyncio.shield(self.task), grace)
             except asyncio.TimeoutError:
-                log.info("%s did not stop within %.0fs; killing it", self.spec.id,
-                         self.spec.stop_timeout)
+                log.info("%s did not stop within %.1fs; killing it", self.spec.id, grace)
                 self.launcher.kill_group(child.pid, signal.SIGKILL)
         if self.task is not None:
             await self.task

@@ -70,14 +70,21 @@ class Supervisor:
         self.runners[key] = runner
         runner.start(after=self.stopping.get(key))
 
-    def _stop(self, key: Key) -> None:
+    def fence(self, grace: float) -> list[str]:
+        """Stop every at_most_once instance within grace seconds; return their ids."""
+        fenced = [key for key, r in self.runners.items() if r.spec.at_most_once]
+        for key in fenced:
+            self._stop(key, min(grace, self.runners[key].spec.stop_timeout))
+        return [key[1] for key in fenced]
+
+    def _stop(self, key: Key, timeout: float | None = None) -> None:
         runner = self.runners.pop(key)
         previous = self.stopping.get(key)
 
         async def stop() -> None:
             if previous is not None:
                 await asyncio.shield(previous)
-            await runner.stop()
+            await runner.stop(timeout)
             self.ports.release(runner.port)
             if self.stopping.get(key) is task:
                 del self.stopping[key]

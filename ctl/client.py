@@ -68,5 +68,8 @@ class Client:
         return list(self._call(lambda s: s.ListInstances,
                                pb.ListInstancesRequest(app=app)).instances)
 
+    def drain(self, agent: str, undo: bool = False) -> pb.Agent:
+        return self._call(lambda s: s.Drain, pb.DrainRequest(agent=agent, undo=undo)).agent
+
     def agents(self) -> list[pb.Agent]:
         return list(self._call(lambda s: s.ListAgents, pb.ListAgentsRequest()).agents)

@@ -179,6 +179,20 @@ class ListAgentsReply(_message.Message):
     agents: _containers.RepeatedCompositeFieldContainer[Agent]
     def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ...) -> None: ...
 
+class DrainRequest(_message.Message):
+    __slots__ = ("agent", "undo")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    undo: bool
+    def __init__(self, agent: _Optional[str] = ..., undo: _Optional[bool] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: Agent
+    def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...
+
 class InstanceStatus(_message.Message):
     __slots__ = ("app", "id", "release", "state", "pid", "port", "restarts", "reason")
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -259,14 +273,16 @@ class Assignment(_message.Message):
     def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("generation", "items", "fence_after")
+    __slots__ = ("generation", "items", "fence_after", "agent_ttl")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     FENCE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TTL_FIELD_NUMBER: _ClassVar[int]
     generation: int
     items: _containers.RepeatedCompositeFieldContainer[Assignment]
     fence_after: float
-    def __init__(self, generation: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., fence_after: _Optional[float] = ...) -> None: ...
+    agent_ttl: float
+    def __init__(self, generation: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
     __slots__ = ("assignments", "ack")

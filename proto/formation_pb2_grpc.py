@@ -59,6 +59,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.ListAgentsReply.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/formation.v1.Control/Drain',
+                request_serializer=proto_dot_formation__pb2.DrainRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.DrainReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -94,6 +99,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=proto_dot_formation__pb2.ListAgentsRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.ListAgentsReply.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=proto_dot_formation__pb2.DrainRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.DrainReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Control:
             '/formation.v1.Control/ListAgents',
             proto_dot_formation__pb2.ListAgentsRequest.SerializeToString,
             proto_dot_formation__pb2.ListAgentsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/Drain',
+            proto_dot_formation__pb2.DrainRequest.SerializeToString,
+            proto_dot_formation__pb2.DrainReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,7 +54,13 @@ class AgentEntry:
         alive = not self.down
         return AgentView(self.record.name, self.record.capacity, alive=alive,
                          schedulable=alive and self.session is not None
-                         and self.record.state == "ready")
+                         and self.record.state == "ready",
+                         draining=self.record.state == "draining")
+
+    def runs(self, key: InstanceKey) -> bool:
+        """Does this agent report a copy of key that is not stopped?"""
+        report = self.reports.get(key)
+        return report is not None and report.state != "stopped"
 
 
 class AgentTable:

@@ -2,6 +2,7 @@
 a change is acknowledged only once it is in etcd."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import grpc
@@ -128,9 +129,31 @@ class ControlService(pbg.ControlServicer):
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context) -> pb.ListAgentsReply:
         counts = {name: len(keys) for name, keys in self.s.lists_by_agent().items()}
-        return pb.ListAgentsReply(agents=[
-            pb.Agent(name=name, address=e.record.address, state=e.state.value,
-                     capacity=e.record.capacity, instances=counts.get(name, 0),
-                     last_seen=e.last_seen, connected=e.session is not None,
-                     metrics_address=e.record.metrics_address)
-            for name, e in sorted(self.s.agents.entries.items())])
+        return pb.ListAgentsReply(agents=[self._agent(name, counts.get(name, 0))
+                                          for name in sorted(self.s.agents.entries)])
+
+    def _agent(self, name: str, instances: int) -> pb.Agent:
+        e = self.s.agents.entries[name]
+        state = e.state.value
+        if state == "draining" and not instances and not any(map(e.runs, e.reports)):
+            state = "drained"
+        return pb.Agent(name=name, address=e.record.address, state=state,
+                        capacity=e.record.capacity, instances=instances,
+                        last_seen=e.last_seen, connected=e.session is not None,
+                        metrics_address=e.record.metrics_address)
+
+    async def Drain(self, request: pb.DrainRequest, context) -> pb.DrainReply:
+        async def run() -> pb.DrainReply:
+            name = check_name("agent", request.agent)
+            async with self.s.lock:
+                entry = self.s.agents.entries.get(name)
+                if entry is None:
+                    raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
+                record = dataclasses.replace(entry.record,
+                                             state="ready" if request.undo else "draining")
+                await self.s.store.put_agent(record)
+                entry.record = record
+            self.s.poke()
+            count = len(self.s.lists_by_agent().get(name, []))
+            return pb.DrainReply(agent=self._agent(name, count))
+        return await self._guard(context, run)

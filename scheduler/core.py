@@ -112,10 +112,51 @@ class Scheduler:
         version = self.current.get(app)
         return None if version is None else self.releases.get(app, {}).get(version)
 
+    def at_most_once(self) -> set[tuple[str, str]]:
+        out = set()
+        for app in self.current:
+            release = self.current_release(app)
+            if release is not None:
+                out |= {(app, t) for t, pt in release.types.items() if pt.at_most_once}
+        return out
+
+    def blocked(self, once: set[tuple[str, str]]) -> set[InstanceKey]:
+        """at_most_once instances that a live agent other than their home still runs."""
+        out = set()
+        for name, entry in self.agents.entries.items():
+            if entry.down:
+                continue
+            for key in entry.reports:
+                if (key.app, key.type) in once and entry.runs(key):
+                    where = self.assignments.get(key)
+                    if where is None or where.agent != name:
+                        out.add(key)
+        return out
+
+    def finished_handoffs(self) -> dict[InstanceKey, Assigned]:
+        """Handoffs whose new copy runs (or whose old agent is gone): the old copy may stop."""
+        done = {}
+        for key, where in self.assignments.items():
+            if not where.previous:
+                continue
+            new = self.agents.entries.get(where.agent)
+            old = self.agents.entries.get(where.previous)
+            report = new.reports.get(key) if new else None
+            if old is None or old.down or (report is not None and report.state == "running"
+                                           and report.release == where.release):
+                done[key] = Assigned(where.agent, where.release)
+        return done
+
     async def reconcile(self) -> Plan:
         started = time.monotonic()
         async with self.lock:
-            result = plan(self.desired(), self.current, self.agents.views(), self.assignments)
+            handed = self.finished_handoffs()
+            if handed:
+                await self.store.write(self.store.assignment_puts(handed))
+                self.assignments.update(handed)
+            once = self.at_most_once()
+            result = plan(self.desired(), self.current, self.agents.views(), self.assignments,
+                          once, self.blocked(once))
             if not result.empty():
                 after = result.assignments_after(self.assignments, self.current)
                 changed = {k: after[k] for k in (*result.place, *result.migrate, *result.update)}
@@ -136,9 +177,12 @@ class Scheduler:
     # ---- pushing assignments -----------------------------------------------------
 
     def lists_by_agent(self) -> dict[str, list[InstanceKey]]:
+        """Each agent's list: what is assigned to it, and old copies it keeps during handoffs."""
         by_agent: dict[str, list[InstanceKey]] = defaultdict(list)
         for key, where in sorted(self.assignments.items()):
             by_agent[where.agent].append(key)
+            if where.previous:
+                by_agent[where.previous].append(key)
         return by_agent
 
     def push_all(self) -> None:
@@ -159,7 +203,8 @@ class Scheduler:
         self.generation += 1
         fence = self.settings.fence_after or 0.6 * self.settings.agent_ttl
         session.outbox.put_nowait(pb.SchedulerMessage(assignments=pb.Assignments(
-            generation=self.generation, items=items, fence_after=fence)))
+            generation=self.generation, items=items, fence_after=fence,
+            agent_ttl=self.settings.agent_ttl)))
 
     def assignment_message(self, key: InstanceKey) -> pb.Assignment:
         version = self.assignments[key].release
@@ -214,6 +259,11 @@ class Scheduler:
             entry.reports.pop(key, None)
         else:
             entry.reports[key] = status
+        where = self.assignments.get(key)
+        # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
+        if (where is not None and where.previous and status.state == "running") or \
+                (status.state == "stopped" and (where is None or where.agent != name)):
+            self.poke()
 
     def agent_gone(self, entry: AgentEntry, session: Session) -> None:
         """The stream ended; the agent stays alive until its heartbeat deadline passes."""

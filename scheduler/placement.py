@@ -12,7 +12,10 @@ The Plan sorts every wanted or assigned instance into buckets, like Nomad's reco
 
     wanted & assigned to a live agent  -> keep      (and `update` if its release is old)
     wanted & on a down agent           -> migrate   (or pending + unassign if nowhere fits)
-    wanted & unassigned                -> place     (or pending)
+    wanted & on a draining agent       -> migrate with a handoff: the old copy runs until the
+                                          new one does; at_most_once types are evicted instead
+                                          (stopped first, placed once the old copy is gone)
+    wanted & unassigned                -> place     (or pending; also while `blocked`)
     assigned & not wanted              -> stop      (scale-down: highest numbers first)
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import AbstractSet, Mapping
 
 from scheduler.names import instance_id, split_instance_id
 
@@ -46,14 +49,17 @@ class AgentView:
     name: str
     capacity: int
     alive: bool = True        # heartbeating (or not yet timed out)
-    schedulable: bool = True  # alive and not draining
+    schedulable: bool = True  # alive, connected and not draining
+    draining: bool = False    # its instances move elsewhere
 
 
 @dataclass(frozen=True)
 class Assigned:
-    """Where an instance runs and which release it runs."""
+    """Where an instance runs and which release it runs; `previous` is the agent that keeps
+    its old copy running until this one runs (a drain handoff)."""
     agent: str
     release: int
+    previous: str = ""
 
 
 @dataclass
@@ -63,8 +69,9 @@ class Plan:
     migrate: dict[InstanceKey, str] = field(default_factory=dict)  # was on a down agent -> agent
     update: dict[InstanceKey, int] = field(default_factory=dict)   # stays, new release
     stop: list[InstanceKey] = field(default_factory=list)          # assignment removed
-    unassign: list[InstanceKey] = field(default_factory=list)      # lost, nowhere to go
+    unassign: list[InstanceKey] = field(default_factory=list)      # lost or evicted
     pending: list[InstanceKey] = field(default_factory=list)       # wanted, not placed
+    handoff: dict[InstanceKey, str] = field(default_factory=dict)  # migrate: old copy's agent
 
     def empty(self) -> bool:
         return not (self.place or self.migrate or self.update or self.stop or self.unassign)
@@ -76,9 +83,11 @@ class Plan:
         for key in (*self.stop, *self.unassign):
             after.pop(key, None)
         for key, release in self.update.items():
-            after[key] = Assigned(after[key].agent, release)
-        for key, agent in (*self.place.items(), *self.migrate.items()):
+            after[key] = Assigned(after[key].agent, release, after[key].previous)
+        for key, agent in self.place.items():
             after[key] = Assigned(agent, releases[key.app])
+        for key, agent in self.migrate.items():
+            after[key] = Assigned(agent, releases[key.app], self.handoff.get(key, ""))
         return after
 
 
@@ -91,11 +100,15 @@ def wanted_instances(desired: Mapping[tuple[str, str], int]) -> list[InstanceKey
 def plan(desired: Mapping[tuple[str, str], int],
          releases: Mapping[str, int],
          agents: Mapping[str, AgentView],
-         assignments: Mapping[InstanceKey, Assigned]) -> Plan:
+         assignments: Mapping[InstanceKey, Assigned],
+         at_most_once: AbstractSet[tuple[str, str]] = frozenset(),
+         blocked: AbstractSet[InstanceKey] = frozenset()) -> Plan:
     """Compute the changes that bring `assignments` to `desired` on `agents`.
 
     desired: (app, type) -> count, for types of each app's current release;
-    releases: app -> current release version.
+    releases: app -> current release version;
+    at_most_once: (app, type) pairs that must never run twice (evicted, not handed off);
+    blocked: instances not to place yet (an old copy of an at_most_once one still runs).
     """
     result = Plan()
     wanted = wanted_instances({k: v for k, v in desired.items() if k[0] in releases})
@@ -103,6 +116,7 @@ def plan(desired: Mapping[tuple[str, str], int],
     load: Counter[str] = Counter()
     by_type: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
 
+    homeless: dict[tuple[str, str], list[InstanceKey]] = defaultdict(list)
     for key in sorted(assignments):
         where = assignments[key]
         agent = agents.get(where.agent)
@@ -110,16 +124,27 @@ def plan(desired: Mapping[tuple[str, str], int],
             result.stop.append(key)
         elif agent is not None and agent.alive:
             load[where.agent] += 1
+            if agent.draining and (key.app, key.type) in at_most_once:
+                result.unassign.append(key)
+                result.pending.append(key)
+                continue
+            if agent.draining:
+                result.handoff[key] = where.agent
+                continue  # placed below; the old copy keeps its slot until the handoff ends
             by_type[(key.app, key.type)][where.agent] += 1
             if where.release != releases[key.app]:
                 result.update[key] = releases[key.app]
 
     # Group what needs a home by (app, type): one heap per group keeps this O(n log agents).
-    homeless: dict[tuple[str, str], list[InstanceKey]] = defaultdict(list)
     for key in wanted:
         where = assignments.get(key)
-        if where is None or not (where.agent in agents and agents[where.agent].alive):
+        if key in result.handoff:
             homeless[(key.app, key.type)].append(key)
+        elif where is None or not (where.agent in agents and agents[where.agent].alive):
+            if key in blocked and where is None:
+                result.pending.append(key)
+            else:
+                homeless[(key.app, key.type)].append(key)
 
     ready = [a for a in sorted(agents.values(), key=lambda a: a.name) if a.schedulable]
     for group, keys in homeless.items():
@@ -129,6 +154,9 @@ def plan(desired: Mapping[tuple[str, str], int],
         for key in keys:
             lost = key in assignments
             if not heap:
+                if key in result.handoff:  # nowhere to go: it stays where it is
+                    del result.handoff[key]
+                    continue
                 result.pending.append(key)
                 if lost:
                     result.unassign.append(key)

@@ -133,8 +133,8 @@ class Store:
                     snap.agents[name] = AgentRecord(**json.loads(value))
                 case ["assignments", app, iid]:
                     raw = json.loads(value)
-                    snap.assignments[InstanceKey(app, iid)] = Assigned(raw["agent"],
-                                                                       int(raw["release"]))
+                    snap.assignments[InstanceKey(app, iid)] = Assigned(
+                        raw["agent"], int(raw["release"]), raw.get("previous", ""))
         except (ValueError, KeyError, TypeError) as e:
             log.warning("ignoring undecodable key %s: %s", "/".join(parts), e)
 
@@ -168,7 +168,8 @@ class Store:
 
     def assignment_puts(self, items: dict[InstanceKey, Assigned]) -> dict[bytes, bytes]:
         return {self.key("assignments", k.app, k.id):
-                json.dumps({"agent": a.agent, "release": a.release}).encode()
+                json.dumps({"agent": a.agent, "release": a.release, "previous": a.previous}
+                           if a.previous else {"agent": a.agent, "release": a.release}).encode()
                 for k, a in items.items()}
 
     def assignment_keys(self, keys: list[InstanceKey]) -> list[bytes]:

@@ -62,6 +62,25 @@ def test_lost_instance_with_nowhere_to_go_is_unassigned_and_pending():
     assert p.unassign == [key] and p.pending == [key]
 
 
+def test_drain_hands_off_and_evicts_at_most_once_types():
+    web, clock = InstanceKey("app", "web.1"), InstanceKey("app", "clock.1")
+    views = {"a": AgentView("a", 10, schedulable=False, draining=True), "b": AgentView("b", 10)}
+    before = {web: Assigned("a", 1), clock: Assigned("a", 1)}
+    p = plan({("app", "web"): 1, ("app", "clock"): 1}, {"app": 1}, views, before,
+             at_most_once={("app", "clock")})
+    after = p.assignments_after(before, {"app": 1})
+    assert after[web] == Assigned("b", 1, previous="a")
+    assert clock not in after and p.pending == [clock]
+    # Next round, while agent a still runs the old clock.1, it is not placed...
+    again = plan({("app", "web"): 1, ("app", "clock"): 1}, {"app": 1}, views, after,
+                 at_most_once={("app", "clock")}, blocked={clock})
+    assert again.pending == [clock] and not again.place
+    # ...and once it is gone, it is.
+    last = plan({("app", "web"): 1, ("app", "clock"): 1}, {"app": 1}, views, after,
+                at_most_once={("app", "clock")})
+    assert last.place == {clock: "b"}
+
+
 def test_new_release_updates_in_place():
     key = InstanceKey("app", "web.1")
     p = plan({("app", "web"): 1}, {"app": 2}, agents(("a", 10)), {key: Assigned("a", 1)})
@@ -77,9 +96,12 @@ def test_apps_without_a_release_are_not_placed():
 
 names = st.sampled_from([f"agent-{i}" for i in range(8)])
 agent_views = st.dictionaries(
-    names, st.tuples(st.integers(0, 12), st.booleans(), st.booleans()), max_size=8).map(
-    lambda d: {n: AgentView(n, cap, alive=alive, schedulable=alive and ready)
-               for n, (cap, alive, ready) in d.items()})
+    names, st.tuples(st.integers(0, 12), st.booleans(), st.sampled_from(["ready", "draining",
+                                                                          "disconnected"])),
+    max_size=8).map(
+    lambda d: {n: AgentView(n, cap, alive=alive, schedulable=alive and mode == "ready",
+                            draining=mode == "draining")
+               for n, (cap, alive, mode) in d.items()})
 desired_counts = st.dictionaries(
     st.tuples(st.sampled_from(["app", "other"]), st.sampled_from(["web", "worker", "clock"])),
     st.integers(0, 15), max_size=6)
@@ -90,6 +112,7 @@ def worlds(draw):
     views = draw(agent_views)
     desired = draw(desired_counts)
     releases = {"app": 1, "other": draw(st.integers(1, 2))}
+    once = draw(st.sets(st.sampled_from([("app", "web"), ("other", "worker")])))
     # Some existing assignments, possibly on unknown or down agents, possibly unwanted.
     keys = draw(st.lists(st.tuples(st.sampled_from(["app", "other"]),
                                    st.sampled_from(["web", "worker", "clock"]),
@@ -105,14 +128,16 @@ def worlds(draw):
                 del assignments[key]
                 continue
             load[agent.name] += 1
-    return desired, releases, views, assignments
+    blocked = set(draw(st.lists(st.sampled_from(sorted(assignments)), max_size=3))) \
+        if assignments else set()
+    return desired, releases, views, assignments, once, blocked
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(worlds())
 def test_properties_of_every_plan(world):
-    desired, releases, views, before = world
-    p = plan(desired, releases, views, before)
+    desired, releases, views, before, once, blocked = world
+    p = plan(desired, releases, views, before, once, blocked)
     after = p.assignments_after(before, releases)
     wanted = set(wanted_instances(desired))
 
@@ -125,19 +150,30 @@ def test_properties_of_every_plan(world):
     # Rule 2: no agent over capacity.
     for agent, n in per_agent(after).items():
         assert agent not in views or not views[agent].alive or n <= views[agent].capacity
-    # Rule 3: instances on live agents stay where they are; only unwanted ones are removed.
+    # Rule 3: instances on live agents stay where they are (unless draining); only unwanted
+    # ones are removed.
     for key, a in before.items():
         if key in wanted and a.agent in views and views[a.agent].alive:
-            assert after[key].agent == a.agent
+            if not views[a.agent].draining:
+                assert after[key].agent == a.agent
+            elif (key.app, key.type) in once:
+                assert key not in after  # evicted: stopped before it is placed elsewhere
+            elif after[key].agent != a.agent:
+                assert after[key].previous == a.agent  # handed off: old copy runs until then
         if key not in wanted:
             assert key in p.stop and key not in after
-    # Pending only when no schedulable agent had a free slot.
-    if p.pending:
-        for v in views.values():
-            if v.schedulable:
-                assert per_agent(after)[v.name] >= v.capacity
+    # Never two homes for a blocked instance that had none.
+    for key in blocked:
+        if key not in before:
+            assert key not in after
+    # Pending only when no schedulable agent had a free slot (or it waits for an old copy).
+    free = [v for v in views.values() if v.schedulable and
+            per_agent({k: a for k, a in after.items()
+                       if views.get(a.agent) and views[a.agent].alive})[v.name] < v.capacity]
+    for key in p.pending:
+        assert key in blocked or (key in before and (key.app, key.type) in once) or not free
     # Rule 5: deterministic.
-    assert plan(desired, releases, views, before) == p
+    assert plan(desired, releases, views, before, once, blocked) == p
 
 
 @settings(max_examples=200, deadline=None)

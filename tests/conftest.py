@@ -53,3 +53,33 @@ def make_cluster(etcd_url: str) -> Iterator[Callable[..., Cluster]]:
 def cluster(make_cluster) -> Cluster:
     """A scheduler and two agents with the example app's folder as their workdir."""
     return make_cluster(agents=2)
+
+
+def pytest_report_header(config) -> str:
+    from tests.cluster.harness import default_mode
+    return f"multi-host cluster mode: {default_mode()}"
+
+
+@pytest.fixture
+def hosts_cluster() -> Iterator[Callable[..., Cluster]]:
+    """hosts_cluster(agents=3, ...) -> a started Cluster with a host per part (network
+    namespaces where possible, else loopback addresses) and a 2 s agent ttl."""
+    from tests.cluster.harness import default_mode
+    made: list[Cluster] = []
+
+    def make(**kwargs) -> Cluster:
+        kwargs.setdefault("agent_ttl", 2.0)
+        kwargs.setdefault("mode", default_mode())
+        c = Cluster(**kwargs)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    errors = []
+    for c in made:
+        try:
+            c.close()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, errors

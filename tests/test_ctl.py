@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.cluster import Cluster
-from tests.cluster.local import ROOT
+from tests.cluster.harness import ROOT
 
 BAD_SCALES = [["web=-1"], ["web=abc"], ["web=1x"], ["nosuch=1"], ["Web=1"], ["web=100000"],
               ["web=1", "bad_type=1"], ["we.b=1"], ["web"]]

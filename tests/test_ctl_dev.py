@@ -10,7 +10,7 @@ import uuid
 
 from ctl.client import Client
 from tests.cluster import procs, wait_for
-from tests.cluster.local import ROOT
+from tests.cluster.harness import ROOT
 
 
 def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):

@@ -1,9 +1,13 @@
-"""A real Formation cluster for tests and people: etcd, a scheduler and agents as processes.
+"""A real Formation cluster for tests and people: etcd, a scheduler and agents as processes,
+each on a host of its own (a network namespace) where the machine allows.
 
     from tests.cluster import Cluster
-    with Cluster(agents=2) as c:
+    with Cluster(agents=3, mode="auto") as c:
         c.ctl("deploy", "examples/Procfile")
-"""
-from tests.cluster.local import Cluster, wait_for
+        c.cut("agent-2")
 
-__all__ = ["Cluster", "wait_for"]
+From the command line: `python -m tests.cluster up --hosts 4`.
+"""
+from tests.cluster.harness import Cluster, Timeout, wait_for
+
+__all__ = ["Cluster", "Timeout", "wait_for"]

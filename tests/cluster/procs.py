@@ -53,3 +53,18 @@ def with_env(key: str, value: str) -> list[int]:
     """Live pids whose environment has key=value (how tests find instances and their children)."""
     return [int(e) for e in os.listdir("/proc")
             if e.isdigit() and alive(int(e)) and environ(int(e)).get(key) == value]
+
+
+def ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def net_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except (FileNotFoundError, ProcessLookupError):
+        return None

@@ -1,0 +1,324 @@
+"""Cluster: etcd, a scheduler and N agents as real processes, on hosts of their own, torn down
+for sure.
+
+Modes:
+  local     everything on 127.0.0.1 (fast; can share one etcd between clusters by prefix)
+  netns     one network namespace per host on a bridge (tests/cluster/network.py)
+  loopback  one loopback address per host (127.0.0.2, …): the fallback where namespaces can't be
+            made; cutting a host off is not possible there
+
+Every process the cluster starts carries FTEST_RUN=<run id> in its environment, and so does
+every instance and every child of one: teardown finds them in /proc and reports leaks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Callable, TypeVar
+
+from ctl.client import Client
+from ctl.localcluster import Launch, Part, free_port, wait_port
+from tests.cluster import procs
+from tests.cluster.network import Host, Network, namespaces_possible
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples")
+T = TypeVar("T")
+CONTROL = "control"
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
+             what: str = "") -> T:
+    """Poll condition until it returns something truthy; raise Timeout after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = condition()
+        except Exception as e:  # noqa: BLE001 - a failing probe is "not yet"
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() >= deadline:
+            raise Timeout(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
+        time.sleep(interval)
+
+
+def default_mode() -> str:
+    """netns where namespaces can be made, else loopback; FTEST_MODE overrides."""
+    forced = os.environ.get("FTEST_MODE")
+    if forced:
+        return forced
+    return "netns" if namespaces_possible() else "loopback"
+
+
+class Cluster:
+    """A whole Formation cluster on this machine. Use as a context manager."""
+
+    def __init__(self, agents: int = 2, capacity: int = 20, agent_ttl: float = 10.0,
+                 etcd: str | None = None, workdir: str = EXAMPLES, mode: str = "local",
+                 etcd_members: int = 1, scheduler_args: list[str] = (),
+                 spare_hosts: int = 0) -> None:
+        if mode == "auto":
+            mode = default_mode()
+        if etcd and mode != "local":
+            raise ValueError("a shared etcd is only for local mode")
+        self.mode = mode
+        self.run_id = uuid.uuid4().hex[:12]
+        self.tmp = tempfile.mkdtemp(prefix=f"formation-test-{self.run_id}-")
+        self.agent_names = [f"agent-{i}" for i in range(1, agents + 1)]
+        # Hosts made up front with no agent yet, for agents a test starts later.
+        self.spare_names = [f"agent-{i}" for i in range(agents + 1, agents + spare_hosts + 1)]
+        self.capacity = capacity
+        self.agent_ttl = agent_ttl
+        self.workdir = workdir
+        self.prefix = f"/formation-{self.run_id}"
+        self.shared_etcd = etcd
+        self.etcd_members = etcd_members
+        self.scheduler_args = list(scheduler_args)
+        self.network = Network(self.run_id, mode)
+        self.hosts: dict[str, Host] = {}
+        self.parts: dict[str, Part] = {}
+        self.etcd_endpoints: list[str] = [etcd] if etcd else []
+        self.listen = ""
+        self._client: Client | None = None
+        self._agent_ports: dict[str, str] = {}
+
+    # ---- life -----------------------------------------------------------------
+
+    def __enter__(self) -> "Cluster":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def launch(self, host: str) -> Launch:
+        h = self.hosts[host]
+        return Launch(stdout=lambda name: open(os.path.join(self.tmp, f"{name}.log"), "a"),
+                      env={"FTEST_RUN": self.run_id}, wrap=h.wrap)
+
+    @property
+    def etcd_url(self) -> str:
+        return ",".join(self.etcd_endpoints)
+
+    def _port(self, fixed: int) -> int:
+        """In a namespace of its own every port is free; elsewhere ask the OS."""
+        return fixed if self.mode == "netns" else free_port()
+
+    def start(self) -> None:
+        names = [CONTROL, *self.agent_names, *self.spare_names]
+        if self.mode == "local":
+            self.hosts = {n: Host(n, "127.0.0.1") for n in names}
+        else:
+            self.hosts = self.network.create(names)
+        control = self.hosts[CONTROL].address
+        if not self.shared_etcd:
+            peers = [(f"etcd{i}", self._port(2380 + 100 * i), self._port(2379 + 100 * i))
+                     for i in range(self.etcd_members)]
+            self._etcd_peers = peers
+            self.etcd_endpoints = [f"http://{control}:{c}" for _, _, c in peers]
+            for i in range(self.etcd_members):
+                self.start_etcd(i)
+            for _, _, client in peers:
+                wait_port(control, client, 20)
+        self.listen = f"{control}:{self._port(7070)}"
+        self.start_scheduler()
+        for name in self.agent_names:
+            self.start_agent(name)
+        wait_for(lambda: sum(a.connected for a in self.client.agents()) == len(self.agent_names),
+                 20, what="agents to connect")
+
+    def start_etcd(self, i: int = 0) -> Part:
+        control = self.hosts[CONTROL].address
+        member, peer, client = self._etcd_peers[i]
+        cluster = ",".join(f"{m}=http://{control}:{p}" for m, p, _ in self._etcd_peers)
+        part = self.launch(CONTROL).etcd(os.path.join(self.tmp, f"{member}-data"), control,
+                                         client, peer, member=member, cluster=cluster)
+        self.parts[member] = part
+        return part
+
+    def stop_etcd(self, i: int = 0, sig: int = signal.SIGTERM) -> None:
+        self.parts.pop(f"etcd{i}").stop(sig)
+
+    def restart_etcd(self, i: int = 0, sig: int = signal.SIGTERM) -> None:
+        """Stop one etcd member and start it again on its data directory."""
+        self.stop_etcd(i, sig)
+        self.start_etcd(i)
+        wait_port(self.hosts[CONTROL].address, self._etcd_peers[i][2], 20)
+
+    def start_scheduler(self) -> Part:
+        part = self.launch(CONTROL).scheduler(self.etcd_url, self.listen,
+                                              agent_ttl=self.agent_ttl, prefix=self.prefix,
+                                              extra=self.scheduler_args)
+        self.parts["scheduler"] = part
+        host, port = self.listen.rsplit(":", 1)
+        wait_port(host, int(port), 20, part.proc)
+        return part
+
+    def stop_scheduler(self, sig: int = signal.SIGTERM) -> int | None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        return self.parts.pop("scheduler").stop(sig)
+
+    def restart_scheduler(self, sig: int = signal.SIGTERM) -> None:
+        """Stop (or kill) the scheduler, start it again on the same address, wait for agents."""
+        self.stop_scheduler(sig)
+        self.start_scheduler()
+        wait_for(lambda: sum(a.connected for a in self.client.agents()) ==
+                 sum(1 for n in self.parts if n.startswith("agent")), 20,
+                 what="agents to reconnect")
+
+    def start_agent(self, name: str, capacity: int | None = None) -> Part:
+        if name not in self._agent_ports:
+            if self.mode == "netns":
+                self._agent_ports[name] = "5000-5999"
+            else:  # one port space for all: a range of its own per agent
+                lo = max(1024, min(free_port(), 65000))
+                self._agent_ports[name] = f"{lo}-{lo + 199}"
+        host = self.hosts[name]
+        part = self.launch(name).agent(name, self.listen, capacity or self.capacity,
+                                       self._agent_ports[name], self.workdir,
+                                       advertise=host.address)
+        self.parts[name] = part
+        return part
+
+    def close(self) -> None:
+        """Stop everything; fail loudly if any process or namespace of this run is left."""
+        if self._client is not None:
+            self._client.close()
+        for name in [n for n in self.parts if n.startswith("agent")]:
+            part = self.parts.pop(name)
+            part.proc.send_signal(signal.SIGCONT)  # a frozen agent cannot stop its children
+            part.stop(timeout=20)
+        for name in ["scheduler", *sorted(n for n in self.parts if n.startswith("etcd"))]:
+            if name in self.parts:
+                self.parts.pop(name).stop()
+        leaked = procs.with_env("FTEST_RUN", self.run_id)
+        for pid in leaked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.network.destroy()
+        left = self.network.leftovers() if self.mode == "netns" else []
+        if os.environ.get("FTEST_KEEP_LOGS") is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if leaked or left:
+            raise AssertionError(f"test run {self.run_id} leaked processes {leaked} "
+                                 f"and namespaces {left}")
+
+    # ---- faults ------------------------------------------------------------------
+
+    def kill_agent(self, name: str) -> None:
+        self.parts.pop(name).stop(signal.SIGKILL)
+
+    def restart_agent(self, name: str) -> Part:
+        if name in self.parts:
+            self.parts.pop(name).stop()
+        return self.start_agent(name)
+
+    def freeze(self, name: str) -> None:
+        self.parts[name].proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        self.parts[name].proc.send_signal(signal.SIGCONT)
+
+    def cut(self, name: str) -> None:
+        self.network.cut(name)
+
+    def heal(self, name: str) -> None:
+        self.network.heal(name)
+
+    # ---- using it ----------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.listen, timeout=5)
+        return self._client
+
+    def ctl(self, *args: str, check: bool = True, app: str = "default",
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the real `ctl` CLI against this cluster."""
+        env = {**os.environ, "FORMATION_SCHEDULER": self.listen, "FORMATION_APP": app}
+        result = subprocess.run([sys.executable, "-m", "ctl", *args], capture_output=True,
+                                text=True, env=env, cwd=ROOT, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"ctl {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr.strip()}")
+        return result
+
+    def ps(self, app: str = "default") -> list[dict]:
+        return json.loads(self.ctl("ps", "--json", app=app).stdout)
+
+    def instances(self, app: str = "default") -> dict[str, Any]:
+        """id -> Instance message, read through the API (fast, in-process)."""
+        return {i.id: i for i in self.client.instances(app)}
+
+    def running(self, app: str = "default") -> dict[str, Any]:
+        """id -> Instance of those reported running whose pid really exists."""
+        return {i: inst for i, inst in self.instances(app).items()
+                if inst.state == "running" and procs.alive(inst.pid)}
+
+    def wait_running(self, ids: set[str], timeout: float = 15, app: str = "default"):
+        """Wait until exactly `ids` are listed, all running with live pids."""
+        def ok():
+            listed = self.instances(app)
+            run = self.running(app)
+            return (run,) if set(listed) == ids and set(run) == ids else None
+        return wait_for(ok, timeout, what=f"exactly {sorted(ids)} running")[0]
+
+    def instance_pids(self) -> list[int]:
+        """Every live process of this run that is an instance or a child of one."""
+        return [p for p in procs.with_env("FTEST_RUN", self.run_id)
+                if "FORMATION_INSTANCE" in procs.environ(p)]
+
+    def truth(self) -> dict[str, dict[str, list[int]]]:
+        """host -> instance id -> pids of the instance processes (group leaders) that really
+        run there, read from /proc: by network namespace in netns mode, else by parent agent."""
+        agents = {part.pid: name for name, part in self.parts.items() if name.startswith("agent")}
+        inodes = {h.net_inode(): name for name, h in self.hosts.items() if h.ns}
+        out: dict[str, dict[str, list[int]]] = {}
+        for pid in procs.with_env("FTEST_RUN", self.run_id):
+            env = procs.environ(pid)
+            iid = env.get("FORMATION_INSTANCE")
+            if iid is None or procs.pgid(pid) != pid:
+                continue
+            if inodes:
+                host = inodes.get(procs.net_inode(pid), "?")
+            else:
+                host = agents.get(procs.ppid(pid) or 0, "?")
+            out.setdefault(host, {}).setdefault(iid, []).append(pid)
+        return out
+
+    def copies(self) -> dict[str, int]:
+        """instance id -> how many copies really run, on all hosts together."""
+        counts: dict[str, int] = {}
+        for by_id in self.truth().values():
+            for iid, pids in by_id.items():
+                counts[iid] = counts.get(iid, 0) + len(pids)
+        return counts
+
+    def log(self, name: str) -> str:
+        try:
+            with open(os.path.join(self.tmp, f"{name}.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""

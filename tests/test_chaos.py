@@ -1,0 +1,98 @@
+"""Chaos: a bounded, seeded random schedule of faults during repeated `ctl scale` changes, then
+quiet; the cluster must converge to the last acknowledged formation within agent_ttl + 10 s, with
+every instance running exactly once on the hosts. Replay a failure with FTEST_CHAOS_SEED=<seed>.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+from tests.cluster import wait_for
+from tests.cluster.harness import default_mode
+
+DURATION = float(os.environ.get("FTEST_CHAOS_SECONDS", "60"))
+TTL = 2.0
+
+
+def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_path):
+    seed = int(os.environ.get("FTEST_CHAOS_SEED", random.randrange(2 ** 32)))
+    print(f"chaos seed {seed} (replay with FTEST_CHAOS_SEED={seed})")
+    rng = random.Random(seed)
+    (tmp_path / "Procfile").write_text("web: sleep 100000\nworker: sleep 100000\n")
+    (tmp_path / "formation.toml").write_text("[web]\nstop_timeout = 2\n[worker]\nstop_timeout = 2\n")
+    c = hosts_cluster(agents=4, capacity=8, agent_ttl=TTL, workdir=str(tmp_path))
+    c.ctl("deploy", str(tmp_path / "Procfile"))
+    agents = list(c.agent_names)
+    faults = ["kill", "freeze", "scheduler", "etcd"] + (["cut"] if default_mode() == "netns" else [])
+    acked: dict[str, int] = {"web": 1, "worker": 0}
+    maybe: dict[str, set[int]] = {"web": set(), "worker": set()}  # failed: applied or not
+    log: list[str] = []
+
+    def scale() -> None:
+        counts = {"web": rng.randint(0, 10), "worker": rng.randint(0, 5)}
+        r = c.ctl("scale", *(f"{t}={n}" for t, n in counts.items()), check=False, timeout=30)
+        assert "Traceback" not in r.stderr, r.stderr
+        for t, n in counts.items():
+            if r.returncode == 0:
+                acked[t], maybe[t] = n, set()
+            else:
+                maybe[t].add(n)
+        log.append(f"scale {counts} -> {r.returncode}")
+
+    def hold(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if rng.random() < 0.5:
+                scale()
+            time.sleep(min(rng.uniform(0.1, 0.8), max(0.0, end - time.monotonic())))
+
+    deadline = time.monotonic() + DURATION
+    try:
+        while time.monotonic() < deadline:
+            fault, victim = rng.choice(faults), rng.choice(agents)
+            log.append(f"{time.strftime('%H:%M:%S')} {fault} {victim}")
+            if fault == "kill":
+                c.kill_agent(victim)
+                hold(rng.uniform(0.5, 3 * TTL))
+                c.start_agent(victim)
+            elif fault == "freeze":
+                c.freeze(victim)
+                hold(rng.uniform(0.5, 3 * TTL))
+                c.thaw(victim)
+            elif fault == "cut":
+                c.cut(victim)
+                hold(rng.uniform(0.5, 3 * TTL))
+                c.heal(victim)
+            elif fault == "scheduler":
+                c.stop_scheduler(rng.choice([9, 15]))
+                hold(rng.uniform(0.2, 2))
+                c.start_scheduler()
+            elif fault == "etcd":
+                c.stop_etcd(0, rng.choice([9, 15]))
+                hold(rng.uniform(0.2, 2))
+                c.start_etcd(0)
+            hold(rng.uniform(0.2, 1.5))
+        quiet = time.monotonic()
+
+        def last_scale_succeeds() -> bool:  # once everything is back
+            scale()
+            return log[-1].endswith("-> 0")
+        wait_for(last_scale_succeeds, 20, interval=0.5, what="a scale to succeed")
+
+        def converged():
+            desired = {t.type: t.desired for t in c.client.formation("default").types}
+            for t in ("web", "worker"):
+                assert desired[t] == acked[t] or desired[t] in maybe[t], (t, desired, acked)
+            want = {f"{t}.{n}" for t, k in desired.items() for n in range(1, k + 1)}
+            copies = c.copies()
+            running = {i for i, inst in c.instances().items() if inst.state == "running"}
+            return set(copies) == want and all(n == 1 for n in copies.values()) \
+                and running == want
+        wait_for(converged, TTL + 10, interval=0.1, what="convergence after the chaos")
+        print(f"converged {time.monotonic() - quiet:.1f}s after the chaos; "
+              f"{sum(1 for line in log if line.startswith('scale'))} scales, "
+              f"{sum(1 for line in log if not line.startswith('scale'))} faults")
+    except BaseException:
+        print("chaos log (seed %d):\n  %s" % (seed, "\n  ".join(log)))
+        raise

@@ -72,9 +72,16 @@ class AgentTable:
         self.entries: dict[str, AgentEntry] = {}
 
     def restore(self, records: dict[str, AgentRecord]) -> None:
-        """Agents known from etcd get one ttl to reconnect before they count as down."""
+        """Agents known from etcd, not yet reconnected: see grace()."""
         for name, record in records.items():
-            self.entries[name] = AgentEntry(record, deadline=self.clock() + self.ttl)
+            self.entries[name] = AgentEntry(record, deadline=float("inf"))
+
+    def grace(self, seconds: float) -> None:
+        """Once the scheduler serves, give agents that have not reconnected `seconds` more
+        before they count as down: their redial backoff may be that far behind."""
+        for entry in self.entries.values():
+            if entry.session is None and not entry.down:
+                entry.deadline = min(entry.deadline, self.clock() + seconds)
 
     def seen(self, name: str) -> AgentEntry:
         entry = self.entries[name]

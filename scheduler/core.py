@@ -78,7 +78,8 @@ class Scheduler:
         """Reconcile whenever poked, and mark agents down when their deadline passes."""
         while True:
             deadline = self.agents.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = None if deadline is None or deadline == float("inf") \
+                else max(0.0, deadline - time.monotonic())
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except asyncio.TimeoutError:
@@ -133,6 +134,17 @@ class Scheduler:
                         out.add(key)
         return out
 
+    def running_on(self) -> dict[InstanceKey, str]:
+        """Where connected agents report instances running on the current release."""
+        out = {}
+        for name, entry in sorted(self.agents.entries.items()):
+            if entry.session is None or entry.down:
+                continue
+            for key, report in entry.reports.items():
+                if report.state == "running" and report.release == self.current.get(key.app):
+                    out.setdefault(key, name)
+        return out
+
     def finished_handoffs(self) -> dict[InstanceKey, Assigned]:
         """Handoffs whose new copy runs (or whose old agent is gone): the old copy may stop."""
         done = {}
@@ -156,7 +168,7 @@ class Scheduler:
                 self.assignments.update(handed)
             once = self.at_most_once()
             result = plan(self.desired(), self.current, self.agents.views(), self.assignments,
-                          once, self.blocked(once))
+                          once, self.blocked(once), self.running_on())
             if not result.empty():
                 after = result.assignments_after(self.assignments, self.current)
                 changed = {k: after[k] for k in (*result.place, *result.migrate, *result.update)}

@@ -20,6 +20,7 @@ from scheduler.httpserve import metrics_route, serve, split_hostport
 from scheduler.store import Store, parse_endpoints
 
 log = logging.getLogger("scheduler")
+AGENT_MAX_BACKOFF = 5.0  # agent/link.py MAX_BACKOFF
 
 
 def env_default(name: str, default: str) -> str:
@@ -80,6 +81,8 @@ async def run(args: argparse.Namespace) -> None:
     server.add_insecure_port(args.listen)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    # Agents redial with backoff of up to 5 s: that long plus a ttl before any counts as down.
+    scheduler.agents.grace(args.agent_ttl + AGENT_MAX_BACKOFF)
     if args.metrics_listen:
         await serve(args.metrics_listen, {"/metrics": metrics_route})
     log.info("listening on %s (etcd %s, agent ttl %.1fs)", args.listen, args.etcd, args.agent_ttl)

@@ -102,13 +102,15 @@ def plan(desired: Mapping[tuple[str, str], int],
          agents: Mapping[str, AgentView],
          assignments: Mapping[InstanceKey, Assigned],
          at_most_once: AbstractSet[tuple[str, str]] = frozenset(),
-         blocked: AbstractSet[InstanceKey] = frozenset()) -> Plan:
+         blocked: AbstractSet[InstanceKey] = frozenset(),
+         running_on: Mapping[InstanceKey, str] = {}) -> Plan:
     """Compute the changes that bring `assignments` to `desired` on `agents`.
 
     desired: (app, type) -> count, for types of each app's current release;
     releases: app -> current release version;
     at_most_once: (app, type) pairs that must never run twice (evicted, not handed off);
-    blocked: instances not to place yet (an old copy of an at_most_once one still runs).
+    blocked: instances not to place yet (an old copy of an at_most_once one still runs);
+    running_on: where an unassigned instance is reported running; it is kept there if it may.
     """
     result = Plan()
     wanted = wanted_instances({k: v for k, v in desired.items() if k[0] in releases})
@@ -153,7 +155,18 @@ def plan(desired: Mapping[tuple[str, str], int],
         heapq.heapify(heap)
         for key in keys:
             lost = key in assignments
-            if not heap:
+            name = _sticky_home(key, running_on, agents, load, result.handoff)
+            while name is None and heap:
+                n_type, n_load, candidate = heapq.heappop(heap)
+                if (n_type, n_load) != (counts[candidate], load[candidate]):
+                    # stale entry (a sticky placement changed it): re-file it
+                    if load[candidate] < agents[candidate].capacity:
+                        heapq.heappush(heap, (counts[candidate], load[candidate], candidate))
+                    continue
+                name = candidate
+                if load[name] + 1 < agents[name].capacity:
+                    heapq.heappush(heap, (n_type + 1, n_load + 1, name))
+            if name is None:
                 if key in result.handoff:  # nowhere to go: it stays where it is
                     del result.handoff[key]
                     continue
@@ -161,10 +174,21 @@ def plan(desired: Mapping[tuple[str, str], int],
                 if lost:
                     result.unassign.append(key)
                 continue
-            n_type, n_load, name = heapq.heappop(heap)
             (result.migrate if lost else result.place)[key] = name
             counts[name] += 1
             load[name] += 1
-            if load[name] < agents[name].capacity:
-                heapq.heappush(heap, (n_type + 1, n_load + 1, name))
     return result
+
+
+def _sticky_home(key: InstanceKey, running_on: Mapping[InstanceKey, str],
+                 agents: Mapping[str, AgentView], load: Counter[str],
+                 handoff: Mapping[InstanceKey, str]) -> str | None:
+    """An agent that already runs this instance (say, one that came back after it was counted
+    down) keeps it, if it may: no restart, no second copy."""
+    name = running_on.get(key)
+    if name is None or key in handoff:
+        return None
+    agent = agents.get(name)
+    if agent is None or not agent.schedulable or load[name] >= agent.capacity:
+        return None
+    return name

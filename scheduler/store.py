@@ -98,6 +98,8 @@ class Store:
             except (aetcd.exceptions.ConnectionFailedError,
                     aetcd.exceptions.ConnectionTimeoutError, asyncio.TimeoutError) as e:
                 last = e
+                log.warning("etcd %s:%d failed after %.2fs: %s", *self._endpoints[self._index],
+                            time.monotonic() - started, type(e).__name__)
                 if len(self._endpoints) > 1:
                     await self._client.close()
                     self._index = (self._index + 1) % len(self._endpoints)

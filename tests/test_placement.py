@@ -81,6 +81,14 @@ def test_drain_hands_off_and_evicts_at_most_once_types():
     assert last.place == {clock: "b"}
 
 
+def test_an_instance_that_still_runs_somewhere_is_kept_there():
+    key = InstanceKey("app", "web.1")
+    views = {"a": AgentView("a", 10), "b": AgentView("b", 10), "c": AgentView("c", 10)}
+    p = plan({("app", "web"): 3}, {"app": 1}, views, {}, running_on={key: "c"})
+    assert p.place[key] == "c"
+    assert sorted(p.place.values()) == ["a", "b", "c"]  # and the spread still holds
+
+
 def test_new_release_updates_in_place():
     key = InstanceKey("app", "web.1")
     p = plan({("app", "web"): 1}, {"app": 2}, agents(("a", 10)), {key: Assigned("a", 1)})
@@ -130,14 +138,16 @@ def worlds(draw):
             load[agent.name] += 1
     blocked = set(draw(st.lists(st.sampled_from(sorted(assignments)), max_size=3))) \
         if assignments else set()
-    return desired, releases, views, assignments, once, blocked
+    running_on = draw(st.dictionaries(st.sampled_from(wanted_instances(desired)), names,
+                                      max_size=5)) if any(desired.values()) else {}
+    return desired, releases, views, assignments, once, blocked, running_on
 
 
 @settings(max_examples=400, deadline=None)
 @given(worlds())
 def test_properties_of_every_plan(world):
-    desired, releases, views, before, once, blocked = world
-    p = plan(desired, releases, views, before, once, blocked)
+    desired, releases, views, before, once, blocked, running_on = world
+    p = plan(desired, releases, views, before, once, blocked, running_on)
     after = p.assignments_after(before, releases)
     wanted = set(wanted_instances(desired))
 
@@ -173,7 +183,7 @@ def test_properties_of_every_plan(world):
     for key in p.pending:
         assert key in blocked or (key in before and (key.app, key.type) in once) or not free
     # Rule 5: deterministic.
-    assert plan(desired, releases, views, before, once, blocked) == p
+    assert plan(desired, releases, views, before, once, blocked, running_on) == p
 
 
 @settings(max_examples=200, deadline=None)

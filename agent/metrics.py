@@ -4,13 +4,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from agent.link import SchedulerLink
     from agent.logs import LogSink
     from agent.supervisor import Supervisor
+
+
+START_SECONDS = Histogram(
+    "formation_agent_instance_start_seconds",
+    "Seconds from spawn to running (process started) and to healthy (first check passed).",
+    ["phase"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 
 
 class AgentCollector:

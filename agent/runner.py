@@ -12,6 +12,8 @@ import signal
 import time
 from typing import Callable
 
+from agent import metrics
+from agent.health import effective_check, probe
 from agent.launcher import Child, Launcher, shell_argv
 from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
 from agent.logs import LogSink, pump
@@ -38,7 +40,10 @@ class InstanceRunner:
         self.pid = 0
         self.restarts = 0
         self.reason = ""
+        self.health_failures = 0  # failed checks over the instance's life here (a counter)
+        self.exits = 0
         self.policy = RestartPolicy()
+        self._unhealthy = ""  # why the health monitor ended the current process
         self.child: Child | None = None
         self._stop = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -83,12 +88,24 @@ class InstanceRunner:
             self.child, self.pid = child, child.pid
             if self._stop.is_set():  # stopped while it was being spawned: it never should run
                 self.launcher.kill_group(child.pid, signal.SIGKILL)
-            self.policy.started(time.monotonic())
+            spawned = time.monotonic()
+            self.policy.started(spawned)
             pumping = asyncio.create_task(pump(child.stdout, self.spec.id, self.sink)) \
                 if child.stdout is not None else None
-            # No health checks yet: a spawned process is running.
-            self._set(InstanceState.RUNNING)
+            check = effective_check(self.spec)
+            monitor = None
+            self._unhealthy = ""
+            metrics.START_SECONDS.labels("running").observe(time.monotonic() - spawned)
+            if check is None:
+                self._set(InstanceState.RUNNING)
+            else:
+                self.reason = "waiting for its first health check"
+                self.report(self)
+                monitor = asyncio.create_task(self._watch_health(child, check, spawned))
             code = await child.wait()
+            self.exits += 1
+            if monitor is not None:
+                monitor.cancel()
             # The leader is gone; anything it left in its group goes too.
             self.launcher.kill_group(child.pid, signal.SIGKILL)
             if pumping is not None:
@@ -102,13 +119,47 @@ class InstanceRunner:
                 break
             self.restarts += 1
             delay = self.policy.exited(time.monotonic())
-            what = describe_exit(code)
+            what = self._unhealthy or describe_exit(code)
             log.info("%s %s; restarting %s", self.spec.id, what,
                      "now" if delay == 0 else f"in {delay:.1f}s")
             self._set(InstanceState.CRASHED, what)
             await self._backoff(delay)
         self.pid = 0
         self._set(InstanceState.STOPPED)
+
+    async def _watch_health(self, child: Child, check: pb.HealthCheck, spawned: float) -> None:
+        """Probe until the process ends: starting -> running on the first success (probing
+        quickly until then); running <-> unhealthy; `failures` in a row past the grace period
+        restart it (SIGTERM, stop_timeout, SIGKILL)."""
+        healthy_once, failures, delay = False, 0, 0.02
+        while True:
+            await asyncio.sleep(delay)
+            delay = check.interval if healthy_once else min(delay * 2, 1.0, check.interval)
+            ok, why = await probe(check, self.port, self.env(), self.workdir)
+            if ok:
+                failures = 0
+                if not healthy_once:
+                    metrics.START_SECONDS.labels("healthy").observe(time.monotonic() - spawned)
+                healthy_once = True
+                if self.state != InstanceState.RUNNING:
+                    self._set(InstanceState.RUNNING)
+                continue
+            self.health_failures += 1
+            if not healthy_once and time.monotonic() - spawned < check.grace:
+                if why != self.reason:  # still starting: failures do not count yet
+                    self.reason = why
+                    self.report(self)
+                continue
+            failures += 1
+            if healthy_once:
+                self._set(InstanceState.UNHEALTHY, why)
+            if failures >= (check.failures or 3):
+                self._unhealthy = f"health check failed {failures} times: {why}"
+                log.warning("%s %s; restarting it", self.spec.id, self._unhealthy)
+                self.launcher.kill_group(child.pid, signal.SIGTERM)
+                await asyncio.sleep(self.spec.stop_timeout)
+                self.launcher.kill_group(child.pid, signal.SIGKILL)
+                return
 
     async def _backoff(self, delay: float) -> None:
         if delay > 0:

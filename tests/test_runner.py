@@ -51,7 +51,7 @@ class FakeLauncher:
         pass
 
 
-def spec(iid: str = "web.1", release: int = 1, stop_timeout: float = 0.2) -> pb.Assignment:
+def spec(iid: str = "worker.1", release: int = 1, stop_timeout: float = 0.2) -> pb.Assignment:
     return pb.Assignment(app="app", id=iid, type=iid.split(".")[0], release=release,
                          command="sleep 1", stop_timeout=stop_timeout)
 
@@ -77,7 +77,7 @@ async def test_crash_is_restarted_at_once_then_with_backoff():
     await until(lambda: len(launcher.children) == 1)
     launcher.children[0].exit.set_result(1)
     await until(lambda: len(launcher.children) == 2)  # first restart: at once
-    runner = sup.runners[("app", "web.1")]
+    runner = sup.runners[("app", "worker.1")]
     assert runner.restarts == 1 and runner.state == InstanceState.RUNNING
     assert any(s.state == "crashed" and s.reason == "exited with code 1" for s in seen)
     launcher.children[1].exit.set_result(-9)
@@ -119,7 +119,7 @@ async def test_same_list_twice_changes_nothing_and_new_release_replaces():
     sup.apply([spec(release=2)])
     await until(lambda: len(launcher.children) == 2)
     assert launcher.children[0].exit.done()  # the old one was stopped before the new started
-    assert sup.runners[("app", "web.1")].spec.release == 2
+    assert sup.runners[("app", "worker.1")].spec.release == 2
     await sup.stop_all()
 
 

@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-from agent import metrics
+from agent import api, metrics
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="address others reach this host at (env FORMATION_ADVERTISE)")
     p.add_argument("--port-range", default=env("FORMATION_PORT_RANGE", "5000-5999"),
                    help="ports for $PORT, A-B (env FORMATION_PORT_RANGE)")
+    p.add_argument("--listen", default=env("FORMATION_AGENT_LISTEN", "0.0.0.0:7071"),
+                   help="gRPC HOST:PORT the scheduler reads logs and health from "
+                        "(env FORMATION_AGENT_LISTEN)")
     p.add_argument("--metrics-listen", default=env("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
     p.add_argument("--workdir", default=env("FORMATION_WORKDIR", os.getcwd()),
@@ -71,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             split_hostport(a)
         if not args.addresses:
             raise ValueError("--scheduler is empty")
+        split_hostport(args.listen)
         if args.metrics_listen:
             split_hostport(args.metrics_listen)
         if not os.path.isdir(args.workdir):
@@ -97,9 +101,16 @@ async def run(args: argparse.Namespace) -> None:
     sink = LogSink()
     supervisor = Supervisor(launcher, sink, PortPool(args.ports), args.workdir,
                             base_environment())
+    try:
+        server = await api.serve(args.listen, sink, args.name)
+    except (OSError, RuntimeError) as e:
+        log.error("cannot serve on --listen %s: %s", args.listen, e)
+        launcher.close_guardian()
+        raise SystemExit(1)
     hello = pb.Hello(name=args.name, address=args.advertise, capacity=args.capacity,
                      metrics_address=args.metrics_listen and
-                     f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}")
+                     f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}",
+                     api_address=f"{args.advertise}:{split_hostport(args.listen)[1]}")
     link = SchedulerLink(args.addresses, hello, supervisor)
     metrics.install(metrics.AgentCollector(supervisor, link, sink, args.capacity))
     if args.metrics_listen:
@@ -121,6 +132,7 @@ async def run(args: argparse.Namespace) -> None:
     launcher.close_guardian()
     tasks[1].cancel()
     sink.flush()  # what the instances said last
+    await server.stop(grace=0.5)
     log.info("stopped")
 
 

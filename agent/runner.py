@@ -90,8 +90,8 @@ class InstanceRunner:
                 self.launcher.kill_group(child.pid, signal.SIGKILL)
             spawned = time.monotonic()
             self.policy.started(spawned)
-            pumping = asyncio.create_task(pump(child.stdout, self.spec.id, self.sink)) \
-                if child.stdout is not None else None
+            pumping = None if child.stdout is None else asyncio.create_task(
+                pump(child.stdout, self.spec.app, self.spec.id, self.sink))
             check = effective_check(self.spec)
             monitor = None
             self._unhealthy = ""

@@ -89,7 +89,7 @@ class Supervisor:
             if self.stopping.get(key) is task:
                 del self.stopping[key]
                 if key not in self.runners:
-                    self.sink.forget(key[1])
+                    self.sink.forget(*key)
 
         task = asyncio.create_task(stop(), name=f"stop {key[1]}")
         self.stopping[key] = task

@@ -21,19 +21,19 @@ from tests.cluster.harness import default_mode
 
 def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="formation-bench-"))
-    (tmp / "Procfile").write_text("web: sleep 100000\n")
+    (tmp / "Procfile").write_text("svc: sleep 100000\n")
     detect, replace = [], []
     with Cluster(agents=agents, agent_ttl=ttl, mode=default_mode(), workdir=str(tmp),
                  capacity=per_agent * agents) as c:
         c.ctl("deploy", str(tmp / "Procfile"))
         total = agents * per_agent
-        c.ctl("scale", f"web={total}", "--wait", "--timeout", "30")
+        c.ctl("scale", f"svc={total}", "--wait", "--timeout", "30")
         for run in range(runs):
             victim = f"agent-{run % agents + 1}"
             lost = {i for i, inst in c.instances().items() if inst.agent == victim}
             if not lost:  # rebalance by cycling the count, so the victim holds some
-                c.ctl("scale", "web=0", "--wait")
-                c.ctl("scale", f"web={total}", "--wait")
+                c.ctl("scale", "svc=0", "--wait")
+                c.ctl("scale", f"svc={total}", "--wait")
                 lost = {i for i, inst in c.instances().items() if inst.agent == victim}
             t0 = time.monotonic()
             c.kill_agent(victim)

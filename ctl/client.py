@@ -2,7 +2,7 @@
 gRPC failures to CtlError with the right exit code."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 
@@ -27,6 +27,32 @@ class Client:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
+
+    def _fail(self, e: grpc.RpcError) -> CtlError:
+        if e.code() in REJECTED:
+            return CtlError(e.details() or e.code().name, USAGE)
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            return CtlError(f"cannot reach the scheduler at {','.join(self.addresses)}")
+        return CtlError(f"scheduler error: {e.details() or e.code().name}")
+
+    def logs(self, request: pb.LogsRequest) -> Iterator[pb.LogLine]:
+        """Stream log lines; the first address that answers serves the whole stream."""
+        last: CtlError | None = None
+        for address in self.addresses:
+            channel = grpc.insecure_channel(address)
+            try:
+                stream = pbg.ControlStub(channel).Logs(
+                    request, timeout=None if request.follow else self.timeout)
+                try:
+                    yield from stream
+                    return
+                except grpc.RpcError as e:
+                    last = self._fail(e)
+                    if e.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise last from None
+            finally:
+                channel.close()
+        raise last or CtlError("no scheduler address given", USAGE)
 
     def _call(self, method: Callable[[pbg.ControlStub], Callable[..., Any]], request: Any) -> Any:
         last: grpc.RpcError | None = None

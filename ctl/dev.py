@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             lo = FIRST_APP_PORT + (i - 1) * PORTS_PER_AGENT
             parts.append(launch.agent(f"agent-{i}", listen, args.capacity,
                                       f"{lo}-{lo + PORTS_PER_AGENT - 1}", workdir,
-                                      advertise="127.0.0.1",
+                                      listen=f"127.0.0.1:{free_port()}", advertise="127.0.0.1",
                                       metrics=f"127.0.0.1:{free_port()}"))
         client = Client(listen)
         deadline = time.monotonic() + 30

@@ -129,10 +129,11 @@ class Launch:
         return self.start("scheduler", argv)
 
     def agent(self, name: str, scheduler: str, capacity: int, port_range: str, workdir: str,
-              advertise: str = "", metrics: str = "", extra: list[str] = ()) -> Part:
+              listen: str, advertise: str = "", metrics: str = "", extra: list[str] = ()
+              ) -> Part:
         argv = [self.python, "-m", "agent", "--name", name, "--scheduler", scheduler,
                 "--capacity", str(capacity), "--port-range", port_range, "--workdir", workdir,
-                *extra]
+                "--listen", listen, *extra]
         if advertise:
             argv += ["--advertise", advertise]
         if metrics:

@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 
-from ctl import agents, deploy, dev, drain, formation, ps, scale
+from ctl import agents, deploy, dev, drain, formation, logs, ps, scale
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from scheduler.names import InvalidName, check_name
 
-COMMANDS = (deploy, scale, ps, formation, agents, drain, dev)
+COMMANDS = (deploy, scale, ps, formation, agents, drain, logs, dev)
 
 
 class Parser(argparse.ArgumentParser):

@@ -193,6 +193,32 @@ class DrainReply(_message.Message):
     agent: Agent
     def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...
 
+class LogsRequest(_message.Message):
+    __slots__ = ("app", "selector", "tail", "follow")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    selector: str
+    tail: int
+    follow: bool
+    def __init__(self, app: _Optional[str] = ..., selector: _Optional[str] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("time", "app", "instance", "text", "agent")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    app: str
+    instance: str
+    text: str
+    agent: str
+    def __init__(self, time: _Optional[float] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., text: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
+
 class InstanceStatus(_message.Message):
     __slots__ = ("app", "id", "release", "state", "pid", "port", "restarts", "reason")
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -214,18 +240,20 @@ class InstanceStatus(_message.Message):
     def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., state: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("name", "address", "capacity", "instances", "metrics_address")
+    __slots__ = ("name", "address", "capacity", "instances", "metrics_address", "api_address")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     capacity: int
     instances: _containers.RepeatedCompositeFieldContainer[InstanceStatus]
     metrics_address: str
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    api_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., metrics_address: _Optional[str] = ..., api_address: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("generation",)

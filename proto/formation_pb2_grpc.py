@@ -64,6 +64,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.DrainRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.DrainReply.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/formation.v1.Control/Logs',
+                request_serializer=proto_dot_formation__pb2.LogsRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.LogLine.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -105,6 +110,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +148,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=proto_dot_formation__pb2.DrainRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.DrainReply.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=proto_dot_formation__pb2.LogsRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.LogLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +327,33 @@ class Control:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/formation.v1.Control/Logs',
+            proto_dot_formation__pb2.LogsRequest.SerializeToString,
+            proto_dot_formation__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AgentLinkStub:
     """Missing associated documentation comment in .proto file."""
@@ -373,6 +416,81 @@ class AgentLink:
             '/formation.v1.AgentLink/Connect',
             proto_dot_formation__pb2.AgentMessage.SerializeToString,
             proto_dot_formation__pb2.SchedulerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AgentApiStub:
+    """Served by each agent, called by the scheduler only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Logs = channel.unary_stream(
+                '/formation.v1.AgentApi/Logs',
+                request_serializer=proto_dot_formation__pb2.LogsRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.LogLine.FromString,
+                _registered_method=True)
+
+
+class AgentApiServicer:
+    """Served by each agent, called by the scheduler only.
+    """
+
+    def Logs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentApiServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=proto_dot_formation__pb2.LogsRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.LogLine.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'formation.v1.AgentApi', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('formation.v1.AgentApi', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentApi:
+    """Served by each agent, called by the scheduler only.
+    """
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/formation.v1.AgentApi/Logs',
+            proto_dot_formation__pb2.LogsRequest.SerializeToString,
+            proto_dot_formation__pb2.LogLine.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,8 @@ from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.appdef import HealthCheck, ProcessType, Release, HEALTH_TYPES
 from scheduler.core import Scheduler
-from scheduler.names import InvalidName, check_count, check_name
+from scheduler.logs import AgentChannels, stream_logs
+from scheduler.names import InvalidName, check_count, check_name, split_instance_id
 from scheduler.store import StoreUnavailable
 
 
@@ -41,6 +42,23 @@ def _type_from_pb(t: pb.ProcessType) -> ProcessType:
 class ControlService(pbg.ControlServicer):
     def __init__(self, scheduler: Scheduler) -> None:
         self.s = scheduler
+        self.channels = AgentChannels()
+
+    async def Logs(self, request: pb.LogsRequest, context):
+        try:
+            if request.app:
+                check_name("app", request.app)
+            if request.selector:
+                if "." in request.selector:
+                    split_instance_id(request.selector)
+                else:
+                    check_name("process type", request.selector)
+            if request.tail < 0:
+                raise ValueError("--tail must be >= 0")
+        except ValueError as e:  # InvalidName is a ValueError
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        async for line in stream_logs(self.s, self.channels, request):
+            yield line
 
     async def _guard(self, context: grpc.aio.ServicerContext, fn):
         try:

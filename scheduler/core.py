@@ -235,7 +235,8 @@ class Scheduler:
     async def agent_hello(self, hello: pb.Hello) -> tuple[AgentEntry, Session]:
         """Register (or re-register) an agent; returns its entry and new session."""
         record = AgentRecord(hello.name, hello.address, hello.capacity,
-                             metrics_address=hello.metrics_address)
+                             metrics_address=hello.metrics_address,
+                             api_address=hello.api_address)
         async with self.lock:
             entry = self.agents.entries.get(hello.name)
             if entry is not None:

@@ -41,6 +41,7 @@ class AgentRecord:
     capacity: int = 0
     state: str = "ready"  # ready | draining (down is derived from heartbeats, never stored)
     metrics_address: str = ""
+    api_address: str = ""
 
 
 @dataclass

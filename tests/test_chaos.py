@@ -19,18 +19,18 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
     seed = int(os.environ.get("FTEST_CHAOS_SEED", random.randrange(2 ** 32)))
     print(f"chaos seed {seed} (replay with FTEST_CHAOS_SEED={seed})")
     rng = random.Random(seed)
-    (tmp_path / "Procfile").write_text("web: sleep 100000\nworker: sleep 100000\n")
-    (tmp_path / "formation.toml").write_text("[web]\nstop_timeout = 2\n[worker]\nstop_timeout = 2\n")
+    (tmp_path / "Procfile").write_text("svc: sleep 100000\nworker: sleep 100000\n")
+    (tmp_path / "formation.toml").write_text("[svc]\nstop_timeout = 2\n[worker]\nstop_timeout = 2\n")
     c = hosts_cluster(agents=4, capacity=8, agent_ttl=TTL, workdir=str(tmp_path))
     c.ctl("deploy", str(tmp_path / "Procfile"))
     agents = list(c.agent_names)
     faults = ["kill", "freeze", "scheduler", "etcd"] + (["cut"] if default_mode() == "netns" else [])
-    acked: dict[str, int] = {"web": 1, "worker": 0}
-    maybe: dict[str, set[int]] = {"web": set(), "worker": set()}  # failed: applied or not
+    acked: dict[str, int] = {"svc": 1, "worker": 0}
+    maybe: dict[str, set[int]] = {"svc": set(), "worker": set()}  # failed: applied or not
     log: list[str] = []
 
     def scale() -> None:
-        counts = {"web": rng.randint(0, 10), "worker": rng.randint(0, 5)}
+        counts = {"svc": rng.randint(0, 10), "worker": rng.randint(0, 5)}
         r = c.ctl("scale", *(f"{t}={n}" for t, n in counts.items()), check=False, timeout=30)
         assert "Traceback" not in r.stderr, r.stderr
         for t, n in counts.items():
@@ -47,6 +47,7 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
                 scale()
             time.sleep(min(rng.uniform(0.1, 0.8), max(0.0, end - time.monotonic())))
 
+    state: dict[str, str] = {}
     deadline = time.monotonic() + DURATION
     try:
         while time.monotonic() < deadline:
@@ -82,11 +83,15 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
 
         def converged():
             desired = {t.type: t.desired for t in c.client.formation("default").types}
-            for t in ("web", "worker"):
+            for t in ("svc", "worker"):
                 assert desired[t] == acked[t] or desired[t] in maybe[t], (t, desired, acked)
             want = {f"{t}.{n}" for t, k in desired.items() for n in range(1, k + 1)}
             copies = c.copies()
-            running = {i for i, inst in c.instances().items() if inst.state == "running"}
+            listed = c.instances()
+            running = {i for i, inst in listed.items() if inst.state == "running"}
+            state["last"] = (f"desired {desired}; copies on hosts {c.truth()}; listed "
+                             f"{ {i: (x.state, x.agent, x.reason) for i, x in listed.items()} }; "
+                             f"agents { {a.name: (a.state, a.connected) for a in c.client.agents()} }")
             return set(copies) == want and all(n == 1 for n in copies.values()) \
                 and running == want
         wait_for(converged, TTL + 10, interval=0.1, what="convergence after the chaos")
@@ -95,4 +100,5 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
               f"{sum(1 for line in log if not line.startswith('scale'))} faults")
     except BaseException:
         print("chaos log (seed %d):\n  %s" % (seed, "\n  ".join(log)))
+        print("last state:", state.get("last"))
         raise

@@ -94,6 +94,8 @@ class Cluster:
         self.listen = ""
         self._client: Client | None = None
         self._agent_ports: dict[str, str] = {}
+        self._agent_listen: dict[str, str] = {}
+        self.metrics: dict[str, str] = {}  # part -> HOST:PORT of its /metrics
 
     # ---- life -----------------------------------------------------------------
 
@@ -163,7 +165,10 @@ class Cluster:
         wait_port(self.hosts[CONTROL].address, self._etcd_peers[i][2], 20)
 
     def start_scheduler(self) -> Part:
+        if "scheduler" not in self.metrics:
+            self.metrics["scheduler"] = f"{self.hosts[CONTROL].address}:{self._port(9100)}"
         part = self.launch(CONTROL).scheduler(self.etcd_url, self.listen,
+                                              metrics=self.metrics["scheduler"],
                                               agent_ttl=self.agent_ttl, prefix=self.prefix,
                                               extra=self.scheduler_args)
         self.parts["scheduler"] = part
@@ -193,9 +198,13 @@ class Cluster:
                 lo = max(1024, min(free_port(), 65000))
                 self._agent_ports[name] = f"{lo}-{lo + 199}"
         host = self.hosts[name]
+        if name not in self._agent_listen:
+            self._agent_listen[name] = f"{host.address}:{self._port(7071)}"
+            self.metrics[name] = f"{host.address}:{self._port(9101)}"
         part = self.launch(name).agent(name, self.listen, capacity or self.capacity,
                                        self._agent_ports[name], self.workdir,
-                                       advertise=host.address)
+                                       listen=self._agent_listen[name], advertise=host.address,
+                                       metrics=self.metrics[name])
         self.parts[name] = part
         return part
 
@@ -315,6 +324,18 @@ class Cluster:
             for iid, pids in by_id.items():
                 counts[iid] = counts.get(iid, 0) + len(pids)
         return counts
+
+    def scrape(self, part: str) -> dict[str, float]:
+        """The part's /metrics as {'name{labels}': value}."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://{self.metrics[part]}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
 
     def log(self, name: str) -> str:
         try:

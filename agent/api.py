@@ -1,0 +1,62 @@
+"""The agent's own gRPC server, called by the scheduler: instance logs (AgentApi) and the
+standard gRPC health service."""
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agent.logs import LogLine, LogSink, Match
+from proto import formation_pb2 as pb
+from proto import formation_pb2_grpc as pbg
+
+
+def matcher(request: pb.LogsRequest) -> Match:
+    """Lines of the app, of one type (`web`) or one instance (`web.3`) if a selector is given."""
+    app, sel = request.app, request.selector
+    if not sel:
+        return lambda e: not app or e.app == app
+    if "." in sel:
+        return lambda e: (not app or e.app == app) and e.instance == sel
+    prefix = sel + "."
+    return lambda e: (not app or e.app == app) and e.instance.startswith(prefix)
+
+
+def to_pb(e: LogLine, agent: str) -> pb.LogLine:
+    return pb.LogLine(time=e.time, app=e.app, instance=e.instance, text=e.text, agent=agent)
+
+
+class AgentApiService(pbg.AgentApiServicer):
+    def __init__(self, sink: LogSink, name: str) -> None:
+        self.sink = sink
+        self.name = name
+
+    async def Logs(self, request: pb.LogsRequest, context) -> AsyncIterator[pb.LogLine]:
+        match = matcher(request)
+        # Subscribe before reading history, so no line falls between the two.
+        queue = self.sink.follow(match) if request.follow else None
+        try:
+            for e in self.sink.history(match, request.tail):
+                yield to_pb(e, self.name)
+            if queue is None:
+                return
+            while True:
+                yield to_pb(await queue.get(), self.name)
+        finally:
+            if queue is not None:
+                self.sink.unfollow(queue)
+
+
+async def serve(listen: str, sink: LogSink, name: str) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    pbg.add_AgentApiServicer_to_server(AgentApiService(sink, name), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if not server.add_insecure_port(listen):
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server
+
+

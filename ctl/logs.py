@@ -1,0 +1,58 @@
+"""`ctl logs [TYPE|INSTANCE] [--tail N] [-f]`: the app's logs from every agent, in time order,
+each line prefixed `time instance |`, like `heroku logs --tail`. --json: one object per line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ctl.client import Client
+from ctl.errors import USAGE, CtlError
+from proto import formation_pb2 as pb
+from scheduler.names import InvalidName, check_name, split_instance_id
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("logs", parents=[parent], help="show (and follow) instance logs",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("selector", nargs="?", default="", metavar="TYPE|INSTANCE")
+    p.add_argument("-n", "--tail", type=int, default=100, metavar="N",
+                   help="lines of history (default 100)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines")
+    p.set_defaults(run=run)
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+
+def run(args: argparse.Namespace, client: Client) -> int:
+    try:
+        if args.selector:
+            if "." in args.selector:
+                split_instance_id(args.selector)
+            else:
+                check_name("process type", args.selector)
+    except (InvalidName, ValueError) as e:
+        raise CtlError(str(e), USAGE) from None
+    if args.tail < 0:
+        raise CtlError("--tail must be 0 or more", USAGE)
+    request = pb.LogsRequest(app=args.app, selector=args.selector, tail=args.tail,
+                             follow=args.follow)
+    out = sys.stdout
+    try:
+        for line in client.logs(request):
+            if args.json:
+                out.write(json.dumps({"time": line.time, "app": line.app,
+                                      "instance": line.instance, "agent": line.agent,
+                                      "text": line.text}) + "\n")
+            else:
+                out.write(f"{stamp(line.time)} {line.instance} | {line.text}\n")
+            if args.follow:
+                out.flush()
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+    return 0

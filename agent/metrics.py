@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Iterator
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent.procstat import group_usage
+
 if TYPE_CHECKING:
     from agent.link import SchedulerLink
     from agent.logs import LogSink
@@ -32,11 +34,30 @@ class AgentCollector:
         for (app, ptype, state), n in sorted(Counter(
                 (r.spec.app, r.spec.type, r.state.value) for r in runners).items()):
             by_state.add_metric([app, ptype, state], n)
+        labels = ["app", "type", "id"]  # not "instance": Prometheus gives that to targets
         restarts = CounterMetricFamily("formation_agent_instance_restarts",
                                        "Restarts of each instance since it was assigned here.",
-                                       labels=["app", "instance"])
+                                       labels=labels)
+        exits = CounterMetricFamily("formation_agent_instance_exits",
+                                    "Exits of each instance's process (crashes and restarts).",
+                                    labels=labels)
+        failures = CounterMetricFamily("formation_agent_health_check_failures",
+                                       "Failed health checks of each instance.", labels=labels)
+        cpu = CounterMetricFamily("formation_agent_instance_cpu_seconds",
+                                  "CPU time of each instance's process group (live members).",
+                                  labels=labels)
+        rss = GaugeMetricFamily("formation_agent_instance_resident_memory_bytes",
+                                "Resident memory of each instance's process group.",
+                                labels=labels)
+        usage = group_usage({r.pid for r in runners if r.pid})
         for r in runners:
-            restarts.add_metric([r.spec.app, r.spec.id], r.restarts)
+            key = [r.spec.app, r.spec.type, r.spec.id]
+            restarts.add_metric(key, r.restarts)
+            exits.add_metric(key, r.exits)
+            failures.add_metric(key, r.health_failures)
+            if r.pid in usage:
+                cpu.add_metric(key, usage[r.pid][0])
+                rss.add_metric(key, usage[r.pid][1])
         slots = GaugeMetricFamily("formation_agent_slots", "Instance slots.", labels=["kind"])
         slots.add_metric(["used"], len(runners))
         slots.add_metric(["total"], self.capacity)
@@ -46,7 +67,7 @@ class AgentCollector:
         dropped = CounterMetricFamily("formation_agent_log_lines_dropped",
                                       "Instance output lines dropped because stdout lagged.")
         dropped.add_metric([], self.sink.dropped)
-        yield from (by_state, restarts, slots, connected, dropped)
+        yield from (by_state, restarts, exits, failures, cpu, rss, slots, connected, dropped)
 
 
 def install(collector: AgentCollector) -> None:

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from proto import formation_pb2_grpc as pbg
-from scheduler import metrics
+from scheduler import discovery, metrics
 from scheduler.agentlink import AgentLinkService
 from scheduler.control import ControlService
 from scheduler.core import Scheduler, Settings
@@ -84,7 +84,10 @@ async def run(args: argparse.Namespace) -> None:
     # Agents redial with backoff of up to 5 s: that long plus a ttl before any counts as down.
     scheduler.agents.grace(args.agent_ttl + AGENT_MAX_BACKOFF)
     if args.metrics_listen:
-        await serve(args.metrics_listen, {"/metrics": metrics_route})
+        await serve(args.metrics_listen, {
+            "/metrics": metrics_route,
+            "/sd/agents": lambda: discovery.agents(scheduler),
+            "/sd/instances": lambda: discovery.instances(scheduler)})
     log.info("listening on %s (etcd %s, agent ttl %.1fs)", args.listen, args.etcd, args.agent_ttl)
 
     def apps_changed() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from typing import Protocol
@@ -26,12 +27,19 @@ class Launcher(Protocol):
 
 
 COMPOUND = (";", "&", "|", "\n", "`", "$(", "(", ")", "{", "}")
+PLAIN = re.compile(r"[A-Za-z0-9_./:,+@%-]+(?:[ \t]+[A-Za-z0-9_./:=,+@%-]+)*")
 
 
 def shell_argv(command: str) -> list[str]:
-    """Run a Procfile command through /bin/sh like foreman, with `exec` so the shell does not
-    stay between the agent and the process - unless the command is compound (`a && b`, a pipe,
-    a subshell) or starts with `VAR=value`, where a leading exec would change what it means."""
+    """How to run a Procfile command, as foreman would through /bin/sh, but without a shell
+    between the agent and the process:
+    - plain words (no quotes, variables, globs or redirections): exec'd directly, no shell;
+    - otherwise `/bin/sh -c "exec COMMAND"`, the shell replacing itself;
+    - compound commands (`a && b`, pipes, subshells) or a leading `VAR=value`: `/bin/sh -c
+      COMMAND`, since a leading exec would change what they mean."""
+    command = command.strip()
+    if PLAIN.fullmatch(command):
+        return command.split()
     words = command.split()
     simple = not any(op in command for op in COMPOUND) and bool(words) and "=" not in words[0]
     return ["/bin/sh", "-c", f"exec {command}" if simple else command]

@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-from agent import api, metrics
+from agent import api, metrics, simulate
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(env FORMATION_AGENT_LISTEN)")
     p.add_argument("--metrics-listen", default=env("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
+    p.add_argument("--simulate", type=int, default=0, metavar="N",
+                   help="BENCHMARK AID: connect N simulated agents that report every "
+                        "assignment running and spawn nothing")
     p.add_argument("--workdir", default=env("FORMATION_WORKDIR", os.getcwd()),
                    help="directory instances run in (env FORMATION_WORKDIR)")
     args = p.parse_args(argv)
@@ -95,6 +98,10 @@ def use_pidfd_child_watcher() -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    if args.simulate:
+        await simulate.run_simulated(args.simulate, args.name, args.addresses, args.capacity,
+                                     args.advertise)
+        return
     use_pidfd_child_watcher()
     launcher = OsLauncher()
     launcher.start_guardian()

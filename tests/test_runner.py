@@ -123,8 +123,10 @@ async def test_same_list_twice_changes_nothing_and_new_release_replaces():
     await sup.stop_all()
 
 
-def test_shell_argv_uses_exec_only_for_simple_commands():
-    assert shell_argv("python3 web.py") == ["/bin/sh", "-c", "exec python3 web.py"]
+def test_commands_run_without_a_shell_when_they_need_none():
+    assert shell_argv("python3 web.py --x=1") == ["python3", "web.py", "--x=1"]
+    assert shell_argv("echo $PORT") == ["/bin/sh", "-c", "exec echo $PORT"]
+    assert shell_argv("grep 'a b' f") == ["/bin/sh", "-c", "exec grep 'a b' f"]
+    assert shell_argv("ls *.py > out") == ["/bin/sh", "-c", "exec ls *.py > out"]
     for compound in ("a && b", "a | b", "a; b", "(a)", "FOO=1 a", "a $(b)"):
         assert shell_argv(compound) == ["/bin/sh", "-c", compound]
-    assert shell_argv("echo $PORT")[2] == "exec echo $PORT"

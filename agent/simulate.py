@@ -1,0 +1,53 @@
+"""Simulated agents: a BENCHMARK AID, not a way to run anything.
+
+`formation-agent --simulate N` connects N agents named NAME-1 … NAME-N from one process; each
+accepts its assignment lists and reports every instance `running` at once, spawning nothing.
+It lets one machine measure the scheduler and etcd with hundreds of agents.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from agent.link import SchedulerLink
+from proto import formation_pb2 as pb
+
+log = logging.getLogger("agent")
+
+
+class SimulatedSupervisor:
+    """Looks like agent.supervisor.Supervisor to the link; runs nothing."""
+
+    def __init__(self) -> None:
+        self.running: dict[tuple[str, str], pb.Assignment] = {}
+        self.on_status: Callable[[pb.InstanceStatus], None] = lambda s: None
+
+    def _status(self, a: pb.Assignment, state: str) -> pb.InstanceStatus:
+        return pb.InstanceStatus(app=a.app, id=a.id, release=a.release, state=state)
+
+    def statuses(self) -> list[pb.InstanceStatus]:
+        return [self._status(a, "running") for a in self.running.values()]
+
+    def apply(self, items: list[pb.Assignment]) -> None:
+        wanted = {(a.app, a.id): a for a in items}
+        for key in [k for k in self.running if k not in wanted]:
+            self.on_status(self._status(self.running.pop(key), "stopped"))
+        for key, a in wanted.items():
+            old = self.running.get(key)
+            if old is None or old.release != a.release:
+                self.running[key] = a
+                self.on_status(self._status(a, "running"))
+
+    def fence(self, grace: float) -> list[str]:
+        return []
+
+
+async def run_simulated(count: int, base: str, addresses: list[str], capacity: int,
+                        advertise: str) -> None:
+    log.warning("SIMULATED agents (benchmark aid): %d agents, nothing will be run", count)
+    links = []
+    for i in range(1, count + 1):
+        hello = pb.Hello(name=f"{base}-{i}", address=advertise, capacity=capacity)
+        links.append(SchedulerLink(addresses, hello, SimulatedSupervisor()))  # type: ignore
+    await asyncio.gather(*(link.run() for link in links))

@@ -1,0 +1,83 @@
+"""The control plane at scale: pure placement on 1,000 agents, and a real scheduler and etcd
+driving 200 simulated agents (formation-agent --simulate, a benchmark aid) to 10,000 instances."""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bench import procs
+from scheduler.placement import AgentView, plan
+from tests.cluster import Cluster, wait_for
+from tests.cluster.harness import CONTROL
+
+
+def placement(rounds: int = 5) -> dict:
+    agents = {f"agent-{i}": AgentView(f"agent-{i}", 200) for i in range(1000)}
+    desired = {("app", f"type{t}"): 10_000 for t in range(10)}
+    bigger = {k: 11_000 for k in desired}
+    fresh, change = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        p = plan(desired, {"app": 1}, agents, {})
+        fresh.append(time.perf_counter() - t0)
+        after = p.assignments_after({}, {"app": 1})
+        t0 = time.perf_counter()
+        plan(bigger, {"app": 1}, agents, after)
+        change.append(time.perf_counter() - t0)
+    return {"fresh_100k_seconds": statistics.median(fresh), "fresh_all": fresh,
+            "change_10pct_seconds": statistics.median(change), "change_all": change,
+            "per_1000_fresh_ms": statistics.median(fresh) / 100 * 1000,
+            "per_1000_change_ms": statistics.median(change) / 10 * 1000}
+
+
+def etcd_requests(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("grpc_server_handled_total{"))
+
+
+def simulated(tmp: Path, agents: int = 200, instances: int = 10_000, types: int = 10) -> dict:
+    d = tmp / "simulated"
+    d.mkdir(exist_ok=True)
+    (d / "Procfile").write_text("".join(f"t{i}: sleep 1\n" for i in range(types)))
+    per_agent = instances // agents * 2
+    with Cluster(agents=0, mode="local", workdir=str(d)) as c:
+        sim = c.launch(CONTROL).start("simulated", [
+            sys.executable, "-m", "agent", "--name", "sim", "--simulate", str(agents),
+            "--scheduler", c.listen, "--capacity", str(per_agent), "--advertise", "127.0.0.1"])
+        c.parts["agent-simulated"] = sim
+        wait_for(lambda: sum(a.connected for a in c.client.agents()) == agents, 60,
+                 what="simulated agents")
+        c.ctl("deploy", str(d / "Procfile"))
+        sched = c.parts["scheduler"].pid
+        etcd = c.etcd_endpoints[0]
+        cpu0, _, _ = procs.stat(sched)
+        req0 = etcd_requests(etcd)
+        counts = {f"t{i}": instances // types for i in range(types)}
+        t0 = time.monotonic()
+        c.client.scale("default", counts)
+        wait_for(lambda: sum(t.running for t in c.client.formation("default").types)
+                 == instances, 300, interval=0.05, what="all simulated instances running")
+        up = time.monotonic() - t0
+        cpu1, _, peak = procs.stat(sched)
+        req1 = etcd_requests(etcd)
+        t0 = time.monotonic()
+        c.client.scale("default", {t: 0 for t in counts})
+        wait_for(lambda: not c.client.instances("default"), 300, interval=0.05)
+        down = time.monotonic() - t0
+    return {"agents": agents, "instances": instances, "seconds_to_running": up,
+            "placements_per_second": instances / up, "seconds_to_zero": down,
+            "scheduler_cpu_seconds": cpu1 - cpu0, "scheduler_peak_rss_mib": peak / 2**20,
+            "etcd_requests": req1 - req0}
+
+
+def run_all(tmp: Path) -> dict:
+    print("[control plane] placement ...", file=sys.stderr, flush=True)
+    out = {"placement": placement()}
+    print("[control plane] 200 simulated agents ...", file=sys.stderr, flush=True)
+    out["simulated"] = simulated(tmp)
+    return out

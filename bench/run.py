@@ -1,0 +1,174 @@
+"""`make bench`: Formation against supervisord, circus and the floor, measured side by side in
+one run, plus the control plane at scale. Writes docs/benchmarks.md and bench/results.json.
+
+Every figure is a median with min-max over several rounds and, where there is one, a ratio to
+the floor measured in the same run (the machines are shared and noisy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import procs
+from bench.managers import Circus, Floor, Formation, Kind, Manager, Supervisord
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def poll(condition, timeout: float, interval: float = 0.002) -> float:
+    """Seconds until condition() holds; raises TimeoutError."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError
+        time.sleep(interval)  # the measurement loop: as tight as /proc scans allow
+    return time.monotonic() - start
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values), "all": values}
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def start_stop(m: Manager, kind: Kind, n: int, rounds: int) -> dict:
+    up, down = [], []
+    for _ in range(rounds):
+        kind.reset()
+        t0 = time.monotonic()
+        m.scale(n)
+        poll(lambda: len(kind.running(procs.scan(kind.prefix))) >= n, 120)
+        up.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        m.scale(0)
+        poll(lambda: not procs.scan(kind.prefix), 120)
+        down.append(time.monotonic() - t0)
+    return {"start": summary(up), "stop": summary(down)}
+
+
+def restarts(m: Manager, kind: Kind, n: int, kills: int, rng: random.Random) -> dict:
+    m.scale(n)
+    poll(lambda: len(procs.scan(kind.prefix)) >= n, 120)
+    times = []
+    for _ in range(kills):
+        before = procs.scan(kind.prefix)
+        victim = rng.choice(sorted(before))
+        t0 = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        poll(lambda: procs.new_match(kind.prefix, before) is not None, 60, interval=0.0005)
+        times.append(time.monotonic() - t0)
+        poll(lambda: len(procs.scan(kind.prefix)) >= n, 60)
+        time.sleep(0.05)  # let the manager settle between kills, as a real crash would
+    return {"p50": pct(times, 0.5), "p95": pct(times, 0.95), "all": times}
+
+
+def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float) -> dict:
+    """Resident memory at 0 and n instances, and CPU while idle with n."""
+    mpids = m.agent_pids() if isinstance(m, Formation) else m.pids()
+    m.scale(0)
+    poll(lambda: not procs.scan(kind.prefix), 60)
+    time.sleep(1)
+    rss0 = sum(procs.stat(p)[1] for p in mpids)
+    m.scale(n)
+    poll(lambda: len(procs.scan(kind.prefix)) >= n, 120)
+    time.sleep(2)  # settle: the start-up burst is not idle
+    rss = sum(procs.stat(p)[1] for p in mpids)
+    watch = {"manager": mpids}
+    if isinstance(m, Formation):
+        watch = {"agent": m.agent_pids(), "scheduler": [m.cluster.parts["scheduler"].pid]}
+    cpu0 = {k: sum(procs.stat(p)[0] for p in v) for k, v in watch.items()}
+    time.sleep(idle_seconds)
+    cpu = {k: (sum(procs.stat(p)[0] for p in v) - cpu0[k]) / idle_seconds * 100
+           for k, v in watch.items()}
+    m.scale(0)
+    poll(lambda: not procs.scan(kind.prefix), 60)
+    return {"rss_mib": rss / 2**20, "rss0_mib": rss0 / 2**20,
+            "per_instance_kib": (rss - rss0) / n / 1024, "idle_cpu_percent": cpu}
+
+
+def api_round_trip(m: Formation, rounds: int) -> dict:
+    client = m.cluster.client
+    times = []
+    count = 0
+    client.scale("default", {"c": 0})
+    for _ in range(rounds):
+        count += 1
+        t0 = time.monotonic()
+        client.scale("default", {"c": count})
+        iid = f"c.{count}"
+        poll(lambda: any(i.id == iid and i.state == "running"
+                         for i in client.instances("default")), 30, interval=0.001)
+        times.append(time.monotonic() - t0)
+    client.scale("default", {"c": 0})
+    return {"p50": pct(times, 0.5), "p99": pct(times, 0.99), "all": times}
+
+
+def managers(kind: Kind, n: int, tmp: Path, which: set[str]) -> list[Manager]:
+    out: list[Manager] = [Floor(kind, n, tmp)]
+    if "peers" in which:
+        out += [Supervisord(kind, n, tmp), Circus(kind, n, tmp, None), Circus(kind, n, tmp, 0.1)]
+    out += [Formation(kind, n, tmp, 1), Formation(kind, n, tmp, 4)]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--idle", type=float, default=10.0)
+    p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--skip-control-plane", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = p.parse_args()
+    rng = random.Random(1)
+    results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+                     "n": args.n, "rounds": args.rounds, "processes": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="formation-bench-"))
+    which = set() if args.no_peers else {"peers"}
+    for kind_name in ("sleep", "python"):
+        for token, m in enumerate(managers(Kind(kind_name, tmp, 0), args.n, tmp, which)):
+            kind = Kind(kind_name, tmp, 1000 * (kind_name == "python") + token + 1)
+            m.kind = kind
+            print(f"[{kind_name}] {m.name} ...", file=sys.stderr, flush=True)
+            m.open()
+            try:
+                r = start_stop(m, kind, args.n, args.rounds)
+                if kind_name == "sleep":
+                    if not (isinstance(m, Formation) and m.agents > 1):
+                        r["restart"] = restarts(m, kind, args.n, args.kills, rng)
+                        m.scale(0)
+                        poll(lambda: not procs.scan(kind.prefix), 60)
+                        r["footprint"] = footprint(m, kind, args.n, args.idle)
+                    if isinstance(m, Formation) and m.agents == 1:
+                        r["api_round_trip"] = api_round_trip(m, 30)
+                results["processes"].setdefault(kind_name, {})[m.name] = r
+                print(f"  start {r['start']['median']:.3f}s stop {r['stop']['median']:.3f}s",
+                      file=sys.stderr, flush=True)
+            finally:
+                m.close()
+    if not args.skip_control_plane:
+        from bench import controlplane
+        results["control_plane"] = controlplane.run_all(tmp)
+    from bench import failover
+    results["failover"] = [failover.one_ttl(2.0, 3), failover.one_ttl(10.0, 2)]
+    args.out.write_text(json.dumps(results, indent=2))
+    from bench import report
+    (ROOT / "docs" / "benchmarks.md").write_text(report.render(results))
+    print(f"wrote {args.out} and docs/benchmarks.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

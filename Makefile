@@ -18,6 +18,15 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# The quick benchmark set (under 10 minutes): writes docs/benchmarks.md and bench/results.json.
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.run
+
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. proto/formation.proto
 

@@ -9,6 +9,7 @@ import textwrap
 import xmlrpc.client
 from pathlib import Path
 
+from ctl.localcluster import _die_with_parent
 from tests.cluster import Cluster, wait_for
 
 CHILD = str(Path(__file__).with_name("child.py"))
@@ -55,13 +56,16 @@ class Manager:
     def pids(self) -> list[int]: ...
     def close(self) -> None: ...
 
+    def settle(self) -> None:
+        """Wait until the manager itself considers everything stopped (between rounds)."""
+
 
 class Floor(Manager):
     name = "floor (bare asyncio)"
 
     def open(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.floor", *self.kind.argv],
-                                     stdin=subprocess.PIPE, start_new_session=True)
+                                     stdin=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
 
     def scale(self, n: int) -> None:
         self.proc.stdin.write(f"scale {n}\n".encode())
@@ -106,20 +110,26 @@ class Supervisord(Manager):
             stderr_logfile=/dev/null
             """))
         self.proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)],
-                                     start_new_session=True, stdout=subprocess.DEVNULL)
+                                     start_new_session=True, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL)
+        wait_for(lambda: self.rpc().supervisor.getState()["statename"] == "RUNNING", 20)
+
+    def rpc(self) -> xmlrpc.client.ServerProxy:
         from supervisor.xmlrpc import SupervisorTransport
-        self.rpc = xmlrpc.client.ServerProxy(
+        return xmlrpc.client.ServerProxy(
             "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{self.sock}"))
-        wait_for(lambda: self.rpc.supervisor.getState()["statename"] == "RUNNING", 20)
 
     def scale(self, n: int) -> None:
         if n:
-            self.rpc.supervisor.startProcessGroup("c", False)
+            self.rpc().supervisor.startProcessGroup("c", False)
         else:
-            self.rpc.supervisor.stopProcessGroup("c", False)
+            self.rpc().supervisor.stopProcessGroup("c", False)
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
+
+    def settle(self) -> None:
+        wait_for(lambda: all(p["statename"] in ("STOPPED", "EXITED")
+                             for p in self.rpc().supervisor.getAllProcessInfo()), 60)
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -143,24 +153,31 @@ class Circus(Manager):
         conf.write_text(f"[circus]\n{delay}endpoint = {self.endpoint}\n"
                         f"pubsub_endpoint = ipc://{d}/pub.sock\nstatsd = False\n"
                         f"[watcher:c]\ncmd = {cmd}\nargs = {' '.join(args)}\n"
-                        f"numprocesses = 0\nwarmup_delay = 0\nrespawn = True\n"
+                        f"numprocesses = {self.n}\nautostart = False\nwarmup_delay = 0\n"
+                        f"respawn = True\n"
                         f"copy_env = True\nstop_signal = TERM\ngraceful_timeout = 10\n")
         self.proc = subprocess.Popen([str(VENV_BIN / "circusd"), str(conf)],
-                                     start_new_session=True, stdout=subprocess.DEVNULL,
+                                     start_new_session=True, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         from circus.client import CircusClient
         self.client = CircusClient(endpoint=self.endpoint, timeout=30)
         wait_for(lambda: self.client.call({"command": "status"}).get("status") == "ok", 20)
 
     def scale(self, n: int) -> None:
-        self.client.call({"command": "set", "properties": {
-            "name": "c", "options": {"numprocesses": n}}})
+        self.client.call({"command": "start" if n else "stop", "properties": {"name": "c"}})
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
 
+    def settle(self) -> None:
+        wait_for(lambda: self.client.call({"command": "status", "properties": {"name": "c"}})
+                 .get("status") == "stopped", 60, interval=0.1)
+
     def close(self) -> None:
-        self.client.call({"command": "quit", "properties": {"waiting": False}})
+        try:
+            self.client.call({"command": "quit", "properties": {"waiting": False}})
+        except Exception:  # noqa: BLE001 - it may never have answered: signal it instead
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -181,7 +198,11 @@ class Formation(Manager):
         (d / "formation.toml").write_text("[c]\nstop_timeout = 10\n")
         self.cluster = Cluster(agents=self.agents, capacity=self.n, mode="local",
                                workdir=str(d))
-        self.cluster.start()
+        try:
+            self.cluster.start()
+        except BaseException:
+            self.cluster.close()
+            raise
         self.cluster.ctl("deploy", str(d / "Procfile"))
 
     def scale(self, n: int) -> None:
@@ -190,6 +211,9 @@ class Formation(Manager):
     def pids(self) -> list[int]:
         return [p.pid for name, p in self.cluster.parts.items()
                 if name.startswith("agent") or name == "scheduler"]
+
+    def settle(self) -> None:
+        wait_for(lambda: not self.cluster.client.instances("default"), 60)
 
     def agent_pids(self) -> list[int]:
         return [p.pid for name, p in self.cluster.parts.items() if name.startswith("agent")]

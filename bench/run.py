@@ -55,6 +55,7 @@ def start_stop(m: Manager, kind: Kind, n: int, rounds: int) -> dict:
         m.scale(0)
         poll(lambda: not procs.scan(kind.prefix), 120)
         down.append(time.monotonic() - t0)
+        m.settle()
     return {"start": summary(up), "stop": summary(down)}
 
 
@@ -79,7 +80,7 @@ def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float) -> dict:
     mpids = m.agent_pids() if isinstance(m, Formation) else m.pids()
     m.scale(0)
     poll(lambda: not procs.scan(kind.prefix), 60)
-    time.sleep(1)
+    m.settle()
     rss0 = sum(procs.stat(p)[1] for p in mpids)
     m.scale(n)
     poll(lambda: len(procs.scan(kind.prefix)) >= n, 120)
@@ -94,6 +95,7 @@ def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float) -> dict:
            for k, v in watch.items()}
     m.scale(0)
     poll(lambda: not procs.scan(kind.prefix), 60)
+    m.settle()
     return {"rss_mib": rss / 2**20, "rss0_mib": rss0 / 2**20,
             "per_instance_kib": (rss - rss0) / n / 1024, "idle_cpu_percent": cpu}
 
@@ -130,6 +132,8 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--idle", type=float, default=10.0)
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--only", default="", help="run only managers whose name contains this")
+    p.add_argument("--kinds", default="sleep,python")
     p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = p.parse_args()
@@ -138,19 +142,22 @@ def main() -> None:
                      "n": args.n, "rounds": args.rounds, "processes": {}}
     tmp = Path(tempfile.mkdtemp(prefix="formation-bench-"))
     which = set() if args.no_peers else {"peers"}
-    for kind_name in ("sleep", "python"):
+    for kind_name in args.kinds.split(","):
         for token, m in enumerate(managers(Kind(kind_name, tmp, 0), args.n, tmp, which)):
+            if args.only not in m.name:
+                continue
             kind = Kind(kind_name, tmp, 1000 * (kind_name == "python") + token + 1)
             m.kind = kind
             print(f"[{kind_name}] {m.name} ...", file=sys.stderr, flush=True)
-            m.open()
             try:
+                m.open()
                 r = start_stop(m, kind, args.n, args.rounds)
                 if kind_name == "sleep":
                     if not (isinstance(m, Formation) and m.agents > 1):
                         r["restart"] = restarts(m, kind, args.n, args.kills, rng)
                         m.scale(0)
                         poll(lambda: not procs.scan(kind.prefix), 60)
+                        m.settle()
                         r["footprint"] = footprint(m, kind, args.n, args.idle)
                     if isinstance(m, Formation) and m.agents == 1:
                         r["api_round_trip"] = api_round_trip(m, 30)

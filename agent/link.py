@@ -37,11 +37,21 @@ class SchedulerLink:
         self.fence_after = 0.0          # learnt from the scheduler with each list
         self.agent_ttl = 0.0
         self._call: grpc.aio.StreamStreamCall | None = None
+        self._pending: list[pb.InstanceStatus] = []
         supervisor.on_status = self.send_status
 
     def send_status(self, status: pb.InstanceStatus) -> None:
-        if self.outbox is not None:
-            self.outbox.put_nowait(pb.AgentMessage(status=status))
+        """Queue a status; all those of one turn of the loop go out as one message."""
+        if self.outbox is None:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush_statuses, self.outbox)
+        self._pending.append(status)
+
+    def _flush_statuses(self, outbox: asyncio.Queue) -> None:
+        items, self._pending = self._pending, []
+        if outbox is self.outbox and items:
+            outbox.put_nowait(pb.AgentMessage(statuses=pb.StatusBatch(items=items)))
 
     async def fence(self) -> None:
         """Stop at_most_once instances once `fence_after` passes without a word from the

@@ -50,20 +50,21 @@ def render(r: dict) -> str:
     if any("restart" in x for x in sleep.values()):
         base = sleep.get(FLOOR, {}).get("restart", {})
         out.append("\n## kill -9 of a child → its replacement running\n")
-        out.append(f"| manager | p50 | p95 | p50 vs floor |\n|---|---|---|---|")
+        out.append("| manager | p50 | p95 | p50 vs floor | kills |\n|---|---|---|---|---|")
         for name, x in sleep.items():
             if "restart" in x:
                 rr = x["restart"]
                 out.append(f"| {name} | {f(rr['p50'], 'ms')} | {f(rr['p95'], 'ms')} | "
-                           f"{ratio(rr['p50'], base.get('p50'))} |")
+                           f"{ratio(rr['p50'], base.get('p50'))} | {len(rr['all'])} |")
         out.append(f"\n## Footprint with {n} `sleep` instances\n")
-        out.append("| manager | resident memory | per instance | CPU while idle |\n|---|---|---|---|")
+        out.append("| manager | resident memory | empty | per instance | CPU while idle |\n"
+                   "|---|---|---|---|---|")
         for name, x in sleep.items():
             fp = x.get("footprint")
             if fp:
                 cpu = ", ".join(f"{k} {v:.2f} %" for k, v in fp["idle_cpu_percent"].items())
-                out.append(f"| {name} | {fp['rss_mib']:.1f} MiB | {fp['per_instance_kib']:.0f} KiB"
-                           f" | {cpu} |")
+                out.append(f"| {name} | {fp['rss_mib']:.1f} MiB | {fp['rss0_mib']:.1f} MiB | "
+                           f"{fp['per_instance_kib']:.0f} KiB | {cpu} |")
         rt = sleep.get("Formation (1 agent)", {}).get("api_round_trip")
         if rt:
             out.append(f"\n## `ctl scale c=+1` → running, through the API\n\n"

@@ -23,7 +23,7 @@ from bench.managers import Circus, Floor, Formation, Kind, Manager, Supervisord
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def poll(condition, timeout: float, interval: float = 0.002) -> float:
+def poll(condition, timeout: float, interval: float = 0.005) -> float:
     """Seconds until condition() holds; raises TimeoutError."""
     start = time.monotonic()
     while not condition():
@@ -59,29 +59,37 @@ def start_stop(m: Manager, kind: Kind, n: int, rounds: int) -> dict:
     return {"start": summary(up), "stop": summary(down)}
 
 
-def restarts(m: Manager, kind: Kind, n: int, kills: int, rng: random.Random) -> dict:
+def restarts(m: Manager, kind: Kind, n: int, kills: int, rng: random.Random,
+             budget: float = 25.0) -> dict:
+    """kill -9 of distinct children (a first crash each, not a crash loop), within a time
+    budget so a slow peer does not stretch the run."""
     m.scale(n)
     poll(lambda: len(procs.scan(kind.prefix)) >= n, 120)
     times = []
-    for _ in range(kills):
+    victims = rng.sample(sorted(procs.scan(kind.prefix)), kills)
+    end = time.monotonic() + budget
+    for victim in victims:
+        if times and time.monotonic() > end:
+            break
         before = procs.scan(kind.prefix)
-        victim = rng.choice(sorted(before))
         t0 = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         poll(lambda: procs.new_match(kind.prefix, before) is not None, 60, interval=0.0005)
         times.append(time.monotonic() - t0)
         poll(lambda: len(procs.scan(kind.prefix)) >= n, 60)
         time.sleep(0.05)  # let the manager settle between kills, as a real crash would
-    return {"p50": pct(times, 0.5), "p95": pct(times, 0.95), "all": times}
+    return {"p50": pct(times, 0.5), "p95": pct(times, 0.95), "all": times, "n": len(times)}
 
 
-def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float) -> dict:
-    """Resident memory at 0 and n instances, and CPU while idle with n."""
+def manager_rss(m: Manager) -> int:
+    return sum(procs.stat(p)[1] for p in (m.agent_pids() if isinstance(m, Formation)
+                                         else m.pids()))
+
+
+def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float, rss0: int) -> dict:
+    """Resident memory with n instances (and per instance, over `rss0` measured before the
+    manager ever ran one), and CPU while idle with n."""
     mpids = m.agent_pids() if isinstance(m, Formation) else m.pids()
-    m.scale(0)
-    poll(lambda: not procs.scan(kind.prefix), 60)
-    m.settle()
-    rss0 = sum(procs.stat(p)[1] for p in mpids)
     m.scale(n)
     poll(lambda: len(procs.scan(kind.prefix)) >= n, 120)
     time.sleep(2)  # settle: the start-up burst is not idle
@@ -151,6 +159,8 @@ def main() -> None:
             print(f"[{kind_name}] {m.name} ...", file=sys.stderr, flush=True)
             try:
                 m.open()
+                time.sleep(1)  # let it finish starting before its empty footprint is read
+                rss0 = manager_rss(m)
                 r = start_stop(m, kind, args.n, args.rounds)
                 if kind_name == "sleep":
                     if not (isinstance(m, Formation) and m.agents > 1):
@@ -158,7 +168,7 @@ def main() -> None:
                         m.scale(0)
                         poll(lambda: not procs.scan(kind.prefix), 60)
                         m.settle()
-                        r["footprint"] = footprint(m, kind, args.n, args.idle)
+                        r["footprint"] = footprint(m, kind, args.n, args.idle, rss0)
                     if isinstance(m, Formation) and m.agents == 1:
                         r["api_round_trip"] = api_round_trip(m, 30)
                 results["processes"].setdefault(kind_name, {})[m.name] = r

@@ -63,6 +63,9 @@ class AgentLinkService(pbg.AgentLinkServicer):
                     outbox.put_nowait(pb.SchedulerMessage(ack=message.heartbeat))
                 elif kind == "status":
                     self.s.agent_status(name, message.status)
+                elif kind == "statuses":
+                    for status in message.statuses.items:
+                        self.s.agent_status(name, status)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:

@@ -43,6 +43,7 @@ class Scheduler:
         self.lock = asyncio.Lock()  # serializes writes of formation/releases with reconcile
         self.wake = asyncio.Event()
         self.apps_dirty = False
+        self.assignments_dirty = False
         self.started = time.time()
 
     # ---- start-up -------------------------------------------------------------
@@ -65,6 +66,13 @@ class Scheduler:
         log.info("recovered from etcd at revision %d: %d apps, %d agents, %d assignments",
                  snap.revision, len(self.current), len(snap.agents), len(snap.assignments))
         return snap.revision
+
+    async def reload_assignments(self) -> None:
+        """After a failed write some batches may have landed: etcd, not memory, is the truth."""
+        snap = await self.store.load("assignments")
+        async with self.lock:
+            self.assignments = snap.assignments
+            self.assignments_dirty = False
 
     async def reload_apps(self) -> None:
         snap = await self.store.load("apps")
@@ -91,6 +99,8 @@ class Scheduler:
                 if self.apps_dirty:
                     self.apps_dirty = False
                     await self.reload_apps()
+                if self.assignments_dirty:
+                    await self.reload_assignments()
                 await self.reconcile()
             except StoreUnavailable as e:
                 log.warning("reconcile deferred: %s", e)
@@ -164,7 +174,9 @@ class Scheduler:
         async with self.lock:
             handed = self.finished_handoffs()
             if handed:
+                self.assignments_dirty = True
                 await self.store.write(self.store.assignment_puts(handed))
+                self.assignments_dirty = False
                 self.assignments.update(handed)
             once = self.at_most_once()
             result = plan(self.desired(), self.current, self.agents.views(), self.assignments,
@@ -172,8 +184,10 @@ class Scheduler:
             if not result.empty():
                 after = result.assignments_after(self.assignments, self.current)
                 changed = {k: after[k] for k in (*result.place, *result.migrate, *result.update)}
+                self.assignments_dirty = True  # until the write is known to be whole
                 await self.store.write(self.store.assignment_puts(changed),
                                        self.store.assignment_keys(result.stop + result.unassign))
+                self.assignments_dirty = False
                 self.assignments = after
                 metrics.PLACEMENTS.inc(len(result.place) + len(result.migrate))
                 metrics.STOPS.inc(len(result.stop))

@@ -144,12 +144,14 @@ class Store:
     # ---- writes -------------------------------------------------------------
 
     async def write(self, puts: dict[bytes, bytes], deletes: list[bytes] = ()) -> None:
-        """Apply puts and deletes in transactions of at most BATCH operations each."""
+        """Apply puts and deletes in transactions of at most BATCH operations each, sent
+        concurrently (their keys are disjoint). If it raises, some batches may have landed:
+        the caller re-reads before it trusts its own view again."""
         tx = self._client.transactions
         ops: list[Any] = [tx.put(k, v) for k, v in puts.items()] + [tx.delete(k) for k in deletes]
-        for i in range(0, len(ops), BATCH):
-            batch = ops[i:i + BATCH]
-            await self._call("txn", lambda c, b=batch: c.transaction(compare=[], success=b, failure=[]))
+        batches = [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)]
+        await asyncio.gather(*(self._call("txn", lambda c, b=b: c.transaction(
+            compare=[], success=b, failure=[])) for b in batches))
 
     async def create_release(self, app: str, release: Release) -> bool:
         """Store a new release and make it current; False if that version already exists."""

@@ -27,15 +27,13 @@ def etcd_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-def make_cluster(etcd_url: str) -> Iterator[Callable[..., Cluster]]:
-    """make_cluster(agents=2, ...) -> a started Cluster on the shared etcd (own_etcd=True for
-    one of its own, for tests that restart etcd)."""
+def _clusters(**defaults) -> Iterator[Callable[..., Cluster]]:
+    """Yield a factory of started clusters; close them all afterwards, failing on leaks."""
     made: list[Cluster] = []
 
-    def make(own_etcd: bool = False, **kwargs) -> Cluster:
-        c = Cluster(etcd=None if own_etcd else etcd_url, **kwargs)
-        made.append(c)
+    def make(**kwargs) -> Cluster:
+        c = Cluster(**{**defaults, **kwargs})
+        made.append(c)  # before start(), so a cluster that fails to start is torn down too
         c.start()
         return c
 
@@ -47,6 +45,12 @@ def make_cluster(etcd_url: str) -> Iterator[Callable[..., Cluster]]:
         except AssertionError as e:
             errors.append(str(e))
     assert not errors, errors
+
+
+@pytest.fixture
+def make_cluster(etcd_url: str) -> Iterator[Callable[..., Cluster]]:
+    """make_cluster(agents=2, ...) -> a started Cluster (local mode) on the shared etcd."""
+    yield from _clusters(etcd=etcd_url)
 
 
 @pytest.fixture
@@ -63,23 +67,6 @@ def pytest_report_header(config) -> str:
 @pytest.fixture
 def hosts_cluster() -> Iterator[Callable[..., Cluster]]:
     """hosts_cluster(agents=3, ...) -> a started Cluster with a host per part (network
-    namespaces where possible, else loopback addresses) and a 2 s agent ttl."""
+    namespaces where possible, else loopback addresses), its own etcd and a 2 s agent ttl."""
     from tests.cluster.harness import default_mode
-    made: list[Cluster] = []
-
-    def make(**kwargs) -> Cluster:
-        kwargs.setdefault("agent_ttl", 2.0)
-        kwargs.setdefault("mode", default_mode())
-        c = Cluster(**kwargs)
-        made.append(c)
-        c.start()
-        return c
-
-    yield make
-    errors = []
-    for c in made:
-        try:
-            c.close()
-        except AssertionError as e:
-            errors.append(str(e))
-    assert not errors, errors
+    yield from _clusters(agent_ttl=2.0, mode=default_mode())

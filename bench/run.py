@@ -60,7 +60,7 @@ def start_stop(m: Manager, kind: Kind, n: int, rounds: int) -> dict:
 
 
 def restarts(m: Manager, kind: Kind, n: int, kills: int, rng: random.Random,
-             budget: float = 25.0) -> dict:
+             budget: float = 15.0) -> dict:
     """kill -9 of distinct children (a first crash each, not a crash loop), within a time
     budget so a slow peer does not stretch the run."""
     m.scale(n)
@@ -138,13 +138,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--idle", type=float, default=10.0)
+    p.add_argument("--idle", type=float, default=5.0)
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--only", default="", help="run only managers whose name contains this")
     p.add_argument("--kinds", default="sleep,python")
     p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = p.parse_args()
+    started = time.monotonic()
     rng = random.Random(1)
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
                      "n": args.n, "rounds": args.rounds, "processes": {}}
@@ -181,6 +182,7 @@ def main() -> None:
         results["control_plane"] = controlplane.run_all(tmp)
     from bench import failover
     results["failover"] = [failover.one_ttl(2.0, 3), failover.one_ttl(10.0, 2)]
+    results["elapsed_seconds"] = time.monotonic() - started
     args.out.write_text(json.dumps(results, indent=2))
     from bench import report
     (ROOT / "docs" / "benchmarks.md").write_text(report.render(results))

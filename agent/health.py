@@ -24,6 +24,12 @@ def effective_check(spec: pb.Assignment) -> pb.HealthCheck | None:
     return None
 
 
+def _self_connected(writer: asyncio.StreamWriter) -> bool:
+    """A connect to a local port nobody listens on can connect the socket to itself when the
+    kernel picks that same port as its source (TCP simultaneous open): that is no server."""
+    return writer.get_extra_info("sockname") == writer.get_extra_info("peername")
+
+
 async def probe(check: pb.HealthCheck, port: int, env: dict[str, str], cwd: str
                 ) -> tuple[bool, str]:
     try:
@@ -40,12 +46,17 @@ async def _probe(check: pb.HealthCheck, port: int, env: dict[str, str], cwd: str
         except OSError as e:
             return False, f"tcp check: port {port}: {e.strerror or e}"
         writer.close()
+        if _self_connected(writer):
+            return False, f"tcp check: nothing listens on port {port}"
         return True, ""
     if check.type == "http":
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError as e:
             return False, f"http check: port {port}: {e.strerror or e}"
+        if _self_connected(writer):
+            writer.close()
+            return False, f"http check: nothing listens on port {port}"
         try:
             writer.write(f"GET {check.path or '/'} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
                          f"User-Agent: formation-health\r\n\r\n".encode())

@@ -13,7 +13,7 @@ from agent import api, metrics, simulate
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
-from agent.ports import PortPool, parse_range
+from agent.ports import PortPool, ephemeral_range, parse_range
 from agent.runner import base_environment
 from agent.supervisor import Supervisor
 from proto import formation_pb2 as pb
@@ -124,6 +124,11 @@ async def run(args: argparse.Namespace) -> None:
         await serve(args.metrics_listen, {"/metrics": metrics_route})
     log.info("agent %s (capacity %d, %s) -> scheduler %s", args.name, args.capacity,
              args.advertise, ",".join(args.addresses))
+    ephemeral = ephemeral_range()
+    if args.ports.start < ephemeral.stop and ephemeral.start < args.ports.stop:
+        log.warning("--port-range %s overlaps this host's ephemeral ports %d-%d: an outgoing "
+                    "connection may take an instance's port", args.port_range, ephemeral.start,
+                    ephemeral.stop - 1)
     tasks = [asyncio.create_task(link.run()), asyncio.create_task(sink.run()),
              asyncio.create_task(link.fence())]
 

@@ -12,6 +12,16 @@ def parse_range(text: str) -> range:
     return range(int(lo), int(hi) + 1)
 
 
+def ephemeral_range() -> range:
+    """The ports this host gives outgoing connections (instances should not use them)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = map(int, f.read().split())
+        return range(lo, hi + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:

@@ -134,7 +134,7 @@ class InstanceRunner:
         healthy_once, failures, delay = False, 0, 0.02
         while True:
             await asyncio.sleep(delay)
-            delay = check.interval if healthy_once else min(delay * 2, 1.0, check.interval)
+            delay = check.interval if healthy_once else min(delay * 2, 0.25, check.interval)
             ok, why = await probe(check, self.port, self.env(), self.workdir)
             if ok:
                 failures = 0

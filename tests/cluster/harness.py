@@ -13,6 +13,7 @@ every instance and every child of one: teardown finds them in /proc and reports 
 from __future__ import annotations
 
 import json
+import random
 import os
 import shutil
 import signal
@@ -94,6 +95,7 @@ class Cluster:
         self.listen = ""
         self._client: Client | None = None
         self._agent_ports: dict[str, str] = {}
+        self._port_base = random.randrange(10_000, 25_000, 300)
         self._agent_listen: dict[str, str] = {}
         self.metrics: dict[str, str] = {}  # part -> HOST:PORT of its /metrics
 
@@ -194,9 +196,10 @@ class Cluster:
         if name not in self._agent_ports:
             if self.mode == "netns":
                 self._agent_ports[name] = "5000-5999"
-            else:  # one port space for all: a range of its own per agent
-                lo = max(1024, min(free_port(), 65000))
-                self._agent_ports[name] = f"{lo}-{lo + 199}"
+            else:  # one port space for all: a range of its own per agent, below the
+                # ephemeral ports (an outgoing connection must not take an instance's port)
+                lo = self._port_base + 300 * len(self._agent_ports)
+                self._agent_ports[name] = f"{lo}-{lo + 299}"
         host = self.hosts[name]
         if name not in self._agent_listen:
             self._agent_listen[name] = f"{host.address}:{self._port(7071)}"

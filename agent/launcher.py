@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from typing import Protocol
 
 
@@ -21,7 +22,8 @@ class Child(Protocol):
 
 
 class Launcher(Protocol):
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> Child: ...
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
+                    at_most_once: bool = False) -> Child: ...
     def kill_group(self, pgid: int, sig: int) -> None: ...
     def forget_group(self, pgid: int) -> None: ...
 
@@ -50,6 +52,8 @@ class OsLauncher:
 
     def __init__(self) -> None:
         self.guardian: subprocess.Popen | None = None
+        self._last_tick = 0.0
+        self._deadline = 0.0
 
     def start_guardian(self) -> None:
         self.guardian = subprocess.Popen(
@@ -70,12 +74,21 @@ class OsLauncher:
             self.guardian.stdin.close()
             self.guardian.wait()
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> Child:
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
+                    at_most_once: bool = False) -> Child:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-        self._tell(f"+{proc.pid}")
+        self._tell(f"{'*' if at_most_once else '+'}{proc.pid}")
         return proc
+
+    def heard_scheduler(self, guardian_deadline: float) -> None:
+        """Tell the guardian the scheduler just spoke, and how long silence may last before it
+        kills at_most_once groups itself."""
+        now = time.monotonic()
+        if now - self._last_tick >= 0.25 or guardian_deadline != self._deadline:
+            self._last_tick, self._deadline = now, guardian_deadline
+            self._tell(f"F{guardian_deadline:.3f}\n.")
 
     def kill_group(self, pgid: int, sig: int) -> None:
         try:

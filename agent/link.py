@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 
@@ -25,7 +25,8 @@ MAX_BACKOFF = 5.0
 
 
 class SchedulerLink:
-    def __init__(self, addresses: list[str], hello: pb.Hello, supervisor: Supervisor) -> None:
+    def __init__(self, addresses: list[str], hello: pb.Hello, supervisor: Supervisor,
+                 on_contact: Callable[[float], None] = lambda deadline: None) -> None:
         self.addresses = addresses
         self.hello = hello
         self.supervisor = supervisor
@@ -38,7 +39,9 @@ class SchedulerLink:
         self.agent_ttl = 0.0
         self._call: grpc.aio.StreamStreamCall | None = None
         self._pending: list[pb.InstanceStatus] = []
+        self.on_contact = on_contact  # tells the guardian (deadline for its own fencing)
         supervisor.on_status = self.send_status
+        supervisor.wait_contact = self.wait_contact
 
     def send_status(self, status: pb.InstanceStatus) -> None:
         """Queue a status; all those of one turn of the loop go out as one message."""
@@ -52,6 +55,22 @@ class SchedulerLink:
         items, self._pending = self._pending, []
         if outbox is self.outbox and items:
             outbox.put_nowait(pb.AgentMessage(statuses=pb.StatusBatch(items=items)))
+
+    def in_contact(self) -> bool:
+        return not self.fence_after or time.monotonic() - self.last_contact <= self.fence_after
+
+    async def wait_contact(self) -> None:
+        """Return once the scheduler has spoken within fence_after."""
+        while not self.in_contact():
+            self.contact.clear()
+            await self.contact.wait()
+
+    def guardian_deadline(self) -> float:
+        """Silence after which the guardian kills at_most_once groups itself: after the agent's
+        own graceful fence, before the scheduler may place them elsewhere."""
+        if not self.fence_after:
+            return 0.0
+        return self.fence_after + 0.75 * (self.agent_ttl - self.fence_after)
 
     async def fence(self) -> None:
         """Stop at_most_once instances once `fence_after` passes without a word from the
@@ -119,6 +138,7 @@ class SchedulerLink:
                         return
                     self.last_contact = time.monotonic()
                     self.contact.set()
+                    self.on_contact(self.guardian_deadline())
                     if not self.connected:
                         self.connected = True
                         log.info("connected to scheduler %s", address)

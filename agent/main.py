@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> None:
                      metrics_address=args.metrics_listen and
                      f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}",
                      api_address=f"{args.advertise}:{split_hostport(args.listen)[1]}")
-    link = SchedulerLink(args.addresses, hello, supervisor)
+    link = SchedulerLink(args.addresses, hello, supervisor, launcher.heard_scheduler)
     metrics.install(metrics.AgentCollector(supervisor, link, sink, args.capacity))
     if args.metrics_listen:
         await serve(args.metrics_listen, {"/metrics": metrics_route})

@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from agent import metrics
 from agent.health import effective_check, probe
@@ -28,7 +28,8 @@ class InstanceRunner:
 
     def __init__(self, spec: pb.Assignment, port: int, launcher: Launcher, sink: LogSink,
                  report: Callable[["InstanceRunner"], None], workdir: str,
-                 base_env: dict[str, str]) -> None:
+                 base_env: dict[str, str],
+                 wait_contact: Callable[[], Awaitable[None]] | None = None) -> None:
         self.spec = spec
         self.port = port
         self.launcher = launcher
@@ -36,6 +37,7 @@ class InstanceRunner:
         self.report = report
         self.workdir = workdir
         self.base_env = base_env
+        self.wait_contact = wait_contact
         self.state = InstanceState.PENDING
         self.pid = 0
         self.restarts = 0
@@ -76,10 +78,15 @@ class InstanceRunner:
         if after is not None:  # the previous runner of this instance must be gone first
             await asyncio.shield(after)
         while not self._stop.is_set():
+            if self.spec.at_most_once and self.wait_contact is not None:
+                # Never (re)start one while out of touch: it may run elsewhere by now.
+                await self._until_stop_or(self.wait_contact())
+                if self._stop.is_set():
+                    break
             self._set(InstanceState.STARTING)
             try:
                 child = await self.launcher.spawn(shell_argv(self.spec.command), self.env(),
-                                                  self.workdir)
+                                                  self.workdir, self.spec.at_most_once)
             except OSError as e:
                 delay = self.policy.exited(time.monotonic())
                 self._set(InstanceState.CRASHED, f"could not start: {e}")
@@ -160,6 +167,13 @@ class InstanceRunner:
                 await asyncio.sleep(self.spec.stop_timeout)
                 self.launcher.kill_group(child.pid, signal.SIGKILL)
                 return
+
+    async def _until_stop_or(self, awaitable: Awaitable[None]) -> None:
+        waiting = asyncio.ensure_future(awaitable)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        stopping.cancel()
 
     async def _backoff(self, delay: float) -> None:
         if delay > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from agent.launcher import Launcher
 from agent.logs import LogSink
@@ -38,6 +38,7 @@ class Supervisor:
         self.base_env = base_env
         self.on_status = on_status
         self.runners: dict[Key, InstanceRunner] = {}
+        self.wait_contact: Callable[[], Awaitable[None]] | None = None  # set by the link
         self.stopping: dict[Key, asyncio.Task] = {}
 
     def statuses(self) -> list[pb.InstanceStatus]:
@@ -66,7 +67,7 @@ class Supervisor:
                                              state="crashed", reason=str(e)))
             return
         runner = InstanceRunner(spec, port, self.launcher, self.sink, self._report,
-                                self.workdir, self.base_env)
+                                self.workdir, self.base_env, self.wait_contact)
         self.runners[key] = runner
         runner.start(after=self.stopping.get(key))
 

@@ -141,6 +141,25 @@ def test_at_most_once_instances_are_fenced_before_they_move(hosts_cluster, app_d
     assert "stopped at_most_once instances" in c.log("agent-1")
 
 
+def test_a_frozen_agents_at_most_once_instances_are_killed_by_its_guardian(
+        hosts_cluster, app_dir):
+    c = hosts_cluster(agents=2, workdir=str(app_dir))
+    ids = set(deploy(c, app_dir, "clock=4", "svc=2"))
+    frozen = {i for i in on_agent(c, "agent-1") if i.startswith("clock")}
+    assert frozen
+    sampler = Sampler(c)
+    sampler.start()
+    try:
+        c.freeze("agent-1")  # it cannot fence anything itself now
+        wait_for(lambda: moved_off(c, "agent-1", ids), 15, what="instances to move")
+        c.thaw("agent-1")
+        wait_for(lambda: exactly_once(c, ids), 20, what="each instance exactly once")
+    finally:
+        sampler.stop()
+    for iid in frozen:
+        assert sampler.most[iid] == 1, f"{iid} ran twice at once"
+
+
 def test_agent_restarted_with_the_same_name_registers_again_without_duplicates(
         hosts_cluster, app_dir):
     c = hosts_cluster(agents=2, workdir=str(app_dir))

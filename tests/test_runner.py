@@ -33,7 +33,7 @@ class FakeLauncher:
         self.fail_spawns = fail_spawns
         self.stubborn = stubborn
 
-    async def spawn(self, argv, env, cwd):
+    async def spawn(self, argv, env, cwd, at_most_once=False):
         if self.fail_spawns:
             self.fail_spawns -= 1
             raise OSError(11, "Resource temporarily unavailable")

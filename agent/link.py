@@ -1,6 +1,6 @@
 """The agent's side of AgentLink: dial, say hello, heartbeat, report, take assignment lists.
 
-The link never stops instances because the scheduler is gone (availability first, DESIGN.md §5):
+The link never stops instances because the scheduler is gone (availability first, docs/failure-model.md):
 it reconnects with backoff and lets the next list decide. It does fence at_most_once instances
 once `fence_after` passes without any word from the scheduler.
 """

@@ -112,7 +112,7 @@ NOTES = """
 - **Several agents on one machine** spawn in parallel on the 2 cores, which is why 4 agents can
   beat 1 for `sleep`; for Python children the children's own start-up dominates.
 - **Restarts** are immediate for a first crash (a pidfd wakes the agent, no polling), then back
-  off from 0.5 s to 30 s for a crash loop (DESIGN.md §4), which is why a second kill of the same
+  off from 0.5 s to 30 s for a crash loop (docs/architecture.md), which is why a second kill of the same
   instance within 60 s waits 0.5 s; the benchmark kills distinct children.
 - **Python children** start in 2.4–3.3 s whoever spawns them (200 interpreters starting at once
   on 2 cores); run-to-run noise is larger than the differences between managers, so read those

@@ -22,7 +22,7 @@ class AppDefError(ValueError):
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """How the agent checks one instance (DESIGN.md §6); type "" means no check."""
+    """How the agent checks one instance (docs/architecture.md); type "" means no check."""
     type: str = ""
     path: str = "/"
     command: str = ""

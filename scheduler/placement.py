@@ -1,6 +1,6 @@
 """Placement: a pure function from (formation, agents, assignments) to a Plan. No I/O.
 
-Rules, in order (DESIGN.md §3):
+Rules, in order (docs/architecture.md):
  1. only ready agents (not down, not draining) receive new instances;
  2. no agent goes over its capacity;
  3. instances on live agents stay where they are (scale-up only adds, scale-down only removes);

@@ -1,4 +1,4 @@
-"""Procfile, formation.toml and env parsing (DESIGN.md §6). No I/O."""
+"""Procfile, formation.toml and env parsing (docs/architecture.md). No I/O."""
 from __future__ import annotations
 
 import pytest

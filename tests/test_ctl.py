@@ -1,5 +1,5 @@
 """ctl against a real cluster: bad input exits 2 with one line and changes nothing; an
-unreachable scheduler exits 1 with one line; JSON shapes of DESIGN.md §7."""
+unreachable scheduler exits 1 with one line; JSON shapes of docs/ctl.md."""
 from __future__ import annotations
 
 import json

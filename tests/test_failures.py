@@ -1,4 +1,4 @@
-"""Failure handling on a real multi-host cluster (DESIGN.md §5): lost, frozen, cut-off and
+"""Failure handling on a real multi-host cluster (docs/architecture.md): lost, frozen, cut-off and
 returning agents, at_most_once fencing, scheduler and etcd restarts, capacity, drain.
 
 The truth is read from the hosts (/proc, by network namespace), not only from the scheduler.

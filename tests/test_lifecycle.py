@@ -1,4 +1,4 @@
-"""The restart policy (DESIGN.md §4): at once, then 0.5 s doubling to 30 s, reset after 60 s."""
+"""The restart policy (docs/architecture.md): at once, then 0.5 s doubling to 30 s, reset after 60 s."""
 from agent.lifecycle import RestartPolicy, describe_exit
 
 

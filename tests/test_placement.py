@@ -1,4 +1,4 @@
-"""Placement rules of DESIGN.md §3 as table tests and hypothesis properties. No I/O."""
+"""Placement rules of docs/architecture.md as table tests and hypothesis properties. No I/O."""
 from __future__ import annotations
 
 from collections import Counter

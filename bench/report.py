@@ -22,7 +22,7 @@ def ratio(x: float, base: float | None) -> str:
 
 def render(r: dict) -> str:
     n = r["n"]
-    out = [f"# Benchmarks\n",
+    out = ["# Benchmarks\n",
            f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}, {r['machine']['cores']} "
            f"cores, Python {r['machine']['python']}. Every figure: median (min–max) over "
            f"{r['rounds']} rounds, with the ratio to the floor measured in the same run. "

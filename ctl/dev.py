@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+from agent.ports import is_free
 from ctl import deploy, scale
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
@@ -42,13 +43,8 @@ def say(text: str) -> None:
 
 def listen_address(default_port: int = 7070) -> str:
     """127.0.0.1:7070 (ctl's default) when free, so `ctl ps` works in another terminal."""
-    port = default_port if _free(default_port) else free_port()
+    port = default_port if is_free(default_port) else free_port()
     return f"127.0.0.1:{port}"
-
-
-def _free(port: int) -> bool:
-    from agent.ports import is_free
-    return is_free(port)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -131,9 +131,10 @@ class ControlService(pbg.ControlServicer):
             release = self.s.current_release(app)
             if release is None:
                 return pb.FormationReply()
+            running = self.s.running_counts()
             return pb.FormationReply(release=release.version, types=[
                 pb.TypeCount(type=t, desired=self.s.formation.get((app, t), 0),
-                             running=self.s.running_count(app, t))
+                             running=running[(app, t)])
                 for t in sorted(release.types)])
         return await self._guard(context, run)
 

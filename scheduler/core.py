@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from proto import formation_pb2 as pb
@@ -221,11 +221,11 @@ class Scheduler:
         """Send the agent its whole list if it differs from the last one sent on this stream."""
         session = entry.session
         assert session is not None
-        items = [self.assignment_message(k) for k in keys]
         fingerprint = tuple((k, self.assignments[k].release) for k in keys)
         if not force and session.last_sent == fingerprint:
-            return
+            return  # checked before building messages: this runs for every agent, every pass
         session.last_sent = fingerprint
+        items = [self.assignment_message(k) for k in keys]
         self.generation += 1
         fence = self.settings.fence_after or 0.6 * self.settings.agent_ttl
         session.outbox.put_nowait(pb.SchedulerMessage(assignments=pb.Assignments(
@@ -335,10 +335,17 @@ class Scheduler:
                                             release=report.release, reason="no longer assigned")
         return [rows[k] for k in sorted(rows, key=_instance_order)]
 
-    def running_count(self, app: str, ptype: str) -> int:
-        return sum(1 for k in self.assignments
-                   if k.app == app and k.type == ptype
-                   and self.instance_view(k).state == "running")
+    def running_counts(self) -> Counter[tuple[str, str]]:
+        """(app, type) -> instances reported running, on their release, by the live agent they
+        are assigned to (what instance_view calls running), in one pass."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for key, where in self.assignments.items():
+            entry = self.agents.entries.get(where.agent)
+            report = entry.reports.get(key) if entry is not None and not entry.down else None
+            if report is not None and report.release == where.release \
+                    and report.state == "running":
+                counts[(key.app, key.type)] += 1
+        return counts
 
 
 def _instance_order(key: InstanceKey) -> tuple[str, str, int]:

@@ -35,9 +35,10 @@ class SchedulerCollector:
         running = GaugeMetricFamily("formation_running_instances",
                                     "Instances reported running per app and process type.",
                                     labels=["app", "type"])
+        counts = s.running_counts()
         for (app, ptype), n in sorted(s.desired().items()):
             desired.add_metric([app, ptype], n)
-            running.add_metric([app, ptype], s.running_count(app, ptype))
+            running.add_metric([app, ptype], counts[(app, ptype)])
         agents = GaugeMetricFamily("formation_agents", "Agents by state.", labels=["state"])
         by_state = Counter(e.state.value for e in s.agents.entries.values())
         for state in ("ready", "draining", "down"):

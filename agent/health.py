@@ -9,19 +9,7 @@ import asyncio
 import os
 import signal
 
-from proto import formation_pb2 as pb
-
-DEFAULT_WEB_CHECK = pb.HealthCheck(type="tcp", interval=5.0, timeout=2.0, grace=60.0,
-                                   failures=3)
-
-
-def effective_check(spec: pb.Assignment) -> pb.HealthCheck | None:
-    """The check to run for an assignment, or None."""
-    if spec.health.type:
-        return spec.health
-    if spec.type == "web":
-        return DEFAULT_WEB_CHECK
-    return None
+from common.appdef import HealthCheck
 
 
 def _self_connected(writer: asyncio.StreamWriter) -> bool:
@@ -30,7 +18,7 @@ def _self_connected(writer: asyncio.StreamWriter) -> bool:
     return writer.get_extra_info("sockname") == writer.get_extra_info("peername")
 
 
-async def probe(check: pb.HealthCheck, port: int, env: dict[str, str], cwd: str
+async def probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str
                 ) -> tuple[bool, str]:
     try:
         return await asyncio.wait_for(_probe(check, port, env, cwd), check.timeout or 2.0)
@@ -38,7 +26,7 @@ async def probe(check: pb.HealthCheck, port: int, env: dict[str, str], cwd: str
         return False, f"{check.type} check timed out after {check.timeout or 2.0:g}s"
 
 
-async def _probe(check: pb.HealthCheck, port: int, env: dict[str, str], cwd: str
+async def _probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str
                  ) -> tuple[bool, str]:
     if check.type == "tcp":
         try:

@@ -9,18 +9,11 @@
 """
 from __future__ import annotations
 
-import enum
 import signal
 
+from common.states import InstanceState
 
-class InstanceState(enum.Enum):
-    PENDING = "pending"
-    STARTING = "starting"
-    RUNNING = "running"
-    UNHEALTHY = "unhealthy"
-    CRASHED = "crashed"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+__all__ = ["InstanceState", "RestartPolicy", "describe_exit"]
 
 
 class RestartPolicy:

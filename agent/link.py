@@ -31,7 +31,6 @@ class SchedulerLink:
         self.hello = hello
         self.supervisor = supervisor
         self.outbox: asyncio.Queue[pb.AgentMessage | None] | None = None
-        self.generation = 0
         self.connected = False
         self.last_contact = time.monotonic()
         self.contact = asyncio.Event()  # set by every message from the scheduler
@@ -144,7 +143,6 @@ class SchedulerLink:
                         log.info("connected to scheduler %s", address)
                     if message.WhichOneof("kind") == "assignments":
                         lists = message.assignments
-                        self.generation = lists.generation
                         self.fence_after, self.agent_ttl = lists.fence_after, lists.agent_ttl
                         self.supervisor.apply(list(lists.items))
             finally:
@@ -156,4 +154,4 @@ class SchedulerLink:
     async def _heartbeats(self, outbox: asyncio.Queue) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            outbox.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat(generation=self.generation)))
+            outbox.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat()))

@@ -17,9 +17,10 @@ from agent.ports import PortPool, ephemeral_range, parse_range
 from agent.runner import base_environment
 from agent.supervisor import Supervisor
 from proto import formation_pb2 as pb
-from scheduler.httpserve import metrics_route, serve, split_hostport
-from scheduler.main import setup_logging
-from scheduler.names import InvalidName, check_name
+from common.httpserve import metrics_route, serve
+from common.logsetup import setup_logging
+from common.net import split_hostport
+from common.names import InvalidName, check_name
 
 log = logging.getLogger("agent")
 

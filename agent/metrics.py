@@ -32,7 +32,7 @@ class AgentCollector:
                                      "Instances on this agent by app, type and state.",
                                      labels=["app", "type", "state"])
         for (app, ptype, state), n in sorted(Counter(
-                (r.spec.app, r.spec.type, r.state.value) for r in runners).items()):
+                (r.spec.app, r.spec.type, r.state.word) for r in runners).items()):
             by_state.add_metric([app, ptype, state], n)
         labels = ["app", "type", "id"]  # not "instance": Prometheus gives that to targets
         restarts = CounterMetricFamily("formation_agent_instance_restarts",

@@ -1,7 +1,7 @@
 """The agent's pool of ports for `$PORT`, handed out from its range and checked free first."""
 from __future__ import annotations
 
-import socket
+from common.net import is_free
 
 
 def parse_range(text: str) -> range:
@@ -20,15 +20,6 @@ def ephemeral_range() -> range:
         return range(lo, hi + 1)
     except (OSError, ValueError):
         return range(32768, 61000)
-
-
-def is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 class PortPool:

@@ -13,7 +13,9 @@ import time
 from typing import Awaitable, Callable
 
 from agent import metrics
-from agent.health import effective_check, probe
+from agent.health import probe
+from common.appdef import HealthCheck
+from common.appdef_pb import check_for
 from agent.launcher import Child, Launcher, shell_argv
 from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
 from agent.logs import LogSink, pump
@@ -56,7 +58,7 @@ class InstanceRunner:
 
     def status(self) -> pb.InstanceStatus:
         return pb.InstanceStatus(app=self.spec.app, id=self.spec.id, release=self.spec.release,
-                                 state=self.state.value, pid=self.pid, port=self.port,
+                                 state=self.state, pid=self.pid, port=self.port,
                                  restarts=self.restarts, reason=self.reason)
 
     def _set(self, state: InstanceState, reason: str = "") -> None:
@@ -99,7 +101,7 @@ class InstanceRunner:
             self.policy.started(spawned)
             pumping = None if child.stdout is None else asyncio.create_task(
                 pump(child.stdout, self.spec.app, self.spec.id, self.sink))
-            check = effective_check(self.spec)
+            check = check_for(self.spec)
             monitor = None
             self._unhealthy = ""
             metrics.START_SECONDS.labels("running").observe(time.monotonic() - spawned)
@@ -134,7 +136,7 @@ class InstanceRunner:
         self.pid = 0
         self._set(InstanceState.STOPPED)
 
-    async def _watch_health(self, child: Child, check: pb.HealthCheck, spawned: float) -> None:
+    async def _watch_health(self, child: Child, check: HealthCheck, spawned: float) -> None:
         """Probe until the process ends: starting -> running on the first success (probing
         quickly until then); running <-> unhealthy; `failures` in a row past the grace period
         restart it (SIGTERM, stop_timeout, SIGKILL)."""

@@ -11,6 +11,7 @@ import logging
 from typing import Callable
 
 from agent.link import SchedulerLink
+from common.states import InstanceState
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -23,21 +24,21 @@ class SimulatedSupervisor:
         self.running: dict[tuple[str, str], pb.Assignment] = {}
         self.on_status: Callable[[pb.InstanceStatus], None] = lambda s: None
 
-    def _status(self, a: pb.Assignment, state: str) -> pb.InstanceStatus:
+    def _status(self, a: pb.Assignment, state: InstanceState) -> pb.InstanceStatus:
         return pb.InstanceStatus(app=a.app, id=a.id, release=a.release, state=state)
 
     def statuses(self) -> list[pb.InstanceStatus]:
-        return [self._status(a, "running") for a in self.running.values()]
+        return [self._status(a, InstanceState.RUNNING) for a in self.running.values()]
 
     def apply(self, items: list[pb.Assignment]) -> None:
         wanted = {(a.app, a.id): a for a in items}
         for key in [k for k in self.running if k not in wanted]:
-            self.on_status(self._status(self.running.pop(key), "stopped"))
+            self.on_status(self._status(self.running.pop(key), InstanceState.STOPPED))
         for key, a in wanted.items():
             old = self.running.get(key)
             if old is None or old.release != a.release:
                 self.running[key] = a
-                self.on_status(self._status(a, "running"))
+                self.on_status(self._status(a, InstanceState.RUNNING))
 
     def fence(self, grace: float) -> list[str]:
         return []

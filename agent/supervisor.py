@@ -15,6 +15,7 @@ from agent.launcher import Launcher
 from agent.logs import LogSink
 from agent.ports import PortPool
 from agent.runner import InstanceRunner
+from common.states import InstanceState
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -64,7 +65,7 @@ class Supervisor:
         except RuntimeError as e:
             log.error("cannot start %s: %s", spec.id, e)
             self.on_status(pb.InstanceStatus(app=spec.app, id=spec.id, release=spec.release,
-                                             state="crashed", reason=str(e)))
+                                             state=InstanceState.CRASHED, reason=str(e)))
             return
         runner = InstanceRunner(spec, port, self.launcher, self.sink, self._report,
                                 self.workdir, self.base_env, self.wait_contact)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.cluster import Cluster, wait_for
 from tests.cluster.harness import default_mode
+from common.states import InstanceState, AgentState
 
 
 def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
@@ -41,11 +42,11 @@ def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
 
             def replaced() -> bool:
                 nonlocal down_at
-                if down_at is None and any(a.name == victim and a.state == "down"
+                if down_at is None and any(a.name == victim and a.state == AgentState.DOWN
                                            for a in c.client.agents()):
                     down_at = time.monotonic()
                 inst = c.instances()
-                ok = all(inst[i].state == "running" and inst[i].agent != victim for i in lost)
+                ok = all(inst[i].state == InstanceState.RUNNING and inst[i].agent != victim for i in lost)
                 if not ok:
                     return False
                 truth = c.truth()
@@ -58,7 +59,7 @@ def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
             print(f"  ttl {ttl:g}s run {run + 1}: down after {detect[-1]:.2f}s, "
                   f"{len(lost)} replaced after {replace[-1]:.2f}s", file=sys.stderr)
             c.start_agent(victim)
-            wait_for(lambda: any(a.name == victim and a.state == "ready" and a.connected
+            wait_for(lambda: any(a.name == victim and a.state == AgentState.READY and a.connected
                                  for a in c.client.agents()), 20)
     summary = {"ttl": ttl, "runs": runs, "mode": default_mode(),
                "detect": {"median": statistics.median(detect), "worst": max(detect),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.managers import Circus, Floor, Formation, Kind, Manager, Supervisord
+from common.states import InstanceState
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +119,7 @@ def api_round_trip(m: Formation, rounds: int) -> dict:
         t0 = time.monotonic()
         client.scale("default", {"c": count})
         iid = f"c.{count}"
-        poll(lambda: any(i.id == iid and i.state == "running"
+        poll(lambda: any(i.id == iid and i.state == InstanceState.RUNNING
                          for i in client.instances("default")), 30, interval=0.001)
         times.append(time.monotonic() - t0)
     client.scale("default", {"c": 0})

@@ -6,6 +6,7 @@ import time
 
 from ctl.client import Client
 from ctl.output import emit_json, table
+from common.states import agent_word
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -24,7 +25,7 @@ def ago(t: float) -> str:
 def run(args: argparse.Namespace, client: Client) -> int:
     agents = client.agents()
     if args.json:
-        emit_json([{"name": a.name, "address": a.address, "state": a.state,
+        emit_json([{"name": a.name, "address": a.address, "state": agent_word(a.state),
                     "capacity": a.capacity, "instances": a.instances,
                     "last_seen": a.last_seen or None, "connected": a.connected}
                    for a in agents])
@@ -33,6 +34,6 @@ def run(args: argparse.Namespace, client: Client) -> int:
         print("No agents.")
         return 0
     print(table(["NAME", "STATE", "ADDRESS", "INSTANCES", "CAPACITY", "LAST SEEN"],
-                [[a.name, a.state, a.address, a.instances, a.capacity, ago(a.last_seen)]
+                [[a.name, agent_word(a.state), a.address, a.instances, a.capacity, ago(a.last_seen)]
                  for a in agents]))
     return 0

@@ -11,8 +11,9 @@ from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json
 from proto import formation_pb2 as pb
-from scheduler.appdef import AppDefError, ProcessType, parse_env_file, parse_env_line, \
+from common.appdef import AppDefError, ProcessType, parse_env_file, parse_env_line, \
     parse_procfile, parse_settings
+from common.appdef_pb import type_to_pb
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -44,15 +45,6 @@ def load_types(procfile: str, settings: str | None) -> dict[str, ProcessType]:
         settings = beside if os.path.exists(beside) else None
     text = read_text(settings, "settings file") if settings else ""
     return parse_settings(text, commands, settings or "formation.toml")
-
-
-def type_to_pb(t: ProcessType) -> pb.ProcessType:
-    h = t.health
-    return pb.ProcessType(name=t.name, command=t.command, stop_timeout=t.stop_timeout,
-                          at_most_once=t.at_most_once,
-                          health=pb.HealthCheck(type=h.type, path=h.path, command=h.command,
-                                                interval=h.interval, timeout=h.timeout,
-                                                grace=h.grace, failures=h.failures))
 
 
 def build_request(args: argparse.Namespace) -> pb.DeployRequest:

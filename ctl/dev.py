@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from agent.ports import is_free
+from common.net import is_free
 from ctl import deploy, scale
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError

@@ -12,7 +12,8 @@ import time
 from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
 from ctl.output import emit_json
-from scheduler.names import InvalidName, check_name
+from common.names import InvalidName, check_name
+from common.states import AgentState, agent_word
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -36,15 +37,15 @@ def run(args: argparse.Namespace, client: Client) -> int:
     agent = client.drain(args.agent, undo=args.undo)
     if args.wait:
         deadline = time.monotonic() + args.timeout
-        while agent.state != "drained":
+        while agent.state != AgentState.DRAINED:
             if time.monotonic() > deadline:
                 raise CtlError(f"{args.agent} not drained after {args.timeout:g}s "
                                f"({agent.instances} instances left)", RUNTIME)
             time.sleep(0.2)  # polling the remote API between checks
             agent = next((a for a in client.agents() if a.name == args.agent), agent)
     if args.json:
-        emit_json({"name": agent.name, "state": agent.state, "instances": agent.instances})
+        emit_json({"name": agent.name, "state": agent_word(agent.state), "instances": agent.instances})
     else:
-        print(f"{agent.name}: {agent.state}" + (f" ({agent.instances} instances to move)"
-                                                 if agent.state == "draining" else ""))
+        print(f"{agent.name}: {agent_word(agent.state)}" + (f" ({agent.instances} instances to move)"
+                                                 if agent.state == AgentState.DRAINING else ""))
     return 0

@@ -9,7 +9,7 @@ import sys
 from ctl import agents, deploy, dev, drain, formation, logs, ps, scale
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
-from scheduler.names import InvalidName, check_name
+from common.names import InvalidName, check_name
 
 COMMANDS = (deploy, scale, ps, formation, agents, drain, logs, dev)
 

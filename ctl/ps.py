@@ -6,6 +6,7 @@ import argparse
 from ctl.client import Client
 from ctl.output import emit_json, table
 from proto import formation_pb2 as pb
+from common.states import InstanceState, instance_word
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
 
 def instance_json(i: pb.Instance) -> dict:
     return {"id": i.id, "app": i.app, "type": i.type, "agent": i.agent or None,
-            "state": i.state, "pid": i.pid or None, "port": i.port or None,
+            "state": instance_word(i.state), "pid": i.pid or None, "port": i.port or None,
             "restarts": i.restarts, "release": i.release, "reason": i.reason}
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace, client: Client) -> int:
         print(f"No instances of {args.app}.")
         return 0
     print(table(["ID", "STATE", "AGENT", "PID", "PORT", "RESTARTS", "RELEASE", "REASON"],
-                [[i.id, i.state, i.agent or "-", i.pid or "-", i.port or "-", i.restarts,
+                [[i.id, instance_word(i.state), i.agent or "-", i.pid or "-", i.port or "-", i.restarts,
                   f"v{i.release}" if i.release else "-",
-                  i.reason if i.state != "running" else ""] for i in instances]))
+                  i.reason if i.state != InstanceState.RUNNING else ""] for i in instances]))
     return 0

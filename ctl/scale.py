@@ -14,7 +14,8 @@ from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
 from ctl.output import emit_json
 from proto import formation_pb2 as pb
-from scheduler.names import InvalidName, check_count, check_name, parse_count
+from common.names import InvalidName, check_count, check_name, parse_count
+from common.states import InstanceState
 
 
 
@@ -75,7 +76,7 @@ def progress(instances: list[pb.Instance], counts: dict[str, int]) -> tuple[bool
     done, parts = True, []
     for ptype, want in sorted(counts.items()):
         rows = [i for i in instances if i.type == ptype]
-        running = sum(1 for i in rows if i.state == "running")
+        running = sum(1 for i in rows if i.state == InstanceState.RUNNING)
         others = len(rows) - running
         done = done and running == want and others == 0
         parts.append(f"{ptype} {running}/{want} running"

@@ -1,10 +1,45 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INSTANCE_STATE_UNSPECIFIED: _ClassVar[InstanceState]
+    INSTANCE_PENDING: _ClassVar[InstanceState]
+    INSTANCE_STARTING: _ClassVar[InstanceState]
+    INSTANCE_RUNNING: _ClassVar[InstanceState]
+    INSTANCE_UNHEALTHY: _ClassVar[InstanceState]
+    INSTANCE_CRASHED: _ClassVar[InstanceState]
+    INSTANCE_STOPPING: _ClassVar[InstanceState]
+    INSTANCE_STOPPED: _ClassVar[InstanceState]
+    INSTANCE_LOST: _ClassVar[InstanceState]
+
+class AgentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_STATE_UNSPECIFIED: _ClassVar[AgentState]
+    AGENT_READY: _ClassVar[AgentState]
+    AGENT_DRAINING: _ClassVar[AgentState]
+    AGENT_DRAINED: _ClassVar[AgentState]
+    AGENT_DOWN: _ClassVar[AgentState]
+INSTANCE_STATE_UNSPECIFIED: InstanceState
+INSTANCE_PENDING: InstanceState
+INSTANCE_STARTING: InstanceState
+INSTANCE_RUNNING: InstanceState
+INSTANCE_UNHEALTHY: InstanceState
+INSTANCE_CRASHED: InstanceState
+INSTANCE_STOPPING: InstanceState
+INSTANCE_STOPPED: InstanceState
+INSTANCE_LOST: InstanceState
+AGENT_STATE_UNSPECIFIED: AgentState
+AGENT_READY: AgentState
+AGENT_DRAINING: AgentState
+AGENT_DRAINED: AgentState
+AGENT_DOWN: AgentState
 
 class HealthCheck(_message.Message):
     __slots__ = ("type", "path", "command", "interval", "timeout", "grace", "failures")
@@ -120,28 +155,28 @@ class ListInstancesRequest(_message.Message):
     def __init__(self, app: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("id", "app", "type", "agent", "state", "pid", "port", "restarts", "release", "reason")
+    __slots__ = ("id", "app", "type", "agent", "pid", "port", "restarts", "release", "reason", "state")
     ID_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     app: str
     type: str
     agent: str
-    state: str
     pid: int
     port: int
     restarts: int
     release: int
     reason: str
-    def __init__(self, id: _Optional[str] = ..., app: _Optional[str] = ..., type: _Optional[str] = ..., agent: _Optional[str] = ..., state: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., release: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    state: InstanceState
+    def __init__(self, id: _Optional[str] = ..., app: _Optional[str] = ..., type: _Optional[str] = ..., agent: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., release: _Optional[int] = ..., reason: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ...) -> None: ...
 
 class ListInstancesReply(_message.Message):
     __slots__ = ("instances",)
@@ -154,24 +189,24 @@ class ListAgentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("name", "address", "state", "capacity", "instances", "last_seen", "connected", "metrics_address")
+    __slots__ = ("name", "address", "capacity", "instances", "last_seen", "connected", "metrics_address", "state")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
-    state: str
     capacity: int
     instances: int
     last_seen: float
     connected: bool
     metrics_address: str
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[int] = ..., last_seen: _Optional[float] = ..., connected: _Optional[bool] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    state: AgentState
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[int] = ..., last_seen: _Optional[float] = ..., connected: _Optional[bool] = ..., metrics_address: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ...) -> None: ...
 
 class ListAgentsReply(_message.Message):
     __slots__ = ("agents",)
@@ -220,24 +255,24 @@ class LogLine(_message.Message):
     def __init__(self, time: _Optional[float] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., text: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
-    __slots__ = ("app", "id", "release", "state", "pid", "port", "restarts", "reason")
+    __slots__ = ("app", "id", "release", "pid", "port", "restarts", "reason", "state")
     APP_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     app: str
     id: str
     release: int
-    state: str
     pid: int
     port: int
     restarts: int
     reason: str
-    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., state: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    state: InstanceState
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("name", "address", "capacity", "instances", "metrics_address", "api_address")
@@ -256,10 +291,8 @@ class Hello(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., metrics_address: _Optional[str] = ..., api_address: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("generation",)
-    GENERATION_FIELD_NUMBER: _ClassVar[int]
-    generation: int
-    def __init__(self, generation: _Optional[int] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class StatusBatch(_message.Message):
     __slots__ = ("items",)
@@ -268,16 +301,14 @@ class StatusBatch(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "status", "statuses")
+    __slots__ = ("hello", "heartbeat", "statuses")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
-    status: InstanceStatus
     statuses: StatusBatch
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[InstanceStatus, _Mapping]] = ..., statuses: _Optional[_Union[StatusBatch, _Mapping]] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., statuses: _Optional[_Union[StatusBatch, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("app", "id", "type", "release", "command", "env", "stop_timeout", "at_most_once", "health")
@@ -309,16 +340,14 @@ class Assignment(_message.Message):
     def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("generation", "items", "fence_after", "agent_ttl")
-    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("items", "fence_after", "agent_ttl")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     FENCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     AGENT_TTL_FIELD_NUMBER: _ClassVar[int]
-    generation: int
     items: _containers.RepeatedCompositeFieldContainer[Assignment]
     fence_after: float
     agent_ttl: float
-    def __init__(self, generation: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
     __slots__ = ("assignments", "ack")

@@ -15,7 +15,7 @@ from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentEntry
 from scheduler.core import Scheduler
-from scheduler.names import InvalidName, check_name
+from common.names import InvalidName, check_name
 from scheduler.store import StoreUnavailable
 
 log = logging.getLogger("scheduler.link")

@@ -11,19 +11,13 @@ Agent states, as the scheduler sees them (draining is set by an operator, down b
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from dataclasses import dataclass, field
 
+from common.states import AgentState, InstanceState
 from proto import formation_pb2 as pb
 from scheduler.placement import AgentView, InstanceKey
 from scheduler.store import AgentRecord
-
-
-class AgentState(enum.Enum):
-    READY = "ready"
-    DRAINING = "draining"
-    DOWN = "down"
 
 
 @dataclass
@@ -42,7 +36,6 @@ class AgentEntry:
     down: bool = False
     session: Session | None = None
     reports: dict[InstanceKey, pb.InstanceStatus] = field(default_factory=dict)
-    generation_applied: int = 0
 
     @property
     def state(self) -> AgentState:
@@ -60,7 +53,7 @@ class AgentEntry:
     def runs(self, key: InstanceKey) -> bool:
         """Does this agent report a copy of key that is not stopped?"""
         report = self.reports.get(key)
-        return report is not None and report.state != "stopped"
+        return report is not None and report.state != InstanceState.STOPPED
 
 
 class AgentTable:

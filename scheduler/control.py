@@ -9,10 +9,12 @@ import grpc
 
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from scheduler.appdef import HealthCheck, ProcessType, Release, HEALTH_TYPES
+from common.appdef import Release, is_env_name
+from common.appdef_pb import type_from_pb
+from common.states import AgentState
 from scheduler.core import Scheduler
 from scheduler.logs import AgentChannels, stream_logs
-from scheduler.names import InvalidName, check_count, check_name, split_instance_id
+from common.names import InvalidName, check_count, check_name, split_instance_id
 from scheduler.store import StoreUnavailable
 
 
@@ -22,21 +24,6 @@ class Rejected(Exception):
     def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
         super().__init__(message)
         self.code = code
-
-
-def _type_from_pb(t: pb.ProcessType) -> ProcessType:
-    check_name("process type", t.name)
-    if not t.command.strip():
-        raise Rejected(f"process type {t.name!r} has no command")
-    h = t.health
-    if h.type and h.type not in HEALTH_TYPES:
-        raise Rejected(f"process type {t.name!r}: unknown health check type {h.type!r}")
-    if t.stop_timeout < 0:
-        raise Rejected(f"process type {t.name!r}: stop_timeout must be >= 0")
-    health = HealthCheck(type=h.type, path=h.path or "/", command=h.command,
-                         interval=h.interval or 5.0, timeout=h.timeout or 2.0, grace=h.grace,
-                         failures=h.failures or 3) if h.type else HealthCheck()
-    return ProcessType(t.name, t.command, t.stop_timeout, t.at_most_once, health)
 
 
 class ControlService(pbg.ControlServicer):
@@ -77,12 +64,11 @@ class ControlService(pbg.ControlServicer):
             app = check_name("app", request.app)
             if not request.types:
                 raise Rejected("a release needs at least one process type")
-            types = {t.name: _type_from_pb(t) for t in request.types}
+            types = {t.name: type_from_pb(t) for t in request.types}
             if len(types) != len(request.types):
                 raise Rejected("a process type is defined twice")
             for key in request.env:
-                if not key or not (key[0].isalpha() or key[0] == "_") or \
-                        not all(c.isalnum() or c == "_" for c in key):
+                if not is_env_name(key):
                     raise Rejected(f"invalid environment variable name {key!r}")
             async with self.s.lock:
                 version = max(self.s.releases.get(app, {}), default=0) + 1
@@ -153,9 +139,9 @@ class ControlService(pbg.ControlServicer):
 
     def _agent(self, name: str, instances: int) -> pb.Agent:
         e = self.s.agents.entries[name]
-        state = e.state.value
-        if state == "draining" and not instances and not any(map(e.runs, e.reports)):
-            state = "drained"
+        state = e.state
+        if state == AgentState.DRAINING and not instances and not any(map(e.runs, e.reports)):
+            state = AgentState.DRAINED
         return pb.Agent(name=name, address=e.record.address, state=state,
                         capacity=e.record.capacity, instances=instances,
                         last_seen=e.last_seen, connected=e.session is not None,

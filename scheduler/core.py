@@ -12,9 +12,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from proto import formation_pb2 as pb
+from common.states import InstanceState
 from scheduler import metrics
 from scheduler.agents import AgentEntry, AgentTable, Session
-from scheduler.appdef import Release
+from common.appdef import Release
+from common.appdef_pb import health_to_pb
 from scheduler.placement import Assigned, InstanceKey, Plan, plan
 from scheduler.store import AgentRecord, Store, StoreUnavailable
 
@@ -39,7 +41,6 @@ class Scheduler:
         self.formation: dict[tuple[str, str], int] = {}
         self.assignments: dict[InstanceKey, Assigned] = {}
         self.pending: list[InstanceKey] = []
-        self.generation = 0
         self.lock = asyncio.Lock()  # serializes writes of formation/releases with reconcile
         self.wake = asyncio.Event()
         self.apps_dirty = False
@@ -62,7 +63,6 @@ class Scheduler:
         self.releases, self.current, self.formation = snap.releases, snap.current, snap.formation
         self.assignments = snap.assignments
         self.agents.restore(snap.agents)
-        self.generation = snap.revision
         log.info("recovered from etcd at revision %d: %d apps, %d agents, %d assignments",
                  snap.revision, len(self.current), len(snap.agents), len(snap.assignments))
         return snap.revision
@@ -151,7 +151,7 @@ class Scheduler:
             if entry.session is None or entry.down:
                 continue
             for key, report in entry.reports.items():
-                if report.state == "running" and report.release == self.current.get(key.app):
+                if report.state == InstanceState.RUNNING and report.release == self.current.get(key.app):
                     out.setdefault(key, name)
         return out
 
@@ -164,7 +164,7 @@ class Scheduler:
             new = self.agents.entries.get(where.agent)
             old = self.agents.entries.get(where.previous)
             report = new.reports.get(key) if new else None
-            if old is None or old.down or (report is not None and report.state == "running"
+            if old is None or old.down or (report is not None and report.state == InstanceState.RUNNING
                                            and report.release == where.release):
                 done[key] = Assigned(where.agent, where.release)
         return done
@@ -226,23 +226,19 @@ class Scheduler:
             return  # checked before building messages: this runs for every agent, every pass
         session.last_sent = fingerprint
         items = [self.assignment_message(k) for k in keys]
-        self.generation += 1
         fence = self.settings.fence_after or 0.6 * self.settings.agent_ttl
         session.outbox.put_nowait(pb.SchedulerMessage(assignments=pb.Assignments(
-            generation=self.generation, items=items, fence_after=fence,
+            items=items, fence_after=fence,
             agent_ttl=self.settings.agent_ttl)))
 
     def assignment_message(self, key: InstanceKey) -> pb.Assignment:
         version = self.assignments[key].release
         release = self.releases[key.app][version]
         ptype = release.types[key.type]
-        h = ptype.health
         return pb.Assignment(
             app=key.app, id=key.id, type=key.type, release=version, command=ptype.command,
             env=release.env, stop_timeout=ptype.stop_timeout, at_most_once=ptype.at_most_once,
-            health=pb.HealthCheck(type=h.type, path=h.path, command=h.command,
-                                  interval=h.interval, timeout=h.timeout, grace=h.grace,
-                                  failures=h.failures))
+            health=health_to_pb(ptype.health))
 
     # ---- agent events --------------------------------------------------------------
 
@@ -274,7 +270,6 @@ class Scheduler:
 
     def agent_heartbeat(self, name: str, beat: pb.Heartbeat) -> None:
         entry = self.agents.seen(name)
-        entry.generation_applied = beat.generation
         if entry.down:  # came back before its stream did: count it alive again
             entry.down = False
             self.poke()
@@ -282,14 +277,14 @@ class Scheduler:
     def agent_status(self, name: str, status: pb.InstanceStatus) -> None:
         entry = self.agents.seen(name)
         key = InstanceKey(status.app, status.id)
-        if status.state == "stopped":
+        if status.state == InstanceState.STOPPED:
             entry.reports.pop(key, None)
         else:
             entry.reports[key] = status
         where = self.assignments.get(key)
         # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
-        if (where is not None and where.previous and status.state == "running") or \
-                (status.state == "stopped" and (where is None or where.agent != name)):
+        if (where is not None and where.previous and status.state == InstanceState.RUNNING) or \
+                (status.state == InstanceState.STOPPED and (where is None or where.agent != name)):
             self.poke()
 
     def agent_gone(self, entry: AgentEntry, session: Session) -> None:
@@ -305,7 +300,7 @@ class Scheduler:
         where = self.assignments.get(key)
         inst = pb.Instance(id=key.id, app=key.app, type=key.type)
         if where is None:
-            inst.state = "pending"
+            inst.state = InstanceState.PENDING
             inst.release = self.current.get(key.app, 0)
             inst.reason = "no ready agent with a free slot"
             return inst
@@ -313,9 +308,9 @@ class Scheduler:
         entry = self.agents.entries.get(where.agent)
         report = entry.reports.get(key) if entry else None
         if entry is not None and entry.down:
-            inst.state, inst.reason = "lost", f"agent {where.agent} is down"
+            inst.state, inst.reason = InstanceState.LOST, f"agent {where.agent} is down"
         elif report is None or report.release != where.release:
-            inst.state, inst.reason = "starting", "assigned, not yet reported by its agent"
+            inst.state, inst.reason = InstanceState.STARTING, "assigned, not yet reported by its agent"
         else:
             inst.state, inst.pid, inst.port = report.state, report.pid, report.port
             inst.restarts, inst.reason = report.restarts, report.reason
@@ -343,7 +338,7 @@ class Scheduler:
             entry = self.agents.entries.get(where.agent)
             report = entry.reports.get(key) if entry is not None and not entry.down else None
             if report is not None and report.release == where.release \
-                    and report.state == "running":
+                    and report.state == InstanceState.RUNNING:
                 counts[(key.app, key.type)] += 1
         return counts
 

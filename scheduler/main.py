@@ -16,7 +16,9 @@ from scheduler import discovery, metrics
 from scheduler.agentlink import AgentLinkService
 from scheduler.control import ControlService
 from scheduler.core import Scheduler, Settings
-from scheduler.httpserve import metrics_route, serve, split_hostport
+from common.httpserve import metrics_route, serve
+from common.logsetup import setup_logging
+from common.net import split_hostport
 from scheduler.store import Store, parse_endpoints
 
 log = logging.getLogger("scheduler")
@@ -59,12 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.fence_after < args.agent_ttl:
         p.error("--fence-after must be less than --agent-ttl")
     return args
-
-
-def setup_logging(name: str) -> None:
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
-                        format=f"%(asctime)s {name} | %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("aetcd").setLevel(logging.WARNING)
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Iterator
 from prometheus_client import Counter as PCounter, Histogram, REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from common.states import AgentState
+
 if TYPE_CHECKING:
     from scheduler.core import Scheduler
 
@@ -40,9 +42,9 @@ class SchedulerCollector:
             desired.add_metric([app, ptype], n)
             running.add_metric([app, ptype], counts[(app, ptype)])
         agents = GaugeMetricFamily("formation_agents", "Agents by state.", labels=["state"])
-        by_state = Counter(e.state.value for e in s.agents.entries.values())
-        for state in ("ready", "draining", "down"):
-            agents.add_metric([state], by_state[state])
+        by_state = Counter(e.state for e in s.agents.entries.values())
+        for state in (AgentState.READY, AgentState.DRAINING, AgentState.DOWN):
+            agents.add_metric([state.word], by_state[state])
         pending = GaugeMetricFamily("formation_pending_instances",
                                     "Wanted instances that fit on no agent.", labels=["app"])
         for app, n in sorted(Counter(k.app for k in s.pending).items()):

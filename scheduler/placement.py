@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import AbstractSet, Mapping, NamedTuple
 
-from scheduler.names import instance_id
+from common.names import instance_id
 
 
 class InstanceKey(NamedTuple):

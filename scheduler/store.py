@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aetcd
 import aetcd.exceptions
 
-from scheduler.appdef import Release
+from common.appdef import Release
 from scheduler.placement import Assigned, InstanceKey
 
 log = logging.getLogger("scheduler.store")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.appdef import AppDefError, Release, parse_env_file, parse_procfile, \
+from common.appdef import AppDefError, Release, parse_env_file, parse_procfile, \
     parse_settings
 
 

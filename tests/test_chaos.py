@@ -10,6 +10,7 @@ import time
 
 from tests.cluster import wait_for
 from tests.cluster.harness import default_mode
+from common.states import InstanceState
 
 DURATION = float(os.environ.get("FTEST_CHAOS_SECONDS", "60"))
 TTL = 2.0
@@ -88,7 +89,7 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
             want = {f"{t}.{n}" for t, k in desired.items() for n in range(1, k + 1)}
             copies = c.copies()
             listed = c.instances()
-            running = {i for i, inst in listed.items() if inst.state == "running"}
+            running = {i for i, inst in listed.items() if inst.state == InstanceState.RUNNING}
             state["last"] = (f"desired {desired}; copies on hosts {c.truth()}; listed "
                              f"{ {i: (x.state, x.agent, x.reason) for i, x in listed.items()} }; "
                              f"agents { {a.name: (a.state, a.connected) for a in c.client.agents()} }")

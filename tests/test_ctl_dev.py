@@ -11,6 +11,7 @@ import uuid
 from ctl.client import Client
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import ROOT
+from common.states import InstanceState
 
 
 def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
@@ -29,7 +30,7 @@ def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
 
         def converged():
             rows = client.instances("default")
-            return sorted(i.id for i in rows if i.state == "running") == \
+            return sorted(i.id for i in rows if i.state == InstanceState.RUNNING) == \
                 ["web.1", "web.2", "worker.1"] and all(procs.alive(i.pid) for i in rows)
         wait_for(converged, 20, what="the example to run")
         client.close()

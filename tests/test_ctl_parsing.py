@@ -5,7 +5,7 @@ import pytest
 
 from ctl.errors import USAGE, CtlError
 from ctl.scale import parse_specs, resolve
-from scheduler.names import MAX_INSTANCES_PER_TYPE, split_instance_id
+from common.names import MAX_INSTANCES_PER_TYPE, split_instance_id
 
 
 def test_absolute_and_relative_counts():

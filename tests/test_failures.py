@@ -13,6 +13,7 @@ import pytest
 
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import default_mode
+from common.states import InstanceState, agent_word
 
 SLEEPY = "svc: sleep 100000\nworker: sleep 100000\nclock: sleep 100000\n"
 needs_netns = pytest.mark.skipif(default_mode() != "netns",
@@ -48,12 +49,13 @@ def on_agent(c, name: str) -> set[str]:
 
 def moved_off(c, name: str, ids: set[str]) -> bool:
     inst = c.instances()
-    return set(inst) == ids and all(i.state == "running" and i.agent != name
+    return set(inst) == ids and all(i.state == InstanceState.RUNNING and i.agent != name
                                     for i in inst.values())
 
 
 def agent_state(c, name: str) -> str:
-    return next(a.state for a in c.client.agents() if a.name == name)
+    """The state word `ctl agents` shows."""
+    return agent_word(next(a.state for a in c.client.agents() if a.name == name))
 
 
 def test_killed_agent_is_marked_down_and_its_instances_move(hosts_cluster, app_dir):

@@ -6,6 +6,7 @@ import shutil
 
 from tests.cluster import wait_for
 from tests.cluster.harness import EXAMPLES
+from common.states import InstanceState
 
 
 def app(tmp_path, procfile: str, settings: str):
@@ -21,11 +22,11 @@ def test_web_gets_a_tcp_check_by_default(make_cluster, tmp_path):
     c = make_cluster(agents=1, workdir=str(d))
     c.ctl("deploy", str(d / "Procfile"))
     c.ctl("scale", "web=1", "mute=1")
-    wait_for(lambda: c.instances()["web.1"].state == "running", 15, what="web.1 healthy")
+    wait_for(lambda: c.instances()["web.1"].state == InstanceState.RUNNING, 15, what="web.1 healthy")
     # Nothing listens on mute's port: it stays starting, and says why.
     mute = wait_for(lambda: (i := c.instances()["mute.1"]).reason.startswith("tcp check") and i,
                     5, what="mute.1 to say why it is not running")
-    assert mute.state == "starting", mute
+    assert mute.state == InstanceState.STARTING, mute
     assert mute.pid > 0
 
 
@@ -52,14 +53,14 @@ def test_exec_check_goes_unhealthy_and_back(make_cluster, tmp_path):
     c = make_cluster(agents=1, workdir=str(d))
     c.ctl("deploy", str(d / "Procfile"))
     c.ctl("scale", "worker=1")
-    wait_for(lambda: c.instances()["worker.1"].state == "running", 10)
+    wait_for(lambda: c.instances()["worker.1"].state == InstanceState.RUNNING, 10)
     pid = c.instances()["worker.1"].pid
     flag.write_text("")
-    inst = wait_for(lambda: (i := c.instances()["worker.1"]).state == "unhealthy" and i, 10,
+    inst = wait_for(lambda: (i := c.instances()["worker.1"]).state == InstanceState.UNHEALTHY and i, 10,
                     what="unhealthy")
     assert "exec check exited with code 1" in inst.reason
     rows = c.ps()
     assert rows[0]["state"] == "unhealthy" and "exec check" in rows[0]["reason"]
     flag.unlink()
-    wait_for(lambda: c.instances()["worker.1"].state == "running", 10, what="healthy again")
+    wait_for(lambda: c.instances()["worker.1"].state == InstanceState.RUNNING, 10, what="healthy again")
     assert c.instances()["worker.1"].pid == pid  # below the threshold: not restarted

@@ -79,7 +79,7 @@ async def test_crash_is_restarted_at_once_then_with_backoff():
     await until(lambda: len(launcher.children) == 2)  # first restart: at once
     runner = sup.runners[("app", "worker.1")]
     assert runner.restarts == 1 and runner.state == InstanceState.RUNNING
-    assert any(s.state == "crashed" and s.reason == "exited with code 1" for s in seen)
+    assert any(s.state == InstanceState.CRASHED and s.reason == "exited with code 1" for s in seen)
     launcher.children[1].exit.set_result(-9)
     await until(lambda: runner.state == InstanceState.CRASHED)
     assert runner.reason == "killed by SIGKILL" and len(launcher.children) == 2  # backing off
@@ -92,7 +92,7 @@ async def test_spawn_failure_is_reported_and_retried():
     sup, seen = make(launcher)
     sup.apply([spec()])
     await until(lambda: len(launcher.children) == 1)
-    assert any(s.state == "crashed" and "could not start" in s.reason for s in seen)
+    assert any(s.state == InstanceState.CRASHED and "could not start" in s.reason for s in seen)
     await sup.stop_all()
 
 
@@ -105,7 +105,7 @@ async def test_stop_sends_sigterm_then_sigkill_after_stop_timeout():
     await until(lambda: not sup.stopping)
     pid = launcher.children[0].pid
     assert launcher.signals[:2] == [(pid, signal.SIGTERM), (pid, signal.SIGKILL)]
-    assert seen[-1].state == "stopped" and not sup.runners
+    assert seen[-1].state == InstanceState.STOPPED and not sup.runners
 
 
 async def test_same_list_twice_changes_nothing_and_new_release_replaces():

@@ -28,6 +28,7 @@ from ctl.client import Client
 from ctl.localcluster import Launch, Part, free_port, wait_port
 from tests.cluster import procs
 from tests.cluster.network import Host, Network, namespaces_possible
+from common.states import InstanceState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -287,7 +288,7 @@ class Cluster:
     def running(self, app: str = "default") -> dict[str, Any]:
         """id -> Instance of those reported running whose pid really exists."""
         return {i: inst for i, inst in self.instances(app).items()
-                if inst.state == "running" and procs.alive(inst.pid)}
+                if inst.state == InstanceState.RUNNING and procs.alive(inst.pid)}
 
     def wait_running(self, ids: set[str], timeout: float = 15, app: str = "default"):
         """Wait until exactly `ids` are listed, all running with live pids."""

@@ -11,20 +11,14 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from common.net import split_hostport
+
 log = logging.getLogger("http")
 Route = Callable[[], tuple[str, bytes]]
 
 
 def metrics_route() -> tuple[str, bytes]:
     return CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
-
-
-def split_hostport(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
-    """`HOST:PORT` or `:PORT` -> (host, port); raise ValueError on anything else."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return (host.strip("[]") or default_host), int(port)
 
 
 async def serve(listen: str, routes: dict[str, Route]) -> asyncio.AbstractServer:

@@ -11,9 +11,16 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.names import InvalidName, check_name
+from common.names import InvalidName, check_name
 
 HEALTH_TYPES = ("tcp", "http", "exec")
+# The health-check defaults, for formation.toml and the API alike (a web type with no check of
+# its own gets WEB_DEFAULT_CHECK, as Heroku's boot check: 60 s to start listening on $PORT).
+DEFAULT_INTERVAL = 5.0
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_GRACE = 60.0
+DEFAULT_FAILURES = 3
+DEFAULT_STOP_TIMEOUT = 10.0
 
 
 class AppDefError(ValueError):
@@ -26,10 +33,20 @@ class HealthCheck:
     type: str = ""
     path: str = "/"
     command: str = ""
-    interval: float = 5.0
-    timeout: float = 2.0
-    grace: float = 10.0
-    failures: int = 3
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    failures: int = DEFAULT_FAILURES
+
+
+WEB_DEFAULT_CHECK = HealthCheck(type="tcp")
+
+
+def effective_check(type_name: str, health: HealthCheck) -> HealthCheck | None:
+    """The check an instance of this type gets: its own, tcp for web, else none."""
+    if health.type:
+        return health
+    return WEB_DEFAULT_CHECK if type_name == "web" else None
 
 
 @dataclass(frozen=True)
@@ -37,7 +54,7 @@ class ProcessType:
     """One kind of work: its command and how to run it."""
     name: str
     command: str
-    stop_timeout: float = 10.0
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
     at_most_once: bool = False
     health: HealthCheck = field(default_factory=HealthCheck)
 
@@ -116,10 +133,11 @@ def _health(where: str, raw: Any) -> HealthCheck:
         raise AppDefError(f"{where}: command is required for type 'exec' and only for it")
     return HealthCheck(
         type=kind, path=path, command=command,
-        interval=float(_number(where, "interval", raw.get("interval", 5), 0.1)),
-        timeout=float(_number(where, "timeout", raw.get("timeout", 2), 0.1)),
-        grace=float(_number(where, "grace", raw.get("grace", 10), 0)),
-        failures=int(_number(where, "failures", raw.get("failures", 3), 1, integer=True)),
+        interval=float(_number(where, "interval", raw.get("interval", DEFAULT_INTERVAL), 0.1)),
+        timeout=float(_number(where, "timeout", raw.get("timeout", DEFAULT_TIMEOUT), 0.1)),
+        grace=float(_number(where, "grace", raw.get("grace", DEFAULT_GRACE), 0)),
+        failures=int(_number(where, "failures", raw.get("failures", DEFAULT_FAILURES), 1,
+                             integer=True)),
     )
 
 
@@ -150,16 +168,22 @@ def parse_settings(text: str, commands: dict[str, str], source: str = "formation
             else HealthCheck()
         types[name] = ProcessType(
             name=name, command=command,
-            stop_timeout=float(_number(where, "stop_timeout", table.get("stop_timeout", 10), 0)),
+            stop_timeout=float(_number(where, "stop_timeout",
+                                       table.get("stop_timeout", DEFAULT_STOP_TIMEOUT), 0)),
             at_most_once=at_most_once, health=health)
     return types
+
+
+def is_env_name(key: str) -> bool:
+    """A shell-style variable name: ASCII letters, digits and `_`, not starting with a digit."""
+    return bool(key) and key.isascii() and (key[0].isalpha() or key[0] == "_") \
+        and all(c.isalnum() or c == "_" for c in key)
 
 
 def parse_env_line(text: str, source: str) -> tuple[str, str]:
     """`KEY=value` -> (KEY, value); the key must be a shell-style variable name."""
     key, sep, value = text.partition("=")
-    if not sep or not key or not (key[0].isalpha() or key[0] == "_") \
-            or not all(c.isalnum() or c == "_" for c in key) or not key.isascii():
+    if not sep or not is_env_name(key):
         raise AppDefError(f"{source}: expected KEY=VALUE, got {text!r}")
     return key, value
 

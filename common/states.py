@@ -1,0 +1,59 @@
+"""Instance and agent states: the protobuf enums as Python enums, with the word users see.
+
+Where each state comes from:
+
+    instance, reported by its agent    pending starting running unhealthy crashed stopping stopped
+    instance, the scheduler's views    pending (wanted, no slot anywhere), lost (its agent is down)
+    agent, the scheduler's view        ready draining drained (draining, nothing left) down
+
+`ctl` shows `state.word`; the wire carries the number. Nothing compares a state as a string.
+"""
+from __future__ import annotations
+
+import enum
+
+from proto import formation_pb2 as pb
+
+
+class InstanceState(enum.IntEnum):
+    UNSPECIFIED = pb.INSTANCE_STATE_UNSPECIFIED
+    PENDING = pb.INSTANCE_PENDING
+    STARTING = pb.INSTANCE_STARTING
+    RUNNING = pb.INSTANCE_RUNNING
+    UNHEALTHY = pb.INSTANCE_UNHEALTHY
+    CRASHED = pb.INSTANCE_CRASHED
+    STOPPING = pb.INSTANCE_STOPPING
+    STOPPED = pb.INSTANCE_STOPPED
+    LOST = pb.INSTANCE_LOST  # the scheduler's view: the instance's agent is down
+
+    @property
+    def word(self) -> str:
+        """What `ctl` prints and `--json` carries: "running"."""
+        return self.name.lower()
+
+
+class AgentState(enum.IntEnum):
+    UNSPECIFIED = pb.AGENT_STATE_UNSPECIFIED
+    READY = pb.AGENT_READY
+    DRAINING = pb.AGENT_DRAINING
+    DRAINED = pb.AGENT_DRAINED  # draining, and nothing is left on it
+    DOWN = pb.AGENT_DOWN
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+def instance_word(value: int) -> str:
+    """The word of a state number off the wire; an unknown number is said as such."""
+    try:
+        return InstanceState(value).word
+    except ValueError:
+        return f"unknown({value})"
+
+
+def agent_word(value: int) -> str:
+    try:
+        return AgentState(value).word
+    except ValueError:
+        return f"unknown({value})"

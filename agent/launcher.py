@@ -15,10 +15,13 @@ from typing import Protocol
 
 
 class Child(Protocol):
+    """A spawned group leader. wait() returns its exit code as soon as the leader itself has
+    exited, even while others of its group still hold its output pipe."""
     pid: int
     stdout: asyncio.StreamReader | None
 
     async def wait(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class Launcher(Protocol):
@@ -45,6 +48,39 @@ def shell_argv(command: str) -> list[str]:
     words = command.split()
     simple = not any(op in command for op in COMPOUND) and bool(words) and "=" not in words[0]
     return ["/bin/sh", "-c", f"exec {command}" if simple else command]
+
+
+class _LeaderProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Learns of the leader's exit from the child watcher. asyncio's Process.wait() also waits
+    for the pipes to close, which a grandchild holding stdout can postpone forever."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2 ** 16, loop=loop)
+        self.exited: asyncio.Future[int] = loop.create_future()
+
+    def process_exited(self) -> None:
+        code = self._transport.get_returncode()  # before super() may drop the transport
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+
+class OsChild:
+    """A real group leader (see Child)."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport,
+                 protocol: _LeaderProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.pid: int = transport.get_pid()
+        self.stdout = protocol.stdout
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._protocol.exited)
+
+    def close(self) -> None:
+        """Release the pipes, even if an escaped grandchild still holds the other end."""
+        self._transport.close()
 
 
 class OsLauncher:
@@ -76,11 +112,14 @@ class OsLauncher:
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
                     at_most_once: bool = False) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-        self._tell(f"{'*' if at_most_once else '+'}{proc.pid}")
-        return proc
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _LeaderProtocol(loop), *argv, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            start_new_session=True)
+        child = OsChild(transport, protocol)
+        self._tell(f"{'*' if at_most_once else '+'}{child.pid}")
+        return child
 
     def heard_scheduler(self, guardian_deadline: float) -> None:
         """Tell the guardian the scheduler just spoke, and how long silence may last before it

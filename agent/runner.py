@@ -122,6 +122,7 @@ class InstanceRunner:
                     await asyncio.wait_for(pumping, DRAIN_OUTPUT)
                 except asyncio.TimeoutError:
                     pass
+            child.close()
             self.launcher.forget_group(child.pid)
             self.child = None
             if self._stop.is_set():

@@ -23,6 +23,9 @@ class FakeChild:
     async def wait(self) -> int:
         return await asyncio.shield(self.exit)
 
+    def close(self) -> None:
+        pass
+
 
 class FakeLauncher:
     """Spawns FakeChild objects; SIGTERM ends one unless it is stubborn; SIGKILL always does."""

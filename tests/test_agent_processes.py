@@ -1,0 +1,50 @@
+"""The agent with real processes: a leader that dies while its group lives on, and a port range
+with no free port. Each starts a real cluster (etcd, scheduler, agent) and checks /proc."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from common.states import InstanceState
+from ctl.localcluster import free_port
+from tests.cluster import procs, wait_for
+
+# The parentheses make it a compound command (agent/launcher.py shell_argv): /bin/sh stays as
+# the group leader and python, which holds the port and the output pipe, is its child.
+WRAPPED_SERVER = (
+    "web: python3 -c \"import http.server,os; http.server.HTTPServer(('127.0.0.1', "
+    "int(os.environ['PORT'])), http.server.SimpleHTTPRequestHandler).serve_forever()\"\n")
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            return s.getsockname() != s.getpeername()  # a self-connect is no server
+    except OSError:
+        return False
+
+
+def test_a_dead_leader_is_noticed_its_group_killed_and_the_instance_restarted(
+        make_cluster, tmp_path):
+    (tmp_path / "Procfile").write_text(WRAPPED_SERVER)
+    c = make_cluster(agents=1, workdir=str(tmp_path))
+    c.ctl("deploy", str(tmp_path / "Procfile"))
+    c.ctl("scale", "web=1")
+    first = c.wait_running({"web.1"})["web.1"]
+    assert first.restarts == 0 and listening(first.port)
+    grandchildren = [p for p in procs.group_members(first.pid) if p != first.pid]
+    assert grandchildren, "python should run as the shell's child"
+
+    os.kill(first.pid, signal.SIGKILL)
+
+    def replaced():
+        inst = c.instances()["web.1"]
+        return inst if (inst.state == InstanceState.RUNNING and inst.pid != first.pid
+                        and procs.alive(inst.pid)) else None
+    again = wait_for(replaced, 15, what="web.1 running again with a new pid")
+    assert again.restarts == 1
+    assert not procs.alive(first.pid)
+    wait_for(lambda: not [p for p in grandchildren if procs.alive(p)], 5,
+             what="the dead leader's grandchild to be killed")
+    assert wait_for(lambda: listening(again.port), 10, what="the new copy's port")

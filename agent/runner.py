@@ -19,6 +19,7 @@ from common.appdef_pb import check_for
 from agent.launcher import Child, Launcher, shell_argv
 from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
 from agent.logs import LogSink, pump
+from agent.ports import PortPool
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -28,12 +29,13 @@ DRAIN_OUTPUT = 2.0  # seconds to finish reading a dead instance's output
 class InstanceRunner:
     """Runs one assignment until told to stop."""
 
-    def __init__(self, spec: pb.Assignment, port: int, launcher: Launcher, sink: LogSink,
+    def __init__(self, spec: pb.Assignment, ports: PortPool, launcher: Launcher, sink: LogSink,
                  report: Callable[["InstanceRunner"], None], workdir: str,
                  base_env: dict[str, str],
                  wait_contact: Callable[[], Awaitable[None]] | None = None) -> None:
         self.spec = spec
-        self.port = port
+        self.ports = ports
+        self.port = 0  # taken from the pool before the first start, given back once stopped
         self.launcher = launcher
         self.sink = sink
         self.report = report
@@ -85,6 +87,15 @@ class InstanceRunner:
                 await self._until_stop_or(self.wait_contact())
                 if self._stop.is_set():
                     break
+            if not self.port:
+                try:
+                    self.port = self.ports.acquire()
+                except RuntimeError as e:  # retried with backoff: another may stop meanwhile
+                    delay = self.policy.exited(time.monotonic())
+                    log.warning("cannot start %s: %s; retrying in %.1fs", self.spec.id, e, delay)
+                    self._set(InstanceState.CRASHED, str(e))
+                    await self._backoff(delay)
+                    continue
             self._set(InstanceState.STARTING)
             try:
                 child = await self.launcher.spawn(shell_argv(self.spec.command), self.env(),
@@ -135,6 +146,8 @@ class InstanceRunner:
             self._set(InstanceState.CRASHED, what)
             await self._backoff(delay)
         self.pid = 0
+        if self.port:
+            self.ports.release(self.port)
         self._set(InstanceState.STOPPED)
 
     async def _watch_health(self, child: Child, check: HealthCheck, spawned: float) -> None:

@@ -15,7 +15,6 @@ from agent.launcher import Launcher
 from agent.logs import LogSink
 from agent.ports import PortPool
 from agent.runner import InstanceRunner
-from common.states import InstanceState
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -60,14 +59,7 @@ class Supervisor:
 
     def _start(self, spec: pb.Assignment) -> None:
         key = (spec.app, spec.id)
-        try:
-            port = self.ports.acquire()
-        except RuntimeError as e:
-            log.error("cannot start %s: %s", spec.id, e)
-            self.on_status(pb.InstanceStatus(app=spec.app, id=spec.id, release=spec.release,
-                                             state=InstanceState.CRASHED, reason=str(e)))
-            return
-        runner = InstanceRunner(spec, port, self.launcher, self.sink, self._report,
+        runner = InstanceRunner(spec, self.ports, self.launcher, self.sink, self._report,
                                 self.workdir, self.base_env, self.wait_contact)
         self.runners[key] = runner
         runner.start(after=self.stopping.get(key))
@@ -87,7 +79,6 @@ class Supervisor:
             if previous is not None:
                 await asyncio.shield(previous)
             await runner.stop(timeout)
-            self.ports.release(runner.port)
             if self.stopping.get(key) is task:
                 del self.stopping[key]
                 if key not in self.runners:

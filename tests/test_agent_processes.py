@@ -48,3 +48,28 @@ def test_a_dead_leader_is_noticed_its_group_killed_and_the_instance_restarted(
     wait_for(lambda: not [p for p in grandchildren if procs.alive(p)], 5,
              what="the dead leader's grandchild to be killed")
     assert wait_for(lambda: listening(again.port), 10, what="the new copy's port")
+
+
+def test_an_instance_without_a_free_port_says_why_and_starts_once_one_frees(
+        make_cluster, tmp_path):
+    (tmp_path / "Procfile").write_text("first: sleep 100000\nsecond: sleep 100000\n")
+    # An agent with a one-port range; agents=0 + a spare host so it starts with our range.
+    c = make_cluster(agents=0, spare_hosts=1, workdir=str(tmp_path))
+    port = free_port()
+    c._agent_ports["agent-1"] = f"{port}-{port}"
+    c.start_agent("agent-1")
+    wait_for(lambda: [a for a in c.client.agents() if a.connected], 20, what="agent-1")
+    c.ctl("deploy", str(tmp_path / "Procfile"))
+    c.ctl("scale", "first=1")
+    assert c.wait_running({"first.1"})["first.1"].port == port
+    c.ctl("scale", "second=1")
+    stuck = wait_for(lambda: (i := c.instances().get("second.1")) and
+                     f"no free port in {port}-{port}" in i.reason and i, 15,
+                     what="second.1 to say it has no port")
+    assert stuck.state == InstanceState.CRASHED
+    row = next(r for r in c.ps() if r["id"] == "second.1")
+    assert f"no free port in {port}-{port}" in row["reason"]
+
+    c.ctl("scale", "first=0")
+    again = c.wait_running({"second.1"}, timeout=40)["second.1"]
+    assert again.port == port

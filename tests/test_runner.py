@@ -99,6 +99,21 @@ async def test_spawn_failure_is_reported_and_retried():
     await sup.stop_all()
 
 
+async def test_no_free_port_is_reported_and_retried_with_backoff_until_one_frees():
+    launcher = FakeLauncher()
+    free = [False]
+    seen: list[pb.InstanceStatus] = []
+    sup = Supervisor(launcher, LogSink(io.BytesIO()), PortPool(range(7000, 7001),
+                     probe=lambda p: free[0]), "/", {}, seen.append)
+    sup.apply([spec()])
+    await until(lambda: any(s.reason == "no free port in 7000-7000" for s in seen))
+    assert seen[-1].state == InstanceState.CRASHED and not launcher.children
+    free[0] = True  # another process let go of it
+    await until(lambda: len(launcher.children) == 1)
+    assert sup.runners[("app", "worker.1")].status().port == 7000
+    await sup.stop_all()
+
+
 async def test_stop_sends_sigterm_then_sigkill_after_stop_timeout():
     launcher = FakeLauncher(stubborn=True)
     sup, seen = make(launcher)

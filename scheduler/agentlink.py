@@ -13,10 +13,10 @@ import grpc
 
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from scheduler.agents import AgentEntry
-from scheduler.core import Scheduler
-from common.names import InvalidName, check_name
-from scheduler.store import StoreUnavailable
+from common.names import check_name
+from scheduler.agents import AgentEntry, Session
+from scheduler.errors import Rejected, answer
+from scheduler.reconciler import Scheduler
 
 log = logging.getLogger("scheduler.link")
 
@@ -31,15 +31,13 @@ class AgentLinkService(pbg.AgentLinkServicer):
         if first is None or first.WhichOneof("kind") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
         hello = first.hello
-        try:
+
+        async def register() -> tuple[AgentEntry, Session]:
             check_name("agent", hello.name)
             if hello.capacity < 0:
-                raise ValueError("capacity must be >= 0")
-            entry, session = await self.s.agent_hello(hello)
-        except (InvalidName, ValueError) as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except StoreUnavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+                raise Rejected("capacity must be >= 0")
+            return await self.s.agent_hello(hello)
+        entry, session = await answer(context, register)
 
         reader = asyncio.create_task(self._read(entry, request_iterator, session.outbox))
         try:
@@ -59,10 +57,8 @@ class AgentLinkService(pbg.AgentLinkServicer):
             async for message in messages:
                 kind = message.WhichOneof("kind")
                 if kind == "heartbeat":
-                    self.s.agent_heartbeat(name, message.heartbeat)
+                    self.s.agent_heartbeat(name)
                     outbox.put_nowait(pb.SchedulerMessage(ack=message.heartbeat))
-                elif kind == "status":
-                    self.s.agent_status(name, message.status)
                 elif kind == "statuses":
                     for status in message.statuses.items:
                         self.s.agent_status(name, status)

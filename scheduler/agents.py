@@ -1,18 +1,24 @@
 """The scheduler's table of agents: liveness from heartbeats, their sessions and their reports.
+It owns the agents' session events (hello, heartbeat, status, gone) and their states.
 
-Agent states, as the scheduler sees them (draining is set by an operator, down by the clock):
+Agent states, as the scheduler sees them (draining is set by an operator, down by the clock;
+drained is a draining agent with nothing left, shown by `ctl agents`):
 
     (hello) --> READY <--- hello ---- DOWN
                   |  \\               ^
      drain/undrain|   `-- no heartbeat for agent_ttl
                   v                   |
                DRAINING --------------'
+
+Each event returns the instances whose rows it may have changed, for the read models.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from common.states import AgentState, InstanceState
 from proto import formation_pb2 as pb
@@ -38,17 +44,20 @@ class AgentEntry:
     reports: dict[InstanceKey, pb.InstanceStatus] = field(default_factory=dict)
 
     @property
+    def draining(self) -> bool:
+        return self.record.state == AgentState.DRAINING.word
+
+    @property
     def state(self) -> AgentState:
         if self.down:
             return AgentState.DOWN
-        return AgentState.DRAINING if self.record.state == "draining" else AgentState.READY
+        return AgentState.DRAINING if self.draining else AgentState.READY
 
     def view(self) -> AgentView:
         alive = not self.down
         return AgentView(self.record.name, self.record.capacity, alive=alive,
-                         schedulable=alive and self.session is not None
-                         and self.record.state == "ready",
-                         draining=self.record.state == "draining")
+                         schedulable=alive and self.session is not None and not self.draining,
+                         draining=self.draining)
 
     def runs(self, key: InstanceKey) -> bool:
         """Does this agent report a copy of key that is not stopped?"""
@@ -59,7 +68,7 @@ class AgentEntry:
 class AgentTable:
     """Agents by name, with the heartbeat deadline bookkeeping."""
 
-    def __init__(self, ttl: float, clock=time.monotonic) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self.entries: dict[str, AgentEntry] = {}
@@ -76,20 +85,68 @@ class AgentTable:
             if entry.session is None and not entry.down:
                 entry.deadline = min(entry.deadline, self.clock() + seconds)
 
-    def seen(self, name: str) -> AgentEntry:
+    def _seen(self, name: str) -> AgentEntry:
         entry = self.entries[name]
         entry.deadline = self.clock() + self.ttl
         entry.last_seen = time.time()
         return entry
 
-    def expire(self) -> list[str]:
-        """Mark agents whose deadline passed as down; return their names."""
+    # ---- session events ---------------------------------------------------------------
+
+    def hello(self, record: AgentRecord, statuses: list[pb.InstanceStatus]
+              ) -> tuple[AgentEntry, Session, Session | None, set[InstanceKey]]:
+        """A (re)connecting agent: a new session replaces any older one. Returns the entry,
+        the new session, the replaced one (to close) and the instances touched."""
+        entry = self.entries.get(record.name)
+        if entry is None:
+            entry = self.entries[record.name] = AgentEntry(record, deadline=0)
+        old = entry.session
+        touched = set(entry.reports)
+        entry.record, entry.session, entry.down = record, Session(), False
+        entry.reports = {InstanceKey(s.app, s.id): s for s in statuses}
+        self._seen(record.name)
+        return entry, entry.session, old, touched | set(entry.reports)
+
+    def heartbeat(self, name: str) -> bool:
+        """True if the agent was down and counts as alive again."""
+        entry = self._seen(name)
+        if entry.down:  # came back before its stream did
+            entry.down = False
+            return True
+        return False
+
+    def status(self, name: str, status: pb.InstanceStatus) -> InstanceKey:
+        entry = self._seen(name)
+        key = InstanceKey(status.app, status.id)
+        if status.state == InstanceState.STOPPED:
+            entry.reports.pop(key, None)
+        else:
+            entry.reports[key] = status
+        return key
+
+    def gone(self, entry: AgentEntry, session: Session) -> bool:
+        """The stream ended; the agent stays alive until its heartbeat deadline passes. True
+        if that was its current session."""
+        if entry.session is session:
+            entry.session = None
+            return True
+        return False
+
+    def expire(self) -> list[tuple[AgentEntry, set[InstanceKey]]]:
+        """Mark agents whose deadline passed as down; return them with what they reported."""
         now = self.clock()
         gone = [e for e in self.entries.values() if not e.down and e.deadline <= now]
+        out = []
         for e in gone:
             e.down = True
+            out.append((e, set(e.reports)))
             e.reports.clear()
-        return [e.record.name for e in gone]
+        return out
+
+    def set_draining(self, name: str, draining: bool) -> AgentRecord:
+        """The record with the new state (written to etcd by the caller, then `replace`d)."""
+        state = AgentState.DRAINING if draining else AgentState.READY
+        return dataclasses.replace(self.entries[name].record, state=state.word)
 
     def next_deadline(self) -> float | None:
         live = [e.deadline for e in self.entries.values() if not e.down]

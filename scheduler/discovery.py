@@ -8,17 +8,13 @@ scheduler next to its /metrics:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from scheduler.core import Scheduler
-
-from common.states import InstanceState
+from scheduler.reconciler import Scheduler
 
 JSON = "application/json"
 
 
-def agents(s: "Scheduler") -> tuple[str, bytes]:
+def agents(s: Scheduler) -> tuple[str, bytes]:
     groups = [{"targets": [e.record.metrics_address],
                "labels": {"agent": name, "state": e.state.word}}
               for name, e in sorted(s.agents.entries.items())
@@ -26,13 +22,16 @@ def agents(s: "Scheduler") -> tuple[str, bytes]:
     return JSON, json.dumps(groups).encode()
 
 
-def instances(s: "Scheduler") -> tuple[str, bytes]:
+def instances(s: Scheduler) -> tuple[str, bytes]:
+    """Running instances: those the read models count as running (world.runs_assigned)."""
     groups = []
-    for inst in s.instances():
-        entry = s.agents.entries.get(inst.agent)
-        if inst.state != InstanceState.RUNNING or not inst.port or entry is None:
+    for key in sorted(s.read.running_keys()):
+        where = s.world.assignments[key]
+        entry = s.agents.entries[where.agent]
+        report = entry.reports[key]
+        if not report.port:
             continue
-        groups.append({"targets": [f"{entry.record.address}:{inst.port}"],
-                       "labels": {"app": inst.app, "type": inst.type, "instance": inst.id,
-                                  "agent": inst.agent}})
+        groups.append({"targets": [f"{entry.record.address}:{report.port}"],
+                       "labels": {"app": key.app, "type": key.type, "instance": key.id,
+                                  "agent": where.agent}})
     return JSON, json.dumps(groups).encode()

@@ -14,7 +14,7 @@ import grpc
 
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from scheduler.core import Scheduler
+from scheduler.agents import AgentTable
 
 log = logging.getLogger("scheduler.logs")
 
@@ -32,9 +32,9 @@ class AgentChannels:
         return pbg.AgentApiStub(channel)
 
 
-async def stream_logs(s: Scheduler, channels: AgentChannels, request: pb.LogsRequest
+async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.LogsRequest
                       ) -> AsyncIterator[pb.LogLine]:
-    agents = [e.record for e in s.agents.entries.values()
+    agents = [e.record for e in table.entries.values()
               if not e.down and e.session is not None and e.record.api_address]
     history_req = pb.LogsRequest(app=request.app, selector=request.selector, tail=request.tail)
     history: list[pb.LogLine] = []

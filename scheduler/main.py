@@ -11,18 +11,19 @@ import sys
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from common.httpserve import metrics_route, serve
+from common.limits import AGENT_REDIAL_MAX
+from common.logsetup import setup_logging
+from common.net import split_hostport
 from proto import formation_pb2_grpc as pbg
 from scheduler import discovery, metrics
 from scheduler.agentlink import AgentLinkService
-from scheduler.control import ControlService
-from scheduler.core import Scheduler, Settings
-from common.httpserve import metrics_route, serve
-from common.logsetup import setup_logging
-from common.net import split_hostport
+from scheduler.control import ControlService, add_to_server
+from scheduler.push import LinkTimes
+from scheduler.reconciler import Scheduler
 from scheduler.store import Store, parse_endpoints
 
 log = logging.getLogger("scheduler")
-AGENT_MAX_BACKOFF = 5.0  # agent/link.py MAX_BACKOFF
 
 
 def env_default(name: str, default: str) -> str:
@@ -65,20 +66,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> None:
     store = Store(args.endpoints, args.prefix)
-    scheduler = Scheduler(store, Settings(args.agent_ttl, args.fence_after))
+    scheduler = Scheduler(store, LinkTimes(args.agent_ttl, args.fence_after))
     metrics.install(scheduler)
     revision = await scheduler.recover()
 
     server = grpc.aio.server()
-    pbg.add_ControlServicer_to_server(ControlService(scheduler), server)
+    add_to_server(ControlService(scheduler), server)
     pbg.add_AgentLinkServicer_to_server(AgentLinkService(scheduler), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(args.listen)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    # Agents redial with backoff of up to 5 s: that long plus a ttl before any counts as down.
-    scheduler.agents.grace(args.agent_ttl + AGENT_MAX_BACKOFF)
+    # Agents redial with a backoff of up to AGENT_REDIAL_MAX: that long plus a ttl before any
+    # counts as down.
+    scheduler.agents.grace(args.agent_ttl + AGENT_REDIAL_MAX)
     if args.metrics_listen:
         await serve(args.metrics_listen, {
             "/metrics": metrics_route,
@@ -86,22 +88,31 @@ async def run(args: argparse.Namespace) -> None:
             "/sd/instances": lambda: discovery.instances(scheduler)})
     log.info("listening on %s (etcd %s, agent ttl %.1fs)", args.listen, args.etcd, args.agent_ttl)
 
-    def apps_changed() -> None:
-        scheduler.apps_dirty = True
-        scheduler.poke()
-
-    tasks = [asyncio.create_task(scheduler.run()),
-             asyncio.create_task(store.watch_apps(revision, apps_changed))]
+    tasks = [asyncio.create_task(scheduler.run(), name="reconcile"),
+             asyncio.create_task(store.watch_apps(revision, scheduler.app_event,
+                                                  scheduler.apps_lost), name="watch")]
     stop = asyncio.Event()
+    failed: list[asyncio.Task] = []
+
+    def ended(task: asyncio.Task) -> None:  # neither ever returns: if one does, say so, exit 1
+        if not task.cancelled():
+            failed.append(task)
+            stop.set()
+    for t in tasks:
+        t.add_done_callback(ended)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for t in failed:
+        log.error("task %s ended: %r", t.get_name(), t.exception())
     log.info("stopping")
     for t in tasks:
         t.cancel()
     await server.stop(grace=1)
     await store.close()
+    if failed:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import aetcd
@@ -26,11 +26,17 @@ from scheduler.placement import Assigned, InstanceKey
 
 log = logging.getLogger("scheduler.store")
 T = TypeVar("T")
-BATCH = 128  # operations per etcd transaction; etcd's default limit is 128
+# Operations per etcd transaction (etcd's default limit is 128): 127 writes and one read of a
+# written key, whose mod_revision tells the revision the transaction made.
+BATCH = 127
 
 
 class StoreUnavailable(RuntimeError):
     """No etcd endpoint answered."""
+
+
+class Conflict(RuntimeError):
+    """A guarded write found a key changed since the revision it was planned on."""
 
 
 @dataclass
@@ -52,7 +58,17 @@ class Snapshot:
     formation: dict[tuple[str, str], int] = field(default_factory=dict)
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     assignments: dict[InstanceKey, Assigned] = field(default_factory=dict)
+    assignment_revisions: dict[InstanceKey, int] = field(default_factory=dict)  # mod_revision
+    app_revisions: dict[str, int] = field(default_factory=dict)  # "apps/a/current" -> mod_rev
     revision: int = 0
+
+
+@dataclass(frozen=True)
+class AppEvent:
+    """One change under apps/ seen by the watch: `value` None for a delete."""
+    path: str  # relative to the prefix: "apps/<app>/formation/<type>"
+    value: bytes | None
+    revision: int
 
 
 def parse_endpoints(urls: str) -> list[tuple[str, int]]:
@@ -119,11 +135,17 @@ class Store:
         resp = await self._call("load", lambda c: c.get_prefix(root + subtree.encode()))
         snap = Snapshot(revision=resp.header.revision)
         for kv in resp.kvs:
-            self._decode(snap, kv.key[len(root):].decode().split("/"), kv.value)
+            path = kv.key[len(root):].decode()
+            self.decode(snap, path.split("/"), kv.value)
+            if path.startswith("apps/"):
+                snap.app_revisions[path] = kv.mod_revision
+            elif path.startswith("assignments/"):
+                _, app, iid = path.split("/", 2)
+                snap.assignment_revisions[InstanceKey(app, iid)] = kv.mod_revision
         return snap
 
     @staticmethod
-    def _decode(snap: Snapshot, parts: list[str], value: bytes) -> None:
+    def decode(snap: Snapshot, parts: list[str], value: bytes) -> None:
         try:
             match parts:
                 case ["apps", app, "releases", version]:
@@ -143,53 +165,86 @@ class Store:
 
     # ---- writes -------------------------------------------------------------
 
-    async def write(self, puts: dict[bytes, bytes], deletes: list[bytes] = ()) -> None:
-        """Apply puts and deletes in transactions of at most BATCH operations each, sent
-        concurrently (their keys are disjoint). If it raises, some batches may have landed:
-        the caller re-reads before it trusts its own view again."""
+    async def _txn(self, puts: dict[bytes, bytes], deletes: list[bytes],
+                   guard: Mapping[bytes, int]) -> int:
+        """One transaction, made only if each key in `guard` still has that mod_revision (0:
+        absent); else Conflict. Returns the revision it made (0 if it only deleted)."""
         tx = self._client.transactions
+        compare = [tx.mod(k) == revision for k, revision in guard.items()]
         ops: list[Any] = [tx.put(k, v) for k, v in puts.items()] + [tx.delete(k) for k in deletes]
-        batches = [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)]
-        await asyncio.gather(*(self._call("txn", lambda c, b=b: c.transaction(
-            compare=[], success=b, failure=[])) for b in batches))
+        if puts:
+            ops.append(tx.get(next(iter(puts))))
+        ok, responses = await self._call("txn", lambda c: c.transaction(
+            compare=compare, success=ops, failure=[]))
+        if not ok:
+            raise Conflict("a key changed since it was read")
+        return responses[-1][0][1].mod_revision if puts and responses[-1] else 0
 
-    async def create_release(self, app: str, release: Release) -> bool:
-        """Store a new release and make it current; False if that version already exists."""
-        tx = self._client.transactions
+    async def write(self, puts: dict[bytes, bytes], deletes: list[bytes] = (),
+                    expected: Mapping[bytes, int] | None = None) -> dict[bytes, int]:
+        """Apply puts and deletes in transactions of at most BATCH writes each, sent
+        concurrently (their keys are disjoint). With `expected` (key -> mod_revision, absent
+        = 0) every batch is compare-and-set: Conflict if any key moved since. Returns the new
+        mod_revision of each put key. If it raises, some batches may have landed: the caller
+        re-reads before it writes again."""
+        items: list[tuple[bytes, bytes | None]] = [*puts.items(), *((k, None) for k in deletes)]
+        batches = [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+
+        async def one(batch: list[tuple[bytes, bytes | None]]) -> dict[bytes, int]:
+            bp = {k: v for k, v in batch if v is not None}
+            guard = {} if expected is None else {k: expected.get(k, 0) for k, _ in batch}
+            revision = await self._txn(bp, [k for k, v in batch if v is None], guard)
+            return dict.fromkeys(bp, revision)
+
+        out: dict[bytes, int] = {}
+        for part in await asyncio.gather(*(one(b) for b in batches)):
+            out.update(part)
+        return out
+
+    async def create_release(self, app: str, release: Release) -> int:
+        """Store a new release and make it current; 0 if that version already exists, else
+        the revision written."""
         key = self.key("apps", app, "releases", str(release.version))
-        ok, _ = await self._call("txn", lambda c: c.transaction(
-            compare=[tx.create(key) == 0],
-            success=[tx.put(key, release.to_json()),
-                     tx.put(self.key("apps", app, "current"), str(release.version).encode())],
-            failure=[]))
-        return bool(ok)
+        try:
+            return await self._txn({key: release.to_json(),
+                                    self.key("apps", app, "current"):
+                                        str(release.version).encode()}, [], {key: 0})
+        except Conflict:
+            return 0
 
-    async def set_formation(self, app: str, counts: dict[str, int]) -> None:
-        await self.write({self.key("apps", app, "formation", t): str(n).encode()
-                          for t, n in counts.items()})
+    async def set_formation(self, app: str, counts: dict[str, int]) -> int:
+        written = await self.write({self.key("apps", app, "formation", t): str(n).encode()
+                                    for t, n in counts.items()})
+        return max(written.values(), default=0)
 
     async def put_agent(self, record: AgentRecord) -> None:
         await self.write({self.key("agents", record.name): json.dumps(asdict(record)).encode()})
 
-    def assignment_puts(self, items: dict[InstanceKey, Assigned]) -> dict[bytes, bytes]:
-        return {self.key("assignments", k.app, k.id):
-                json.dumps({"agent": a.agent, "release": a.release, "previous": a.previous}
-                           if a.previous else {"agent": a.agent, "release": a.release}).encode()
-                for k, a in items.items()}
-
-    def assignment_keys(self, keys: list[InstanceKey]) -> list[bytes]:
-        return [self.key("assignments", k.app, k.id) for k in keys]
+    async def write_assignments(self, changes: Mapping[InstanceKey, Assigned | None],
+                                expected: Mapping[InstanceKey, int]) -> dict[InstanceKey, int]:
+        """Write assignment changes (None: delete), compare-and-set on each key's expected
+        mod_revision (absent: 0). Returns the new mod_revision of each key put. Conflict if
+        another writer moved a key; then, as after any failure, re-read before writing again."""
+        keys = {k: self.key("assignments", k.app, k.id) for k in changes}
+        puts = {keys[k]: _assigned_json(a) for k, a in changes.items() if a is not None}
+        deletes = [keys[k] for k, a in changes.items() if a is None]
+        written = await self.write(puts, deletes, {keys[k]: r for k, r in expected.items()
+                                                   if k in keys})
+        return {k: written[b] for k, b in keys.items() if b in written}
 
     # ---- watch --------------------------------------------------------------
 
-    async def watch_apps(self, after_revision: int, on_change: Callable[[], None]) -> None:
-        """Call on_change for every change under apps/ made after after_revision; never returns.
+    async def watch_apps(self, after_revision: int, on_event: Callable[[AppEvent], None],
+                         on_lost: Callable[[], None]) -> None:
+        """Call on_event for every change under apps/ made after after_revision (this
+        scheduler's own writes included); never returns.
 
-        A lost watch (etcd restart, compaction) is re-established and reported as a change,
-        so the caller re-reads: nothing is missed, at worst something is read twice.
+        A watch compacted away is re-established and reported through on_lost, so the caller
+        re-reads: nothing is missed, at worst something is read twice.
         """
         revision = after_revision
         delay = 0.2
+        root = len(self.key(""))
         while True:
             try:
                 watch = await self._call("watch", lambda c: c.watch_prefix(
@@ -197,13 +252,20 @@ class Store:
                 delay = 0.2
                 async for event in watch:
                     revision = max(revision, event.kv.mod_revision)
-                    on_change()
+                    on_event(AppEvent(event.kv.key[root:].decode(),
+                                      None if event.kind == "DELETE" else event.kv.value,
+                                      event.kv.mod_revision))
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - any failure: re-read and re-watch
+            except Exception as e:  # noqa: BLE001 - any failure: re-watch from where it was
                 log.info("etcd watch lost (%s); re-establishing", e)
-                on_change()
                 if isinstance(e, aetcd.exceptions.RevisionCompactedError):
                     revision = e.compacted_revision - 1
+                    on_lost()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _assigned_json(a: Assigned) -> bytes:
+    return json.dumps({"agent": a.agent, "release": a.release, "previous": a.previous}
+                      if a.previous else {"agent": a.agent, "release": a.release}).encode()

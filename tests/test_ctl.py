@@ -26,6 +26,7 @@ def deployed(etcd_url):
     with Cluster(agents=1, etcd=etcd_url) as c:
         c.ctl("deploy", "examples/Procfile")
         c.ctl("scale", "web=1", "worker=1")
+        c.wait_running({"web.1", "worker.1"})  # "before" must not change on its own
         yield c
 
 

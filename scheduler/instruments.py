@@ -1,0 +1,18 @@
+"""The scheduler's event metrics (counters and histograms), in a leaf module: code that is
+measured imports this; the collector of state gauges (metrics.py) reads state at scrape time."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RECONCILE_SECONDS = Histogram("formation_reconcile_duration_seconds",
+                              "Time of one evaluate-plan-apply-push pass.",
+                              buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+PLACEMENTS = Counter("formation_placements_total", "Instances placed or migrated onto an agent.")
+STOPS = Counter("formation_stops_total", "Instances removed by scale-down or type removal.")
+ETCD_SECONDS = Histogram("formation_etcd_request_duration_seconds",
+                         "Latency of etcd requests made by the scheduler.", ["op"],
+                         buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
+APPLY_CONFLICTS = Counter("formation_apply_conflicts_total",
+                          "Assignment writes refused because a key changed since it was read.")
+RECONCILE_ERRORS = Counter("formation_reconcile_errors_total",
+                           "Reconcile passes that failed with an unexpected error (logged).")

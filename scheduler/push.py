@@ -1,0 +1,53 @@
+"""Pushing each agent its whole assignment list, when it differs from the last one sent on
+that stream (level-triggered: the agent converges to whatever list it got last)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.appdef_pb import health_to_pb
+from proto import formation_pb2 as pb
+from scheduler.agents import AgentEntry
+from scheduler.placement import InstanceKey
+from scheduler.world import World
+
+
+@dataclass(frozen=True)
+class LinkTimes:
+    """What every list tells its agent about silence (docs/failure-model.md)."""
+    agent_ttl: float
+    fence_after: float  # 0: derived, 60 % of agent_ttl
+
+    @property
+    def fence(self) -> float:
+        return self.fence_after or 0.6 * self.agent_ttl
+
+
+def assignment_message(world: World, key: InstanceKey) -> pb.Assignment:
+    version = world.assignments[key].release
+    release = world.apps.releases[key.app][version]
+    ptype = release.types[key.type]
+    return pb.Assignment(
+        app=key.app, id=key.id, type=key.type, release=version, command=ptype.command,
+        env=release.env, stop_timeout=ptype.stop_timeout, at_most_once=ptype.at_most_once,
+        health=health_to_pb(ptype.health))
+
+
+def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False) -> bool:
+    """Queue the agent's list on its session if it changed (or `force`); True if sent."""
+    session = entry.session
+    if session is None:
+        return False
+    keys = world.list_for(entry.record.name)
+    fingerprint = tuple((k, world.assignments[k].release) for k in keys)
+    if not force and session.last_sent == fingerprint:
+        return False  # checked before building messages: this runs for every agent, every pass
+    session.last_sent = fingerprint
+    session.outbox.put_nowait(pb.SchedulerMessage(assignments=pb.Assignments(
+        items=[assignment_message(world, k) for k in keys], fence_after=times.fence,
+        agent_ttl=times.agent_ttl)))
+    return True
+
+
+def push_all(world: World, times: LinkTimes) -> None:
+    for entry in world.agents.entries.values():
+        push(world, entry, times)

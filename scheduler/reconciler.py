@@ -1,0 +1,301 @@
+"""The scheduler: its world, the reconcile loop (evaluate -> apply -> push, like Nomad's
+reconciler) and the narrow API that Control and AgentLink call.
+
+One asyncio task owns reconciliation; everything else (ctl calls, agent messages, the etcd watch,
+the heartbeat clock) changes the world through the methods here and pokes `wake`. A lost or
+repeated poke does no harm. Every etcd write is made under `lock`, so memory follows etcd in
+the order of the writes, and the watch skips what this scheduler wrote itself (per-key revision).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from common.appdef import ProcessType, Release
+from common.states import InstanceState
+from proto import formation_pb2 as pb
+from scheduler import instruments
+from scheduler.agents import AgentEntry, AgentTable, Session
+from scheduler.errors import Rejected
+from scheduler.placement import Assigned, InstanceKey, Plan, plan
+from scheduler.push import LinkTimes, push, push_all
+from scheduler.readmodels import ReadModels
+from scheduler.store import AgentRecord, AppEvent, Conflict, Snapshot, Store, StoreUnavailable
+from scheduler.world import Apps, World
+
+log = logging.getLogger("scheduler")
+APPLY_ATTEMPTS = 3  # a conflicting write is re-read and re-planned this many times per pass
+
+
+class Scheduler:
+    """The scheduler's state and its reconcile loop."""
+
+    def __init__(self, store: Store, times: LinkTimes) -> None:
+        self.store = store
+        self.times = times
+        self.world = World(AgentTable(times.agent_ttl))
+        self.read = ReadModels(self.world)
+        self.lock = asyncio.Lock()  # serializes etcd writes and the memory changes they make
+        self.wake = asyncio.Event()
+        self.started = time.time()
+        self._app_revisions: dict[str, int] = {}  # "apps/..." key -> mod_revision applied
+        self._apps_stale = False        # the watch was compacted away: re-read apps
+        self._assignments_stale = False  # a write failed midway: re-read assignments
+
+    @property
+    def agents(self) -> AgentTable:
+        return self.world.agents
+
+    # ---- start-up and etcd ---------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Load everything from etcd; retry until etcd answers. Returns the revision read."""
+        delay = 0.2
+        while True:
+            try:
+                snap = await self.store.load()
+                break
+            except StoreUnavailable as e:
+                log.warning("%s; retrying", e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._set_apps(snap)
+        self.world.set_assignments(snap.assignments, snap.assignment_revisions)
+        self.agents.restore(snap.agents)
+        self.read.rebuild()
+        log.info("recovered from etcd at revision %d: %d apps, %d agents, %d assignments",
+                 snap.revision, len(snap.current), len(snap.agents), len(snap.assignments))
+        return snap.revision
+
+    def _set_apps(self, snap: Snapshot) -> None:
+        self.world.apps = Apps(snap.releases, snap.current, snap.formation)
+        self._app_revisions = dict(snap.app_revisions)
+
+    def app_event(self, event: AppEvent) -> None:
+        """A change under apps/ seen by the watch: applied unless memory already has it (this
+        scheduler's own writes, or anything older than what it holds)."""
+        if event.revision <= self._app_revisions.get(event.path, 0):
+            return
+        self._app_revisions[event.path] = event.revision
+        parts = event.path.split("/")
+        apps = self.world.apps
+        if event.value is None:
+            match parts:
+                case ["apps", app, "releases", version] if version.isdigit():
+                    apps.releases.get(app, {}).pop(int(version), None)
+                case ["apps", app, "current"]:
+                    apps.current.pop(app, None)
+                case ["apps", app, "formation", ptype]:
+                    apps.formation.pop((app, ptype), None)
+        else:
+            snap = Snapshot()
+            Store.decode(snap, parts, event.value)
+            for app, versions in snap.releases.items():
+                apps.releases.setdefault(app, {}).update(versions)
+            apps.current.update(snap.current)
+            apps.formation.update(snap.formation)
+        if len(parts) > 1:
+            self.read.touch_app(parts[1])
+        self.poke()
+
+    def apps_lost(self) -> None:
+        """The watch could not resume where it was: re-read apps on the next pass."""
+        self._apps_stale = True
+        self.poke()
+
+    # ---- the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile whenever poked, and mark agents down when their deadline passes. Never
+        returns; an unexpected error is logged with its traceback and the loop goes on."""
+        while True:
+            deadline = self.agents.next_deadline()
+            timeout = None if deadline is None or deadline == float("inf") \
+                else max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                for entry, reported in self.agents.expire():
+                    log.warning("agent %s is down: no heartbeat for %.1fs", entry.record.name,
+                                self.agents.ttl)
+                    self.read.touch_agent(entry.record.name, reported)
+                await self.reconcile()
+            except (StoreUnavailable, Conflict) as e:
+                log.warning("reconcile deferred: %s", e)
+                await asyncio.sleep(0.5)
+                self.wake.set()
+            except Exception:  # noqa: BLE001 - the loop must outlive any bug; it says so
+                instruments.RECONCILE_ERRORS.inc()
+                log.exception("reconcile failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self.wake.set()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def reconcile(self) -> Plan:
+        started = time.monotonic()
+        async with self.lock:
+            for attempt in range(1, APPLY_ATTEMPTS + 1):
+                try:
+                    await self._reread()
+                    result = await self._evaluate_and_apply()
+                    break
+                except Conflict:
+                    instruments.APPLY_CONFLICTS.inc()
+                    self._assignments_stale = True
+                    if attempt == APPLY_ATTEMPTS:
+                        raise
+                except StoreUnavailable:
+                    self._assignments_stale = True  # some batches may have landed
+                    raise
+            push_all(self.world, self.times)
+        instruments.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        return result
+
+    async def _reread(self) -> None:
+        """After a failed write or a lost watch, etcd (not memory) is the truth."""
+        if self._apps_stale:
+            self._set_apps(await self.store.load("apps"))
+            self._apps_stale = False
+            self.read.rebuild()
+        if self._assignments_stale:
+            snap = await self.store.load("assignments")
+            self.world.set_assignments(snap.assignments, snap.assignment_revisions)
+            self._assignments_stale = False
+            self.read.rebuild()
+
+    async def _write(self, changes: dict[InstanceKey, Assigned | None]) -> None:
+        """Compare-and-set on the revisions the plan was computed from."""
+        world = self.world
+        revisions = await self.store.write_assignments(
+            changes, {k: world.revisions.get(k, 0) for k in changes})
+        world.assign(changes, revisions)
+        self.read.touch(changes)
+
+    async def _evaluate_and_apply(self) -> Plan:
+        world, apps = self.world, self.world.apps
+        handed = world.finished_handoffs()
+        if handed:
+            await self._write(dict(handed))
+        once = apps.at_most_once()
+        result = plan(apps.desired(), apps.current, self.agents.views(), world.assignments,
+                      once, world.blocked(once), world.running_on())
+        if not result.empty():
+            after = result.assignments_after(world.assignments, apps.current)
+            changes: dict[InstanceKey, Assigned | None] = dict.fromkeys(
+                (*result.stop, *result.unassign))
+            changes.update({k: after[k] for k in (*result.place, *result.migrate,
+                                                  *result.update)})
+            await self._write(changes)
+            instruments.PLACEMENTS.inc(len(result.place) + len(result.migrate))
+            instruments.STOPS.inc(len(result.stop))
+            if result.place or result.migrate or result.stop:
+                log.info("plan: %d placed, %d migrated, %d updated, %d stopped, %d pending",
+                         len(result.place), len(result.migrate), len(result.update),
+                         len(result.stop), len(result.pending))
+        self.read.touch(world.set_pending(result.pending))
+        return result
+
+    # ---- what Control calls -----------------------------------------------------------
+
+    async def deploy(self, app: str, types: dict[str, ProcessType], env: dict[str, str]) -> int:
+        """A new release of app, made current; returns its version."""
+        apps = self.world.apps
+        async with self.lock:
+            version = max(apps.releases.get(app, {}), default=0) + 1
+            release = Release(version, types, env, time.time())
+            revision = await self.store.create_release(app, release)
+            if not revision:
+                raise Rejected("another deploy of this app won the race; try again",
+                               grpc.StatusCode.ABORTED)
+            self._app_revisions[f"apps/{app}/releases/{version}"] = revision
+            self._app_revisions[f"apps/{app}/current"] = revision
+            # Heroku's default: a new app's web type starts with one instance.
+            if "web" in types and app not in apps.current and (app, "web") not in apps.formation:
+                await self._set_counts(app, {"web": 1})
+            apps.releases.setdefault(app, {})[version] = release
+            apps.current[app] = version
+            self.read.touch_app(app)
+        self.poke()
+        return version
+
+    async def scale(self, app: str, counts: dict[str, int]) -> dict[str, int]:
+        """Set desired counts of types of app's current release; returns all of its counts."""
+        release = self.world.apps.current_release(app)
+        if release is None:
+            raise Rejected(f"app {app!r} has no release yet: run 'ctl deploy PROCFILE' first",
+                           grpc.StatusCode.FAILED_PRECONDITION)
+        unknown = sorted(set(counts) - set(release.types))
+        if unknown:
+            raise Rejected(f"unknown process type {unknown[0]!r} (app {app!r} has: "
+                           f"{', '.join(sorted(release.types))})")
+        async with self.lock:
+            await self._set_counts(app, counts)
+        self.poke()
+        return self.world.apps.counts(app)
+
+    async def _set_counts(self, app: str, counts: dict[str, int]) -> None:
+        revision = await self.store.set_formation(app, counts)
+        for ptype, n in counts.items():
+            self._app_revisions[f"apps/{app}/formation/{ptype}"] = revision
+            self.world.apps.formation[(app, ptype)] = n
+
+    async def drain(self, name: str, undo: bool) -> pb.Agent:
+        async with self.lock:
+            if name not in self.agents.entries:
+                raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
+            record = self.agents.set_draining(name, not undo)
+            await self.store.put_agent(record)
+            self.agents.entries[name].record = record
+        self.poke()
+        return self.read.agent(name)
+
+    # ---- agent session events ----------------------------------------------------------
+
+    async def agent_hello(self, hello: pb.Hello) -> tuple[AgentEntry, Session]:
+        """Register (or re-register) an agent; returns its entry and new session."""
+        record = AgentRecord(hello.name, hello.address, hello.capacity,
+                             metrics_address=hello.metrics_address,
+                             api_address=hello.api_address)
+        async with self.lock:
+            known = self.agents.entries.get(hello.name)
+            if known is not None:
+                record.state = known.record.state  # a drain outlives reconnects
+            if known is None or known.record != record:
+                await self.store.put_agent(record)
+            entry, session, replaced, touched = self.agents.hello(record, list(hello.instances))
+            if replaced is not None:  # a newer stream replaces an older one
+                replaced.outbox.put_nowait(None)
+            self.read.touch_agent(hello.name, touched)
+            log.info("agent %s connected from %s (capacity %d, running %d)", hello.name,
+                     hello.address, hello.capacity, len(hello.instances))
+            push(self.world, entry, self.times, force=True)
+        self.poke()
+        return entry, session
+
+    def agent_heartbeat(self, name: str) -> None:
+        if self.agents.heartbeat(name):
+            self.read.touch_agent(name)
+            self.poke()
+
+    def agent_status(self, name: str, status: pb.InstanceStatus) -> None:
+        key = self.agents.status(name, status)
+        self.read.touch((key,))
+        where = self.world.assignments.get(key)
+        # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
+        if (where is not None and where.previous and status.state == InstanceState.RUNNING) \
+                or (status.state == InstanceState.STOPPED and (where is None
+                                                              or where.agent != name)):
+            self.poke()
+
+    def agent_gone(self, entry: AgentEntry, session: Session) -> None:
+        if self.agents.gone(entry, session):
+            log.info("agent %s disconnected", entry.record.name)
+            self.poke()

@@ -1,0 +1,205 @@
+"""The scheduler's world: apps (releases, current release, formation), assignments and the
+agents' reports, with the queries that reconciliation and the read models ask of it.
+
+Pure: no I/O, no clock, no asyncio. The reconciler changes it only through the methods here,
+and each change names the instances whose rows it touched (see readmodels.py).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from common.appdef import Release
+from common.states import InstanceState
+from proto import formation_pb2 as pb
+from scheduler.agents import AgentTable
+from scheduler.placement import Assigned, InstanceKey
+
+
+def runs_release(report: pb.InstanceStatus | None, release: int) -> bool:
+    """THE rule for "this copy runs that release": its agent reports it running on it."""
+    return report is not None and report.state == InstanceState.RUNNING \
+        and report.release == release
+
+
+@dataclass
+class Apps:
+    """Releases, the current one and the desired counts, per app."""
+    releases: dict[str, dict[int, Release]] = field(default_factory=dict)
+    current: dict[str, int] = field(default_factory=dict)
+    formation: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def current_release(self, app: str) -> Release | None:
+        version = self.current.get(app)
+        return None if version is None else self.releases.get(app, {}).get(version)
+
+    def desired(self) -> dict[tuple[str, str], int]:
+        """Counts for the types of each app's current release (others count as zero)."""
+        out = {}
+        for (app, ptype), n in self.formation.items():
+            release = self.current_release(app)
+            if release is not None and ptype in release.types:
+                out[(app, ptype)] = n
+        return out
+
+    def at_most_once(self) -> set[tuple[str, str]]:
+        out = set()
+        for app in self.current:
+            release = self.current_release(app)
+            if release is not None:
+                out |= {(app, t) for t, pt in release.types.items() if pt.at_most_once}
+        return out
+
+    def counts(self, app: str) -> dict[str, int]:
+        """The app's desired count of each type of its current release."""
+        release = self.current_release(app)
+        types = release.types if release is not None else {}
+        return {t: self.formation.get((app, t), 0) for t in sorted(types)}
+
+
+class World:
+    """Apps, assignments (with an index by agent) and pending instances, plus the agent table;
+    the reconciler's only state."""
+
+    def __init__(self, agents: AgentTable) -> None:
+        self.apps = Apps()
+        self.agents = agents
+        self.assignments: dict[InstanceKey, Assigned] = {}
+        self.revisions: dict[InstanceKey, int] = {}  # etcd mod_revision of each assignment
+        self.hosted: dict[str, set[InstanceKey]] = defaultdict(set)  # agent -> its list
+        self.pending: set[InstanceKey] = set()  # wanted, fit nowhere
+
+    # ---- changes ------------------------------------------------------------------
+
+    def set_assignments(self, table: Mapping[InstanceKey, Assigned],
+                        revisions: Mapping[InstanceKey, int]) -> None:
+        """Replace the whole table (recovery, or a re-read after a failed write)."""
+        self.assignments = dict(table)
+        self.revisions = dict(revisions)
+        self.hosted = defaultdict(set)
+        for key, where in self.assignments.items():
+            self._host(key, where)
+
+    def assign(self, changes: Mapping[InstanceKey, Assigned | None],
+               revisions: Mapping[InstanceKey, int]) -> None:
+        """Apply written changes (None: removed) with the revisions etcd gave them."""
+        for key, where in changes.items():
+            old = self.assignments.pop(key, None)
+            if old is not None:
+                self._unhost(key, old)
+            self.revisions.pop(key, None)
+            if where is not None:
+                self.assignments[key] = where
+                self.revisions[key] = revisions[key]
+                self._host(key, where)
+
+    def set_pending(self, keys: Iterable[InstanceKey]) -> set[InstanceKey]:
+        """Replace the pending set; returns the keys that joined or left it."""
+        new = set(keys)
+        changed = new ^ self.pending
+        self.pending = new
+        return changed
+
+    def _host(self, key: InstanceKey, where: Assigned) -> None:
+        self.hosted[where.agent].add(key)
+        if where.previous:
+            self.hosted[where.previous].add(key)
+
+    def _unhost(self, key: InstanceKey, where: Assigned) -> None:
+        for name in (where.agent, where.previous):
+            if name:
+                self.hosted[name].discard(key)
+
+    # ---- queries for placement ------------------------------------------------------
+
+    def blocked(self, once: set[tuple[str, str]]) -> set[InstanceKey]:
+        """at_most_once instances that a live agent other than their home still runs."""
+        out = set()
+        for name, entry in self.agents.entries.items():
+            if entry.down:
+                continue
+            for key in entry.reports:
+                if (key.app, key.type) in once and entry.runs(key):
+                    where = self.assignments.get(key)
+                    if where is None or where.agent != name:
+                        out.add(key)
+        return out
+
+    def running_on(self) -> dict[InstanceKey, str]:
+        """Where connected agents report instances running on their app's current release."""
+        out: dict[InstanceKey, str] = {}
+        for name, entry in sorted(self.agents.entries.items()):
+            if entry.session is None or entry.down:
+                continue
+            for key, report in entry.reports.items():
+                if runs_release(report, self.apps.current.get(key.app, -1)):
+                    out.setdefault(key, name)
+        return out
+
+    def finished_handoffs(self) -> dict[InstanceKey, Assigned]:
+        """Handoffs whose new copy runs (or whose old agent is gone): the old copy may stop."""
+        done = {}
+        for key, where in self.assignments.items():
+            if not where.previous:
+                continue
+            old = self.agents.entries.get(where.previous)
+            if old is None or old.down or self.runs_assigned(key, where):
+                done[key] = Assigned(where.agent, where.release)
+        return done
+
+    def runs_assigned(self, key: InstanceKey, where: Assigned) -> bool:
+        """Does the live agent it is assigned to run it, on the release assigned?"""
+        entry = self.agents.entries.get(where.agent)
+        return entry is not None and not entry.down \
+            and runs_release(entry.reports.get(key), where.release)
+
+    # ---- queries for agents and read models -------------------------------------------
+
+    def list_for(self, agent: str) -> list[InstanceKey]:
+        """The agent's list: what is assigned to it, and old copies it keeps in handoffs."""
+        return sorted(self.hosted.get(agent, ()))
+
+    def keys_of_app(self, app: str) -> Iterable[InstanceKey]:
+        """Every instance of the app the world knows of (assigned, pending or reported)."""
+        seen = {k for k in self.assignments if k.app == app}
+        seen.update(k for k in self.pending if k.app == app)
+        for entry in self.agents.entries.values():
+            seen.update(k for k in entry.reports if k.app == app)
+        return seen
+
+    def instance(self, key: InstanceKey) -> pb.Instance | None:
+        """The row `ctl ps` shows for key, or None if the world no longer knows it."""
+        where = self.assignments.get(key)
+        inst = pb.Instance(id=key.id, app=key.app, type=key.type)
+        if where is None:
+            if key in self.pending:
+                inst.state = InstanceState.PENDING
+                inst.release = self.apps.current.get(key.app, 0)
+                inst.reason = "no ready agent with a free slot"
+                return inst
+            for name, entry in sorted(self.agents.entries.items()):
+                report = entry.reports.get(key)
+                if report is not None:  # an agent still stops it after a scale-down
+                    _copy_report(inst, report)
+                    inst.agent, inst.release = name, report.release
+                    inst.reason = "no longer assigned"
+                    return inst
+            return None
+        inst.agent, inst.release = where.agent, where.release
+        entry = self.agents.entries.get(where.agent)
+        report = entry.reports.get(key) if entry else None
+        if entry is not None and entry.down:
+            inst.state, inst.reason = InstanceState.LOST, f"agent {where.agent} is down"
+        elif report is None or report.release != where.release:
+            inst.state = InstanceState.STARTING
+            inst.reason = "assigned, not yet reported by its agent"
+        else:
+            _copy_report(inst, report)
+        return inst
+
+
+
+def _copy_report(inst: pb.Instance, report: pb.InstanceStatus) -> None:
+    inst.state, inst.pid, inst.port = report.state, report.pid, report.port
+    inst.restarts, inst.reason = report.restarts, report.reason

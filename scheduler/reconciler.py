@@ -28,6 +28,8 @@ from scheduler.world import Apps, World
 
 log = logging.getLogger("scheduler")
 APPLY_ATTEMPTS = 3  # a conflicting write is re-read and re-planned this many times per pass
+RETRY_UNAVAILABLE = 0.5  # seconds before the next pass when etcd did not answer
+RETRY_ERROR = 1.0        # seconds before the next pass after an unexpected error
 
 
 class Scheduler:
@@ -117,27 +119,31 @@ class Scheduler:
                 else max(0.0, deadline - time.monotonic())
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.wake.clear()
             try:
-                for entry, reported in self.agents.expire():
-                    log.warning("agent %s is down: no heartbeat for %.1fs", entry.record.name,
-                                self.agents.ttl)
-                    self.read.touch_agent(entry.record.name, reported)
+                self.expire_agents()
                 await self.reconcile()
             except (StoreUnavailable, Conflict) as e:
                 log.warning("reconcile deferred: %s", e)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(RETRY_UNAVAILABLE)
                 self.wake.set()
             except Exception:  # noqa: BLE001 - the loop must outlive any bug; it says so
                 instruments.RECONCILE_ERRORS.inc()
-                log.exception("reconcile failed; retrying in 1s")
-                await asyncio.sleep(1.0)
+                log.exception("reconcile failed; retrying in %.1fs", RETRY_ERROR)
+                await asyncio.sleep(RETRY_ERROR)
                 self.wake.set()
 
     def poke(self) -> None:
         self.wake.set()
+
+    def expire_agents(self) -> None:
+        """Agents whose heartbeat deadline passed are down: their rows say lost."""
+        for entry, reported in self.agents.expire():
+            log.warning("agent %s is down: no heartbeat for %.1fs", entry.record.name,
+                        self.agents.ttl)
+            self.read.touch_agent(entry.record.name, reported)
 
     async def reconcile(self) -> Plan:
         started = time.monotonic()

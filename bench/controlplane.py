@@ -2,8 +2,12 @@
 driving 200 simulated agents (formation-agent --simulate, a benchmark aid) to 10,000 instances."""
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -75,9 +79,41 @@ def simulated(tmp: Path, agents: int = 200, instances: int = 10_000, types: int 
             "etcd_requests": req1 - req0}
 
 
-def run_all(tmp: Path) -> dict:
-    print("[control plane] placement ...", file=sys.stderr, flush=True)
-    out = {"placement": placement()}
-    print("[control plane] 200 simulated agents ...", file=sys.stderr, flush=True)
-    out["simulated"] = simulated(tmp)
+PARTS = ("placement", "simulated", "read_models")
+
+
+def run_all(tmp: Path, parts: tuple[str, ...] = PARTS) -> dict:
+    out: dict = {}
+    if "placement" in parts:
+        print("[control plane] placement ...", file=sys.stderr, flush=True)
+        out["placement"] = placement()
+    if "simulated" in parts:
+        print("[control plane] 200 simulated agents ...", file=sys.stderr, flush=True)
+        out["simulated"] = simulated(tmp)
+    if "read_models" in parts:
+        from bench import readmodels
+        out["read_models"] = readmodels.run(tmp)
     return out
+
+
+def main() -> None:
+    """Just the control-plane benchmarks (a minute or two): prints their table and targets;
+    writes the raw figures only with --out, and never docs/benchmarks.md."""
+    p = argparse.ArgumentParser(prog="python -m bench.controlplane", description=main.__doc__)
+    p.add_argument("--only", action="append", choices=PARTS,
+                   help="run only this part (repeatable); default: all")
+    p.add_argument("--out", type=Path, help="write the raw figures here as JSON")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="formation-bench-"))
+    try:
+        r = {"control_plane": run_all(tmp, tuple(args.only or PARTS))}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        args.out.write_text(json.dumps(r, indent=2))
+    from bench import report
+    print("\n".join(report.control_plane(r["control_plane"]) + report.targets(r)))
+
+
+if __name__ == "__main__":
+    main()

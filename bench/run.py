@@ -141,18 +141,25 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--idle", type=float, default=5.0)
     p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--only", default="", help="run only managers whose name contains this")
+    p.add_argument("--only", default="", help="run only managers whose name contains this; "
+                   "'controlplane': only the control-plane part (as python -m bench.controlplane)")
     p.add_argument("--kinds", default="sleep,python")
     p.add_argument("--skip-control-plane", action="store_true")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    p.add_argument("--out", type=Path, help="default: bench/results.json for a full run, a "
+                   "temporary file for a partial one")
+    p.add_argument("--docs", action="store_true",
+                   help="write docs/benchmarks.md even for a partial run")
     args = p.parse_args()
+    partial = bool(args.only or args.skip_control_plane or args.no_peers
+                   or args.kinds != "sleep,python")
+    control_plane_only = args.only == "controlplane"
     started = time.monotonic()
     rng = random.Random(1)
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
                      "n": args.n, "rounds": args.rounds, "processes": {}}
     tmp = Path(tempfile.mkdtemp(prefix="formation-bench-"))
     which = set() if args.no_peers else {"peers"}
-    for kind_name in args.kinds.split(","):
+    for kind_name in ([] if control_plane_only else args.kinds.split(",")):
         for token, m in enumerate(managers(Kind(kind_name, tmp, 0), args.n, tmp, which)):
             if args.only not in m.name:
                 continue
@@ -181,13 +188,21 @@ def main() -> None:
     if not args.skip_control_plane:
         from bench import controlplane
         results["control_plane"] = controlplane.run_all(tmp)
-    from bench import failover
-    results["failover"] = [failover.one_ttl(2.0, 3), failover.one_ttl(10.0, 2)]
+    if not control_plane_only:
+        from bench import failover
+        results["failover"] = [failover.one_ttl(2.0, 3), failover.one_ttl(10.0, 2)]
     results["elapsed_seconds"] = time.monotonic() - started
-    args.out.write_text(json.dumps(results, indent=2))
+    out = args.out or (tmp / "results.json" if partial else ROOT / "bench" / "results.json")
+    out.write_text(json.dumps(results, indent=2))
     from bench import report
+    if partial and not args.docs:
+        print("\n".join(report.control_plane(results.get("control_plane") or {})
+                         + report.targets(results)))
+        print(f"wrote {out} (a partial run: docs/benchmarks.md left alone; --docs writes it)",
+              file=sys.stderr)
+        return
     (ROOT / "docs" / "benchmarks.md").write_text(report.render(results))
-    print(f"wrote {args.out} and docs/benchmarks.md", file=sys.stderr)
+    print(f"wrote {out} and docs/benchmarks.md", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Health checks of one instance: tcp (connect to $PORT), http (GET a path on $PORT, 2xx/3xx),
-exec (a command, exit 0). Probes return (healthy, reason); the runner decides what follows.
+exec (a command, exit 0). Probes return (healthy, reason); the machine decides what follows.
+The exec check's process is spawned through the launcher like an instance, in a group of its
+own, and its group is killed once it exits, times out or is no longer wanted.
 
 A web type with no check gets a tcp check on its port, like Heroku's boot check.
 """
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
+from agent.launcher import Launcher
 from common.appdef import HealthCheck
 
 
@@ -18,16 +20,18 @@ def _self_connected(writer: asyncio.StreamWriter) -> bool:
     return writer.get_extra_info("sockname") == writer.get_extra_info("peername")
 
 
-async def probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str
-                ) -> tuple[bool, str]:
+async def probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str,
+                launcher: Launcher) -> tuple[bool, str]:
+    """Check once, within check.timeout."""
     try:
-        return await asyncio.wait_for(_probe(check, port, env, cwd), check.timeout or 2.0)
+        return await asyncio.wait_for(_probe(check, port, env, cwd, launcher),
+                                      check.timeout or 2.0)
     except asyncio.TimeoutError:
         return False, f"{check.type} check timed out after {check.timeout or 2.0:g}s"
 
 
-async def _probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str
-                 ) -> tuple[bool, str]:
+async def _probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str,
+                 launcher: Launcher) -> tuple[bool, str]:
     if check.type == "tcp":
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -59,18 +63,21 @@ async def _probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str
         code = status[1] if len(status) >= 2 else "no answer"
         return False, f"http check: GET {check.path or '/'} -> {code}"
     if check.type == "exec":
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", check.command, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            env={**env, "PORT": str(port)}, cwd=cwd, start_new_session=True)
-        try:
-            code = await proc.wait()
-        except asyncio.CancelledError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await proc.wait()
-            raise
-        return (code == 0), ("" if code == 0 else f"exec check exited with code {code}")
+        return await _exec(check.command, {**env, "PORT": str(port)}, cwd, launcher)
     return True, ""
+
+
+async def _exec(command: str, env: dict[str, str], cwd: str, launcher: Launcher
+                ) -> tuple[bool, str]:
+    child = await launcher.spawn(["/bin/sh", "-c", command], env, cwd, capture=False)
+    try:
+        code = await child.wait()
+    except asyncio.CancelledError:  # timed out, or the instance is gone
+        launcher.kill_group(child.pid, signal.SIGKILL)
+        await child.wait()
+        raise
+    finally:
+        launcher.kill_group(child.pid, signal.SIGKILL)  # anything it left behind
+        child.close()
+        launcher.forget_group(child.pid)
+    return (code == 0), ("" if code == 0 else f"exec check exited with code {code}")

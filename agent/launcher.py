@@ -1,6 +1,6 @@
 """The seam between the agent and the OS: spawning instance process groups and signalling them.
 
-Tests of the runner can pass a fake with the same two methods; the real one also tells the
+Tests of the runner can pass a fake with the same three methods; the real one also tells the
 guardian (agent/guardian.py) about every group, so a SIGKILLed agent leaves nothing behind.
 """
 from __future__ import annotations
@@ -25,8 +25,10 @@ class Child(Protocol):
 
 
 class Launcher(Protocol):
+    """Every process the agent starts goes through here: instances and exec health checks.
+    capture=False: no output pipe (child.stdout is None)."""
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
-                    at_most_once: bool = False) -> Child: ...
+                    at_most_once: bool = False, capture: bool = True) -> Child: ...
     def kill_group(self, pgid: int, sig: int) -> None: ...
     def forget_group(self, pgid: int) -> None: ...
 
@@ -111,11 +113,12 @@ class OsLauncher:
             self.guardian.wait()
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
-                    at_most_once: bool = False) -> Child:
+                    at_most_once: bool = False, capture: bool = True) -> Child:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
             lambda: _LeaderProtocol(loop), *argv, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if capture else subprocess.DEVNULL, env=env, cwd=cwd,
             start_new_session=True)
         child = OsChild(transport, protocol)
         self._tell(f"{'*' if at_most_once else '+'}{child.pid}")

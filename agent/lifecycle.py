@@ -1,11 +1,21 @@
 """Instance states and the restart policy. Pure: no I/O, the clock is passed in.
 
-    pending -> starting -> running <-> unhealthy
-                  ^          |            |
-                  |       (exit)   (failed checks)
-                  |          v            v
-                  `----- crashed <--------'        any state --(unassigned)--> stopping -> stopped
-                       (backoff: at once, then 0.5 s doubling to 30 s; reset after 60 s up)
+The transitions agent/machine.py makes, each arrow labelled with its event:
+
+               begin               spawned, no check;
+    pending ──────────> starting ──or first check passed──> running ──check failed──> unhealthy
+       │   (in contact,    │  ^                                │   <──check passed──     │
+       │   if at_most_once;│  │ backoff timer                  │                         │
+       │   a free port)    │  │ (at once, then 0.5 s           │                         │
+       │                   v  │  doubling to 30 s)             v                         v
+       └─no free port──> crashed <─────────────────────────────┴─────────────────────────┘
+                      spawn failed (from starting); the leader exited (the rest of its group
+                      is SIGKILLed); N failed checks in a row: SIGTERM, stop_timeout, SIGKILL.
+                      Still no free port after the backoff: crashed again, the next delay.
+
+    any state ──stop requested──> stopping ──leader exited──> stopped
+                  SIGTERM the group; SIGKILL it stop_timeout later (a fence: its own grace)
+    no process (pending, crashed, waiting for contact or a port) ──stop requested──> stopped
 """
 from __future__ import annotations
 

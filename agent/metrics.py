@@ -1,12 +1,14 @@
-"""The agent's Prometheus metrics, computed at scrape time from its runners."""
+"""The agent's Prometheus metrics, computed at scrape time from its runners (the histogram
+updated as instances start lives in agent/instruments.py)."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent import instruments  # noqa: F401 - its histogram is served beside these
 from agent.procstat import group_usage
 
 if TYPE_CHECKING:
@@ -15,13 +17,9 @@ if TYPE_CHECKING:
     from agent.supervisor import Supervisor
 
 
-START_SECONDS = Histogram(
-    "formation_agent_instance_start_seconds",
-    "Seconds from spawn to running (process started) and to healthy (first check passed).",
-    ["phase"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-
-
 class AgentCollector:
+    """Reads the runners' state at each scrape; keeps none of its own."""
+
     def __init__(self, supervisor: "Supervisor", link: "SchedulerLink", sink: "LogSink",
                  capacity: int) -> None:
         self.supervisor, self.link, self.sink, self.capacity = supervisor, link, sink, capacity

@@ -1,71 +1,131 @@
-"""One instance's runner: spawn, watch, restart with backoff, stop. One asyncio task each.
+"""One instance's runner: the asyncio shell around its state machine (agent/machine.py).
 
-The runner owns the instance's process group: it spawns it through the launcher, awaits its
-exit (never polls), and on stop sends SIGTERM to the group, waits stop_timeout, then SIGKILL.
+The runner feeds the machine what happens (spawned, exited, probe results, timers, a stop
+request) and carries out the commands it returns: spawn through the launcher, signal the
+group, arm timers, probe, report. It decides nothing itself, and never polls: the leader's
+exit comes from the child watcher, timers from the clock.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
-import signal
-import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Coroutine, Protocol
 
-from agent import metrics
+from agent import instruments
+from agent.events import (AcquirePort, AwaitContact, Begin, CancelProbe, CancelTimer, Command,
+                          Event, Exited, Finished, InContact, Note, Observe, PortAcquired,
+                          PortUnavailable, Probe, ProbeResult, ReleaseGroup, ReleasePort, Report,
+                          Signal, Spawn, Spawned, SpawnFailed, StartTimer, StopRequested, Timer,
+                          TimerFired)
 from agent.health import probe
+from agent.launcher import Child, Launcher, shell_argv
+from agent.lifecycle import InstanceState
+from agent.logs import LogSink, pump
+from agent.machine import InstanceMachine
+from agent.ports import PortPool
 from common.appdef import HealthCheck
 from common.appdef_pb import check_for
-from agent.launcher import Child, Launcher, shell_argv
-from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
-from agent.logs import LogSink, pump
-from agent.ports import PortPool
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
 DRAIN_OUTPUT = 2.0  # seconds to finish reading a dead instance's output
+
+Prober = Callable[[HealthCheck, int, dict[str, str], str, Launcher],
+                  Awaitable[tuple[bool, str]]]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Where the runner reads the time and arms timers; tests pass a fake one."""
+    def now(self) -> float: ...
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
+
+
+class LoopClock:
+    """The event loop's monotonic clock and timers."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class InstanceRunner:
     """Runs one assignment until told to stop."""
 
     def __init__(self, spec: pb.Assignment, ports: PortPool, launcher: Launcher, sink: LogSink,
-                 report: Callable[["InstanceRunner"], None], workdir: str,
+                 report: Callable[[pb.InstanceStatus], None], workdir: str,
                  base_env: dict[str, str],
-                 wait_contact: Callable[[], Awaitable[None]] | None = None) -> None:
+                 wait_contact: Callable[[], Awaitable[None]] | None = None,
+                 clock: Clock | None = None, prober: Prober = probe) -> None:
         self.spec = spec
         self.ports = ports
-        self.port = 0  # taken from the pool before the first start, given back once stopped
         self.launcher = launcher
         self.sink = sink
         self.report = report
         self.workdir = workdir
         self.base_env = base_env
         self.wait_contact = wait_contact
-        self.state = InstanceState.PENDING
-        self.pid = 0
-        self.restarts = 0
-        self.reason = ""
-        self.health_failures = 0  # failed checks over the instance's life here (a counter)
-        self.exits = 0
-        self.policy = RestartPolicy()
-        self._unhealthy = ""  # why the health monitor ended the current process
+        self.clock = clock or LoopClock()
+        self.prober = prober
+        self.check = check_for(spec)
+        self.machine = InstanceMachine(spec.id, spec.stop_timeout, self.check,
+                                       spec.at_most_once)
         self.child: Child | None = None
-        self._stop = asyncio.Event()
-        self.task: asyncio.Task | None = None
+        self._pump: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
+        self._timers: dict[Timer, Cancellable] = {}
+        self._tasks: set[asyncio.Task] = set()      # cancelled once stopped
+        self._releases: set[asyncio.Task] = set()   # dead groups' output, drained before stop
+        self._events: collections.deque[Event] = collections.deque()
+        self._feeding = False
+        self._finished = asyncio.Event()
+
+    # ---- what others read -----------------------------------------------------------------
 
     @property
     def key(self) -> tuple[str, str]:
         return self.spec.app, self.spec.id
 
-    def status(self) -> pb.InstanceStatus:
-        return pb.InstanceStatus(app=self.spec.app, id=self.spec.id, release=self.spec.release,
-                                 state=self.state, pid=self.pid, port=self.port,
-                                 restarts=self.restarts, reason=self.reason)
+    @property
+    def state(self) -> InstanceState:
+        return self.machine.state
 
-    def _set(self, state: InstanceState, reason: str = "") -> None:
-        self.state, self.reason = state, reason
-        self.report(self)
+    @property
+    def reason(self) -> str:
+        return self.machine.reason
+
+    @property
+    def pid(self) -> int:
+        return self.machine.pid
+
+    @property
+    def port(self) -> int:
+        return self.machine.port
+
+    @property
+    def restarts(self) -> int:
+        return self.machine.restarts
+
+    @property
+    def exits(self) -> int:
+        return self.machine.exits
+
+    @property
+    def health_failures(self) -> int:
+        return self.machine.health_failures
+
+    def status(self) -> pb.InstanceStatus:
+        m = self.machine
+        return pb.InstanceStatus(app=self.spec.app, id=self.spec.id, release=self.spec.release,
+                                 state=m.state, pid=m.pid, port=m.port, restarts=m.restarts,
+                                 reason=m.reason)
 
     def env(self) -> dict[str, str]:
         env = dict(self.base_env)
@@ -75,145 +135,154 @@ class InstanceRunner:
                    FORMATION_TYPE=self.spec.type)
         return env
 
+    # ---- life -------------------------------------------------------------------------------
+
     def start(self, after: asyncio.Task | None = None) -> None:
-        self.task = asyncio.create_task(self._run(after), name=f"runner {self.spec.id}")
-
-    async def _run(self, after: asyncio.Task | None) -> None:
-        if after is not None:  # the previous runner of this instance must be gone first
-            await asyncio.shield(after)
-        while not self._stop.is_set():
-            if self.spec.at_most_once and self.wait_contact is not None:
-                # Never (re)start one while out of touch: it may run elsewhere by now.
-                await self._until_stop_or(self.wait_contact())
-                if self._stop.is_set():
-                    break
-            if not self.port:
-                try:
-                    self.port = self.ports.acquire()
-                except RuntimeError as e:  # retried with backoff: another may stop meanwhile
-                    delay = self.policy.exited(time.monotonic())
-                    log.warning("cannot start %s: %s; retrying in %.1fs", self.spec.id, e, delay)
-                    self._set(InstanceState.CRASHED, str(e))
-                    await self._backoff(delay)
-                    continue
-            self._set(InstanceState.STARTING)
-            try:
-                child = await self.launcher.spawn(shell_argv(self.spec.command), self.env(),
-                                                  self.workdir, self.spec.at_most_once)
-            except OSError as e:
-                delay = self.policy.exited(time.monotonic())
-                self._set(InstanceState.CRASHED, f"could not start: {e}")
-                await self._backoff(delay)
-                continue
-            self.child, self.pid = child, child.pid
-            if self._stop.is_set():  # stopped while it was being spawned: it never should run
-                self.launcher.kill_group(child.pid, signal.SIGKILL)
-            spawned = time.monotonic()
-            self.policy.started(spawned)
-            pumping = None if child.stdout is None else asyncio.create_task(
-                pump(child.stdout, self.spec.app, self.spec.id, self.sink))
-            check = check_for(self.spec)
-            monitor = None
-            self._unhealthy = ""
-            metrics.START_SECONDS.labels("running").observe(time.monotonic() - spawned)
-            if check is None:
-                self._set(InstanceState.RUNNING)
-            else:
-                self.reason = "waiting for its first health check"
-                self.report(self)
-                monitor = asyncio.create_task(self._watch_health(child, check, spawned))
-            code = await child.wait()
-            self.exits += 1
-            if monitor is not None:
-                monitor.cancel()
-            # The leader is gone; anything it left in its group goes too.
-            self.launcher.kill_group(child.pid, signal.SIGKILL)
-            if pumping is not None:
-                try:
-                    await asyncio.wait_for(pumping, DRAIN_OUTPUT)
-                except asyncio.TimeoutError:
-                    pass
-            child.close()
-            self.launcher.forget_group(child.pid)
-            self.child = None
-            if self._stop.is_set():
-                break
-            self.restarts += 1
-            delay = self.policy.exited(time.monotonic())
-            what = self._unhealthy or describe_exit(code)
-            log.info("%s %s; restarting %s", self.spec.id, what,
-                     "now" if delay == 0 else f"in {delay:.1f}s")
-            self._set(InstanceState.CRASHED, what)
-            await self._backoff(delay)
-        self.pid = 0
-        if self.port:
-            self.ports.release(self.port)
-        self._set(InstanceState.STOPPED)
-
-    async def _watch_health(self, child: Child, check: HealthCheck, spawned: float) -> None:
-        """Probe until the process ends: starting -> running on the first success (probing
-        quickly until then); running <-> unhealthy; `failures` in a row past the grace period
-        restart it (SIGTERM, stop_timeout, SIGKILL)."""
-        healthy_once, failures, delay = False, 0, 0.02
-        while True:
-            await asyncio.sleep(delay)
-            delay = check.interval if healthy_once else min(delay * 2, 0.25, check.interval)
-            ok, why = await probe(check, self.port, self.env(), self.workdir)
-            if ok:
-                failures = 0
-                if not healthy_once:
-                    metrics.START_SECONDS.labels("healthy").observe(time.monotonic() - spawned)
-                healthy_once = True
-                if self.state != InstanceState.RUNNING:
-                    self._set(InstanceState.RUNNING)
-                continue
-            self.health_failures += 1
-            if not healthy_once and time.monotonic() - spawned < check.grace:
-                if why != self.reason:  # still starting: failures do not count yet
-                    self.reason = why
-                    self.report(self)
-                continue
-            failures += 1
-            if healthy_once:
-                self._set(InstanceState.UNHEALTHY, why)
-            if failures >= (check.failures or 3):
-                self._unhealthy = f"health check failed {failures} times: {why}"
-                log.warning("%s %s; restarting it", self.spec.id, self._unhealthy)
-                self.launcher.kill_group(child.pid, signal.SIGTERM)
-                await asyncio.sleep(self.spec.stop_timeout)
-                self.launcher.kill_group(child.pid, signal.SIGKILL)
-                return
-
-    async def _until_stop_or(self, awaitable: Awaitable[None]) -> None:
-        waiting = asyncio.ensure_future(awaitable)
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        stopping.cancel()
-
-    async def _backoff(self, delay: float) -> None:
-        if delay > 0:
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+        """Start once `after` (the stop of this instance's previous copy) is done."""
+        if after is None or after.done():
+            self.feed(Begin())
+        else:
+            self._background(self._begin_after(after), "begin")
 
     async def stop(self, timeout: float | None = None) -> None:
-        """SIGTERM the group, wait stop_timeout (or timeout), then SIGKILL; return once it has
-        exited."""
-        self._stop.set()
-        child = self.child
-        grace = self.spec.stop_timeout if timeout is None else timeout
-        if child is not None:
-            self._set(InstanceState.STOPPING)
-            self.launcher.kill_group(child.pid, signal.SIGTERM)
+        """Stop for good (SIGTERM, stop_timeout or timeout, SIGKILL); return once the process
+        is gone and its output read."""
+        self.feed(StopRequested(timeout))
+        await self._finished.wait()
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+
+    def feed(self, event: Event) -> None:
+        """Hand the machine an event and carry out its commands. Events that commands cause
+        meanwhile wait their turn, so the machine sees one event at a time."""
+        self._events.append(event)
+        if self._feeding:
+            return
+        self._feeding = True
+        try:
+            while self._events:
+                for command in self.machine.handle(self._events.popleft(), self.clock.now()):
+                    self._do(command)
+        finally:
+            self._feeding = False
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    def _do(self, command: Command) -> None:
+        match command:
+            case Report(state=state, reason=reason, pid=pid, port=port, restarts=restarts):
+                self.report(pb.InstanceStatus(
+                    app=self.spec.app, id=self.spec.id, release=self.spec.release, state=state,
+                    pid=pid, port=port, restarts=restarts, reason=reason))
+            case Spawn():
+                self._background(self._spawn(), "spawn")
+            case Signal(pid=pid, sig=sig):
+                self.launcher.kill_group(pid, sig)
+            case ReleaseGroup(pid=pid):
+                self._release(pid)
+            case StartTimer(timer=timer, delay=delay):
+                self._cancel_timer(timer)
+                self._timers[timer] = self.clock.call_later(delay, lambda: self._fire(timer))
+            case CancelTimer(timer=timer):
+                self._cancel_timer(timer)
+            case Probe():
+                self._probe = self._background(self._run_probe(), "probe")
+            case CancelProbe():
+                if self._probe is not None:
+                    self._probe.cancel()
+            case AwaitContact():
+                if self.wait_contact is None:
+                    self.feed(InContact())
+                else:
+                    self._background(self._contact(self.wait_contact), "contact")
+            case AcquirePort():
+                try:
+                    self.feed(PortAcquired(self.ports.acquire()))
+                except RuntimeError as e:
+                    self.feed(PortUnavailable(str(e)))
+            case ReleasePort(port=port):
+                self.ports.release(port)
+            case Observe(phase=phase, seconds=seconds):
+                instruments.START_SECONDS.labels(phase).observe(seconds)
+            case Note(text=text, warning=warning):
+                log.log(logging.WARNING if warning else logging.INFO, "%s", text)
+            case Finished():
+                for timer in list(self._timers):
+                    self._cancel_timer(timer)
+                for task in self._tasks:
+                    task.cancel()
+                self._finished.set()
+
+    def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        self.feed(TimerFired(timer))
+
+    def _cancel_timer(self, timer: Timer) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _background(self, coro: Coroutine[None, None, None], what: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"{what} {self.spec.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._releases.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s of %s failed", task.get_name(), self.spec.id,
+                      exc_info=task.exception())
+
+    async def _begin_after(self, after: asyncio.Task) -> None:
+        await asyncio.wait([after])  # its outcome does not matter, only that it is over
+        self.feed(Begin())
+
+    async def _contact(self, wait_contact: Callable[[], Awaitable[None]]) -> None:
+        await wait_contact()
+        self.feed(InContact())
+
+    async def _spawn(self) -> None:
+        try:
+            child = await self.launcher.spawn(shell_argv(self.spec.command), self.env(),
+                                              self.workdir, self.spec.at_most_once)
+        except OSError as e:
+            self.feed(SpawnFailed(str(e)))
+            return
+        self.child = child
+        if child.stdout is not None:
+            self._pump = asyncio.create_task(pump(child.stdout, self.spec.app, self.spec.id,
+                                                  self.sink), name=f"output {self.spec.id}")
+        self.feed(Spawned(child.pid))
+        self.feed(Exited(await child.wait()))  # the leader itself, not the end of its output
+
+    def _release(self, pid: int) -> None:
+        child, pumping = self.child, self._pump
+        self.child = self._pump = None
+        if child is None or child.pid != pid:
+            self.launcher.forget_group(pid)
+            return
+        task = asyncio.create_task(self._drain(child, pumping), name=f"drain {self.spec.id}")
+        self._releases.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _drain(self, child: Child, pumping: asyncio.Task | None) -> None:
+        """The group was SIGKILLed, so its pipe closes; a process that left the group may
+        keep it open, hence the bound."""
+        if pumping is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self.task), grace)
+                await asyncio.wait_for(pumping, DRAIN_OUTPUT)
             except asyncio.TimeoutError:
-                log.info("%s did not stop within %.1fs; killing it", self.spec.id, grace)
-                self.launcher.kill_group(child.pid, signal.SIGKILL)
-        if self.task is not None:
-            await self.task
+                pass
+        child.close()
+        self.launcher.forget_group(child.pid)
+
+    async def _run_probe(self) -> None:
+        assert self.check is not None
+        ok, why = await self.prober(self.check, self.port, self.env(), self.workdir,
+                                    self.launcher)
+        self.feed(ProbeResult(ok, why))
 
 
 def base_environment() -> dict[str, str]:

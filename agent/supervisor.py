@@ -8,16 +8,15 @@ Applying the same list twice changes nothing.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Awaitable, Callable
 
+from agent.health import probe
 from agent.launcher import Launcher
 from agent.logs import LogSink
 from agent.ports import PortPool
-from agent.runner import InstanceRunner
+from agent.runner import Clock, InstanceRunner, Prober
 from proto import formation_pb2 as pb
 
-log = logging.getLogger("agent")
 Key = tuple[str, str]
 
 
@@ -30,13 +29,16 @@ class Supervisor:
 
     def __init__(self, launcher: Launcher, sink: LogSink, ports: PortPool, workdir: str,
                  base_env: dict[str, str],
-                 on_status: Callable[[pb.InstanceStatus], None] = lambda s: None) -> None:
+                 on_status: Callable[[pb.InstanceStatus], None] = lambda s: None,
+                 clock: Clock | None = None, prober: Prober = probe) -> None:
         self.launcher = launcher
         self.sink = sink
         self.ports = ports
         self.workdir = workdir
         self.base_env = base_env
         self.on_status = on_status
+        self.clock = clock  # None: the event loop's; tests pass a fake one
+        self.prober = prober
         self.runners: dict[Key, InstanceRunner] = {}
         self.wait_contact: Callable[[], Awaitable[None]] | None = None  # set by the link
         self.stopping: dict[Key, asyncio.Task] = {}
@@ -44,8 +46,8 @@ class Supervisor:
     def statuses(self) -> list[pb.InstanceStatus]:
         return [r.status() for r in self.runners.values()]
 
-    def _report(self, runner: InstanceRunner) -> None:
-        self.on_status(runner.status())
+    def _report(self, status: pb.InstanceStatus) -> None:
+        self.on_status(status)  # looked up now: the link sets on_status after we are made
 
     def apply(self, items: list[pb.Assignment]) -> None:
         wanted = {(a.app, a.id): a for a in items}
@@ -60,7 +62,8 @@ class Supervisor:
     def _start(self, spec: pb.Assignment) -> None:
         key = (spec.app, spec.id)
         runner = InstanceRunner(spec, self.ports, self.launcher, self.sink, self._report,
-                                self.workdir, self.base_env, self.wait_contact)
+                                self.workdir, self.base_env, self.wait_contact, self.clock,
+                                self.prober)
         self.runners[key] = runner
         runner.start(after=self.stopping.get(key))
 

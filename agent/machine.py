@@ -1,0 +1,282 @@
+"""One instance's lifecycle as a sans-I/O state machine: `handle(event, now) -> commands`.
+
+No processes, sockets, timers or clocks here: the runner (agent/runner.py) feeds events with
+the time they happened and carries out the commands (agent/events.py). The states and their
+transitions are drawn in agent/lifecycle.py; the handlers are listed in _HANDLERS below.
+
+One stop path serves scale-down, fencing and failed health checks alike (_terminate): SIGTERM
+to the group, then SIGKILL once the grace period is over, unless the leader exited first.
+Whenever the leader exits, whatever it left in its group is SIGKILLed.
+"""
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable
+
+from agent.events import (AcquirePort, AwaitContact, Begin, CancelProbe, CancelTimer, Command,
+                          Event, Exited, Finished, InContact, Note, Observe, PortAcquired,
+                          PortUnavailable, Probe, ProbeResult, ReleaseGroup, ReleasePort, Report,
+                          Signal, Spawn, Spawned, SpawnFailed, StartTimer, StopRequested, Timer,
+                          TimerFired)
+from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
+from common.appdef import HealthCheck
+
+S = InstanceState
+FIRST_PROBE = 0.02     # seconds after the spawn; then doubling up to FAST_PROBES until healthy
+FAST_PROBES = 0.25
+DEFAULT_FAILURES = 3   # failed checks in a row that restart an instance, if the check says 0
+
+
+class InstanceMachine:
+    """The decisions of one instance's runner; every field is plain data."""
+
+    def __init__(self, name: str, stop_timeout: float, check: HealthCheck | None = None,
+                 at_most_once: bool = False, policy: RestartPolicy | None = None) -> None:
+        self.name = name
+        self.stop_timeout = stop_timeout
+        self.check = check
+        self.at_most_once = at_most_once
+        self.policy = policy or RestartPolicy()
+        # What the status says.
+        self.state = S.PENDING
+        self.reason = ""
+        self.pid = 0           # the last leader's pid, until stopped
+        self.port = 0          # held from the first start until stopped
+        self.restarts = 0
+        self.exits = 0
+        self.health_failures = 0
+        # Where it is in its life.
+        self.begun = False
+        self.stopping = False       # stopped for good once the leader is gone
+        self.waiting_contact = False
+        self.waiting_port = False
+        self.spawning = False
+        self.leader = 0             # pid of the live leader, 0 when none
+        self.terminating = False    # SIGTERM sent to the live leader
+        self.timers: dict[Timer, float] = {}  # armed timers -> when they are due
+        self.spawn_asked = 0.0
+        self.spawned_at = 0.0
+        self.probing = False        # a probe is under way
+        self.probe_delay = FIRST_PROBE
+        self.healthy_once = False
+        self.failures = 0           # failed checks in a row
+        self.unhealthy = ""         # why the health checks ended the current process
+        self._out: list[Command] = []
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Take one event that happened at `now`; return what to do, in order."""
+        self._out = []
+        if self.state != S.STOPPED:
+            _HANDLERS[type(event)](self, event, now)
+        return self._out
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _emit(self, *commands: Command) -> None:
+        self._out.extend(commands)
+
+    def _to(self, state: InstanceState, reason: str = "") -> None:
+        self.state, self.reason = state, reason
+        self._emit(Report(state, reason, self.pid, self.port, self.restarts))
+
+    def _arm(self, timer: Timer, delay: float, now: float) -> None:
+        self.timers[timer] = now + delay
+        self._emit(StartTimer(timer, delay))
+
+    def _disarm(self, timer: Timer) -> None:
+        if self.timers.pop(timer, None) is not None:
+            self._emit(CancelTimer(timer))
+
+    def _drop_probe(self) -> None:
+        self._disarm(Timer.PROBE)
+        if self.probing:
+            self.probing = False
+            self._emit(CancelProbe())
+
+    # ---- starting: (contact) -> port -> spawn ---------------------------------------------
+
+    def _start(self, now: float) -> None:
+        if self.at_most_once:  # never (re)start one while out of touch: it may run elsewhere
+            self.waiting_contact = True
+            self._emit(AwaitContact())
+        else:
+            self._take_port(now)
+
+    def _take_port(self, now: float) -> None:
+        if self.port:
+            self._spawn(now)
+        else:
+            self.waiting_port = True
+            self._emit(AcquirePort())
+
+    def _spawn(self, now: float) -> None:
+        self.spawning, self.spawn_asked = True, now
+        self._to(S.STARTING)
+        self._emit(Spawn(self.port))
+
+    def _crashed(self, why: str, now: float) -> None:
+        """Not running, and not for good: start again after the policy's delay."""
+        delay = self.policy.exited(now)
+        self._emit(Note(f"{self.name} {why}; restarting "
+                        f"{'now' if delay == 0 else f'in {delay:.1f}s'}"))
+        self._to(S.CRASHED, why)
+        if delay == 0:
+            self._start(now)
+        else:
+            self._arm(Timer.BACKOFF, delay, now)
+
+    # ---- stopping ---------------------------------------------------------------------------
+
+    def _terminate(self, grace: float, now: float) -> None:
+        """The one stop path: SIGTERM the group, SIGKILL it `grace` seconds later (a second
+        request may only bring that moment forward)."""
+        if not self.terminating:
+            self.terminating = True
+            self._emit(Signal(self.leader, signal.SIGTERM))
+        due = self.timers.get(Timer.KILL)
+        if due is None or now + grace < due:
+            self._arm(Timer.KILL, grace, now)
+
+    def _stopped(self) -> None:
+        for timer in list(self.timers):
+            self._disarm(timer)
+        if self.port:
+            self._emit(ReleasePort(self.port))
+        self.pid = 0
+        self._to(S.STOPPED)
+        self._emit(Finished())
+
+    # ---- handlers, one per event ------------------------------------------------------------
+
+    def _on_begin(self, event: Begin, now: float) -> None:
+        if not self.begun and not self.stopping:
+            self.begun = True
+            self._start(now)
+
+    def _on_in_contact(self, event: InContact, now: float) -> None:
+        if self.waiting_contact:
+            self.waiting_contact = False
+            self._take_port(now)
+
+    def _on_port_acquired(self, event: PortAcquired, now: float) -> None:
+        if not self.waiting_port:  # no longer wanted
+            self._emit(ReleasePort(event.port))
+            return
+        self.waiting_port, self.port = False, event.port
+        self._spawn(now)
+
+    def _on_port_unavailable(self, event: PortUnavailable, now: float) -> None:
+        if self.waiting_port:  # another instance may stop meanwhile: retry with backoff
+            self.waiting_port = False
+            self._crashed(event.why, now)
+
+    def _on_spawned(self, event: Spawned, now: float) -> None:
+        self.spawning, self.leader, self.pid = False, event.pid, event.pid
+        self.terminating = False
+        if self.stopping:  # stopped while it was being spawned: it never should run
+            self._emit(Signal(event.pid, signal.SIGKILL))
+            return
+        self.policy.started(now)
+        self.spawned_at = now
+        self._emit(Observe("running", now - self.spawn_asked))
+        self.unhealthy, self.healthy_once, self.failures = "", False, 0
+        if self.check is None:
+            self._to(S.RUNNING)
+        else:
+            self._to(S.STARTING, "waiting for its first health check")
+            self.probe_delay = FIRST_PROBE
+            self._arm(Timer.PROBE, FIRST_PROBE, now)
+
+    def _on_spawn_failed(self, event: SpawnFailed, now: float) -> None:
+        self.spawning = False
+        if self.stopping:
+            self._stopped()
+        else:
+            self._crashed(f"could not start: {event.error}", now)
+
+    def _on_exited(self, event: Exited, now: float) -> None:
+        if not self.leader:
+            return
+        pid, self.leader, self.terminating = self.leader, 0, False
+        self.exits += 1
+        self._drop_probe()
+        self._disarm(Timer.KILL)
+        # The leader is gone; whatever it left in its group goes too (it may hold the port).
+        self._emit(Signal(pid, signal.SIGKILL), ReleaseGroup(pid))
+        if self.stopping:
+            self._stopped()
+        else:
+            self.restarts += 1
+            self._crashed(self.unhealthy or describe_exit(event.code), now)
+
+    def _on_probe_result(self, event: ProbeResult, now: float) -> None:
+        if not self.probing or self.check is None:
+            return  # a late answer about a process that is gone or going
+        self.probing = False
+        check = self.check
+        if event.ok:
+            self.failures = 0
+            if not self.healthy_once:
+                self.healthy_once = True
+                self._emit(Observe("healthy", now - self.spawned_at))
+            if self.state != S.RUNNING:
+                self._to(S.RUNNING)
+        else:
+            self.health_failures += 1
+            if not self.healthy_once and now - self.spawned_at < check.grace:
+                if event.why != self.reason:  # still starting: failures do not count yet
+                    self._to(self.state, event.why)
+            else:
+                self.failures += 1
+                if self.healthy_once and (self.state, self.reason) != (S.UNHEALTHY, event.why):
+                    self._to(S.UNHEALTHY, event.why)
+                if self.failures >= (check.failures or DEFAULT_FAILURES):
+                    self.unhealthy = f"health check failed {self.failures} times: {event.why}"
+                    self._emit(Note(f"{self.name} {self.unhealthy}; restarting it", True))
+                    self._terminate(self.stop_timeout, now)
+                    return
+        self.probe_delay = (check.interval if self.healthy_once
+                            else min(self.probe_delay * 2, FAST_PROBES, check.interval))
+        self._arm(Timer.PROBE, self.probe_delay, now)
+
+    def _on_stop_requested(self, event: StopRequested, now: float) -> None:
+        grace = self.stop_timeout if event.timeout is None else event.timeout
+        self.stopping = True
+        self.waiting_contact = self.waiting_port = False
+        self._disarm(Timer.BACKOFF)
+        self._drop_probe()
+        if self.leader:
+            if self.state != S.STOPPING:
+                self._to(S.STOPPING)
+            self._terminate(grace, now)
+        elif self.spawning:  # Spawned will kill it, SpawnFailed will end it
+            if self.state != S.STOPPING:
+                self._to(S.STOPPING)
+        else:
+            self._stopped()
+
+    def _on_timer_fired(self, event: TimerFired, now: float) -> None:
+        if self.timers.pop(event.timer, None) is None:
+            return  # cancelled meanwhile
+        if event.timer is Timer.BACKOFF:
+            self._start(now)
+        elif event.timer is Timer.PROBE:
+            self.probing = True
+            self._emit(Probe())
+        elif self.leader:  # Timer.KILL
+            self._emit(Note(f"{self.name} did not stop in time; killing it"),
+                        Signal(self.leader, signal.SIGKILL))
+
+
+_HANDLERS: dict[type, Callable[[InstanceMachine, Any, float], None]] = {
+    Begin: InstanceMachine._on_begin,
+    InContact: InstanceMachine._on_in_contact,
+    PortAcquired: InstanceMachine._on_port_acquired,
+    PortUnavailable: InstanceMachine._on_port_unavailable,
+    Spawned: InstanceMachine._on_spawned,
+    SpawnFailed: InstanceMachine._on_spawn_failed,
+    Exited: InstanceMachine._on_exited,
+    ProbeResult: InstanceMachine._on_probe_result,
+    StopRequested: InstanceMachine._on_stop_requested,
+    TimerFired: InstanceMachine._on_timer_fired,
+}

@@ -1,4 +1,4 @@
-"""ctl's one error type: a one-line message and the exit code it means (docs/architecture.md)."""
+"""ctl's one error type: a one-line message and the exit code it means (README, docs/ctl.md)."""
 from __future__ import annotations
 
 USAGE = 2    # bad usage or rejected input

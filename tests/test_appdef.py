@@ -1,10 +1,9 @@
-"""Procfile, formation.toml and env parsing (docs/architecture.md). No I/O."""
+"""Procfile, formation.toml and env parsing (README, docs/ctl.md). No I/O."""
 from __future__ import annotations
 
 import pytest
 
-from common.appdef import AppDefError, Release, parse_env_file, parse_procfile, \
-    parse_settings
+from common.appdef import AppDefError, Release, parse_env_file, parse_procfile, parse_settings
 
 
 def test_procfile_with_comments_and_blank_lines():

@@ -1,4 +1,4 @@
-"""Failure handling on a real multi-host cluster (docs/architecture.md): lost, frozen, cut-off and
+"""Failure handling on a real multi-host cluster (docs/failure-model.md): lost, frozen, cut-off and
 returning agents, at_most_once fencing, scheduler and etcd restarts, capacity, drain.
 
 The truth is read from the hosts (/proc, by network namespace), not only from the scheduler.
@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
+from common.states import InstanceState, agent_word
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import default_mode
-from common.states import InstanceState, agent_word
 
 SLEEPY = "svc: sleep 100000\nworker: sleep 100000\nclock: sleep 100000\n"
 needs_netns = pytest.mark.skipif(default_mode() != "netns",

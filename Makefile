@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test proto bench clean
+.PHONY: dev lint test proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(VENV)/bin/ctl dev examples/Procfile --agents 3 --scale web=3,worker=2
 
-test: $(STAMP)
+# ruff and mypy, configured in pyproject.toml (the generated proto/ code is left out).
+# Both always run, so one pass shows every finding; lint fails if either found any.
+lint: $(STAMP)
+	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q tests
 
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -31,4 +36,4 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. proto/formation.proto
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

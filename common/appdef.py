@@ -71,7 +71,7 @@ class Release:
         return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
 
     @staticmethod
-    def from_json(data: bytes) -> "Release":
+    def from_json(data: bytes) -> Release:
         raw = json.loads(data)
         types = {name: ProcessType(**{**t, "health": HealthCheck(**t.get("health", {}))})
                  for name, t in raw["types"].items()}

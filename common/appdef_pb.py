@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import math
 
-from common.appdef import DEFAULT_FAILURES, DEFAULT_GRACE, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, \
-    HEALTH_TYPES, AppDefError, HealthCheck, ProcessType, effective_check
+from common.appdef import (
+    DEFAULT_FAILURES,
+    DEFAULT_GRACE,
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    HEALTH_TYPES,
+    AppDefError,
+    HealthCheck,
+    ProcessType,
+    effective_check,
+)
 from common.names import check_name
 from proto import formation_pb2 as pb
 

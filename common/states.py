@@ -11,11 +11,22 @@ Where each state comes from:
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from proto import formation_pb2 as pb
 
+if TYPE_CHECKING:
+    # The generated stubs type an enum field as its own int subclass (pb.InstanceState), while
+    # protobuf takes any int; so to mypy these enums are those subclasses too, and a field can be
+    # given one without a cast. At run time they are plain IntEnums.
+    class _InstanceEnum(pb.InstanceState, enum.ReprEnum): ...
 
-class InstanceState(enum.IntEnum):
+    class _AgentEnum(pb.AgentState, enum.ReprEnum): ...
+else:
+    _InstanceEnum = _AgentEnum = enum.IntEnum
+
+
+class InstanceState(_InstanceEnum):
     UNSPECIFIED = pb.INSTANCE_STATE_UNSPECIFIED
     PENDING = pb.INSTANCE_PENDING
     STARTING = pb.INSTANCE_STARTING
@@ -32,7 +43,7 @@ class InstanceState(enum.IntEnum):
         return self.name.lower()
 
 
-class AgentState(enum.IntEnum):
+class AgentState(_AgentEnum):
     UNSPECIFIED = pb.AGENT_STATE_UNSPECIFIED
     READY = pb.AGENT_READY
     DRAINING = pb.AGENT_DRAINING

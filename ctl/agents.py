@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from common.states import agent_word
 from ctl.client import Client
 from ctl.output import emit_json, table
-from common.states import agent_word
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

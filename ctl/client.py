@@ -2,7 +2,8 @@
 gRPC failures to CtlError with the right exit code."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -61,6 +62,7 @@ class Client:
             if address is not None:
                 self._channel = grpc.insecure_channel(address)
                 self._stub = pbg.ControlStub(self._channel)
+            assert self._stub is not None
             try:
                 return method(self._stub)(request, timeout=self.timeout)
             except grpc.RpcError as e:

@@ -7,13 +7,19 @@ from __future__ import annotations
 import argparse
 import os
 
+from common.appdef import (
+    AppDefError,
+    ProcessType,
+    parse_env_file,
+    parse_env_line,
+    parse_procfile,
+    parse_settings,
+)
+from common.appdef_pb import type_to_pb
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json
 from proto import formation_pb2 as pb
-from common.appdef import AppDefError, ProcessType, parse_env_file, parse_env_line, \
-    parse_procfile, parse_settings
-from common.appdef_pb import type_to_pb
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

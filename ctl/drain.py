@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from common.names import InvalidName, check_name
+from common.states import AgentState, agent_word
 from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
 from ctl.output import emit_json
-from common.names import InvalidName, check_name
-from common.states import AgentState, agent_word
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Callable
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
 
@@ -57,7 +58,9 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ClusterError(f"{proc.args[0]} exited with code {proc.returncode}")
+            args = proc.args
+            program = os.fsdecode(args[0]) if isinstance(args, list) else str(args)
+            raise ClusterError(f"{program} exited with code {proc.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -106,7 +109,7 @@ class Launch:
                                 if out is not None else None, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env=env, start_new_session=True,
                                 preexec_fn=_die_with_parent)
-        return Part(name, proc, out if hasattr(out, "close") else None)
+        return Part(name, proc, None if isinstance(out, int) else out)
 
     def etcd(self, data_dir: str, host: str, client_port: int, peer_port: int,
              member: str = "default", cluster: str = "") -> Part:
@@ -121,7 +124,7 @@ class Launch:
         return self.start(f"etcd-{member}", argv)
 
     def scheduler(self, etcd: str, listen: str, metrics: str = "", agent_ttl: float = 10.0,
-                  prefix: str = "/formation", extra: list[str] = ()) -> Part:
+                  prefix: str = "/formation", extra: Sequence[str] = ()) -> Part:
         argv = [self.python, "-m", "scheduler", "--etcd", etcd, "--listen", listen,
                 "--agent-ttl", str(agent_ttl), "--prefix", prefix, *extra]
         if metrics:
@@ -129,7 +132,7 @@ class Launch:
         return self.start("scheduler", argv)
 
     def agent(self, name: str, scheduler: str, capacity: int, port_range: str, workdir: str,
-              listen: str, advertise: str = "", metrics: str = "", extra: list[str] = ()
+              listen: str, advertise: str = "", metrics: str = "", extra: Sequence[str] = ()
               ) -> Part:
         argv = [self.python, "-m", "agent", "--name", name, "--scheduler", scheduler,
                 "--capacity", str(capacity), "--port-range", port_range, "--workdir", workdir,

@@ -7,10 +7,10 @@ import json
 import sys
 import time
 
+from common.names import InvalidName, check_name, split_instance_id
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from proto import formation_pb2 as pb
-from common.names import InvalidName, check_name, split_instance_id
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

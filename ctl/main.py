@@ -6,10 +6,10 @@ import argparse
 import os
 import sys
 
+from common.names import InvalidName, check_name
 from ctl import agents, deploy, dev, drain, formation, logs, ps, scale
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
-from common.names import InvalidName, check_name
 
 COMMANDS = (deploy, scale, ps, formation, agents, drain, logs, dev)
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from common.states import InstanceState, instance_word
 from ctl.client import Client
 from ctl.output import emit_json, table
 from proto import formation_pb2 as pb
-from common.states import InstanceState, instance_word
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

@@ -10,13 +10,12 @@ import argparse
 import sys
 import time
 
+from common.names import InvalidName, check_count, check_name, parse_count
+from common.states import InstanceState
 from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
 from ctl.output import emit_json
 from proto import formation_pb2 as pb
-from common.names import InvalidName, check_count, check_name, parse_count
-from common.states import InstanceState
-
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

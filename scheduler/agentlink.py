@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 
+from common.names import check_name
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from common.names import check_name
 from scheduler.agents import AgentEntry, Session
 from scheduler.errors import Rejected, answer
 from scheduler.reconciler import Scheduler
@@ -30,6 +30,7 @@ class AgentLinkService(pbg.AgentLinkServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
+            return  # abort raises; this says so to mypy
         hello = first.hello
 
         async def register() -> tuple[AgentEntry, Session]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from common.states import AgentState, InstanceState
 from proto import formation_pb2 as pb

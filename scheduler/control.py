@@ -3,7 +3,8 @@ calls the scheduler's narrow API; a change is acknowledged only once it is in et
 answered from the read models (readmodels.py), kept up to date as the world changes."""
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 

@@ -1,7 +1,8 @@
 """One mapping from the scheduler's errors to gRPC status codes, for both services."""
 from __future__ import annotations
 
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 

@@ -3,7 +3,7 @@ collector), so they can never drift from what it knows. Event counters: instrume
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from typing import AbstractSet, Mapping, NamedTuple
+from typing import NamedTuple
 
 from common.names import instance_id
 
@@ -101,8 +102,8 @@ def plan(desired: Mapping[tuple[str, str], int],
          releases: Mapping[str, int],
          agents: Mapping[str, AgentView],
          assignments: Mapping[InstanceKey, Assigned],
-         at_most_once: AbstractSet[tuple[str, str]] = frozenset(),
-         blocked: AbstractSet[InstanceKey] = frozenset(),
+         at_most_once: Set[tuple[str, str]] = frozenset(),
+         blocked: Set[InstanceKey] = frozenset(),
          running_on: Mapping[InstanceKey, str] = {}) -> Plan:
     """Compute the changes that bring `assignments` to `desired` on `agents`.
 
@@ -139,11 +140,11 @@ def plan(desired: Mapping[tuple[str, str], int],
 
     # Group what needs a home by (app, type): one heap per group keeps this O(n log agents).
     for key in wanted:
-        where = assignments.get(key)
+        current = assignments.get(key)
         if key in result.handoff:
             homeless[(key.app, key.type)].append(key)
-        elif where is None or not (where.agent in agents and agents[where.agent].alive):
-            if key in blocked and where is None:
+        elif current is None or not (current.agent in agents and agents[current.agent].alive):
+            if key in blocked and current is None:
                 result.pending.append(key)
             else:
                 homeless[(key.app, key.type)].append(key)

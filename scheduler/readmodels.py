@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from common.states import AgentState
 from proto import formation_pb2 as pb

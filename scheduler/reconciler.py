@@ -9,6 +9,7 @@ the order of the writes, and the watch skips what this scheduler wrote itself (p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -117,10 +118,8 @@ class Scheduler:
             deadline = self.agents.next_deadline()
             timeout = None if deadline is None or deadline == float("inf") \
                 else max(0.0, deadline - time.monotonic())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
-            except TimeoutError:
-                pass
             self.wake.clear()
             try:
                 self.expire_agents()

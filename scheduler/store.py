@@ -14,8 +14,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aetcd
@@ -113,7 +114,7 @@ class Store:
                 self.request_seconds(op, time.monotonic() - started)
                 return result
             except (aetcd.exceptions.ConnectionFailedError,
-                    aetcd.exceptions.ConnectionTimeoutError, asyncio.TimeoutError) as e:
+                    aetcd.exceptions.ConnectionTimeoutError, TimeoutError) as e:
                 last = e
                 log.warning("etcd %s:%d failed after %.2fs: %s", *self._endpoints[self._index],
                             time.monotonic() - started, type(e).__name__)
@@ -180,7 +181,7 @@ class Store:
             raise Conflict("a key changed since it was read")
         return responses[-1][0][1].mod_revision if puts and responses[-1] else 0
 
-    async def write(self, puts: dict[bytes, bytes], deletes: list[bytes] = (),
+    async def write(self, puts: dict[bytes, bytes], deletes: Sequence[bytes] = (),
                     expected: Mapping[bytes, int] | None = None) -> dict[bytes, int]:
         """Apply puts and deletes in transactions of at most BATCH writes each, sent
         concurrently (their keys are disjoint). With `expected` (key -> mod_revision, absent
@@ -247,8 +248,9 @@ class Store:
         root = len(self.key(""))
         while True:
             try:
+                # B023: the lambda is called (and awaited) before revision changes
                 watch = await self._call("watch", lambda c: c.watch_prefix(
-                    self.key("apps", ""), start_revision=revision + 1))
+                    self.key("apps", ""), start_revision=revision + 1))  # noqa: B023
                 delay = 0.2
                 async for event in watch:
                     revision = max(revision, event.kv.mod_revision)

@@ -7,8 +7,8 @@ and each change names the instances whose rows it touched (see readmodels.py).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from common.appdef import Release
 from common.states import InstanceState
@@ -187,9 +187,9 @@ class World:
                     return inst
             return None
         inst.agent, inst.release = where.agent, where.release
-        entry = self.agents.entries.get(where.agent)
-        report = entry.reports.get(key) if entry else None
-        if entry is not None and entry.down:
+        host = self.agents.entries.get(where.agent)
+        report = host.reports.get(key) if host else None
+        if host is not None and host.down:
             inst.state, inst.reason = InstanceState.LOST, f"agent {where.agent} is down"
         elif report is None or report.release != where.release:
             inst.state = InstanceState.STARTING

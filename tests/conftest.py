@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -17,7 +17,8 @@ from tests.cluster import Cluster
 def etcd_url() -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix="formation-test-etcd-")
     port, peer = free_port(), free_port()
-    part = Launch(stdout=lambda name: open(os.path.join(tmp, "etcd.log"), "a")).etcd(
+    # SIM115: the Part returned owns the file and closes it on stop()
+    part = Launch(stdout=lambda name: open(os.path.join(tmp, "etcd.log"), "a")).etcd(  # noqa: SIM115
         os.path.join(tmp, "data"), "127.0.0.1", port, peer)
     try:
         wait_port("127.0.0.1", port, 20, part.proc)

@@ -8,9 +8,9 @@ import os
 import random
 import time
 
+from common.states import InstanceState
 from tests.cluster import wait_for
 from tests.cluster.harness import default_mode
-from common.states import InstanceState
 
 DURATION = float(os.environ.get("FTEST_CHAOS_SECONDS", "60"))
 TTL = 2.0
@@ -100,6 +100,6 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
               f"{sum(1 for line in log if line.startswith('scale'))} scales, "
               f"{sum(1 for line in log if not line.startswith('scale'))} faults")
     except BaseException:
-        print("chaos log (seed %d):\n  %s" % (seed, "\n  ".join(log)))
+        print(f"chaos log (seed {seed}):\n  " + "\n  ".join(log))
         print("last state:", state.get("last"))
         raise

@@ -8,19 +8,19 @@ import subprocess
 import sys
 import uuid
 
+from common.states import InstanceState
 from ctl.client import Client
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import ROOT
-from common.states import InstanceState
 
 
 def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
     run_id = uuid.uuid4().hex[:12]
-    out = open(tmp_path / "dev.log", "w+")
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "ctl", "dev", "examples/Procfile", "--agents", "2",
-         "--scale", "web=2,worker=1"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        env={**os.environ, "FTEST_RUN": run_id}, start_new_session=True)
+    with open(tmp_path / "dev.log", "w") as out:  # the child keeps its own copy
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "ctl", "dev", "examples/Procfile", "--agents", "2",
+             "--scale", "web=2,worker=1"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "FTEST_RUN": run_id}, start_new_session=True)
     try:
         def address():
             m = re.search(r"scheduler at (\S+)", (tmp_path / "dev.log").read_text())
@@ -51,7 +51,6 @@ def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
             dev.wait()
         for pid in procs.with_env("FTEST_RUN", run_id):
             os.kill(pid, signal.SIGKILL)
-        out.close()
 
 
 def test_ctl_dev_with_a_bad_procfile_starts_nothing(tmp_path):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from common.names import MAX_INSTANCES_PER_TYPE, split_instance_id
 from ctl.errors import USAGE, CtlError
 from ctl.scale import parse_specs, resolve
-from common.names import MAX_INSTANCES_PER_TYPE, split_instance_id
 
 
 def test_absolute_and_relative_counts():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 
+from common.states import InstanceState
 from tests.cluster import wait_for
 from tests.cluster.harness import EXAMPLES
-from common.states import InstanceState
 
 
 def app(tmp_path, procfile: str, settings: str):

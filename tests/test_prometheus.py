@@ -26,6 +26,7 @@ missing = pytest.mark.skipif(
 
 @missing
 def test_promtool_accepts_the_shipped_config_and_rules():
+    assert PROMTOOL is not None, "promtool is not installed"
     for args in (["check", "config", "prometheus.yml"], ["check", "rules", "rules.yml"]):
         result = subprocess.run([PROMTOOL, *args], cwd=DEPLOY, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -50,9 +51,11 @@ def value(base: str, query: str) -> dict[str, float]:
 @missing
 def test_prometheus_discovers_agents_and_instances_and_tracks_the_formation(make_cluster,
                                                                             tmp_path):
+    assert PROMETHEUS is not None and PROMTOOL is not None, "prometheus is not installed"
     c = make_cluster(agents=2)
     sched = c.metrics["scheduler"]
-    config = open(os.path.join(DEPLOY, "prometheus.yml")).read()
+    with open(os.path.join(DEPLOY, "prometheus.yml")) as f:
+        config = f.read()
     config = config.replace("formation-scheduler:9100", sched) \
         .replace("scrape_interval: 15s", "scrape_interval: 1s") \
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s") \
@@ -64,7 +67,8 @@ def test_prometheus_discovers_agents_and_instances_and_tracks_the_formation(make
     assert check.returncode == 0, check.stdout + check.stderr
 
     port = free_port()
-    prom = Launch(stdout=lambda name: open(tmp_path / "prometheus.log", "a")).start(
+    # SIM115: the Part returned owns the file and closes it on stop()
+    prom = Launch(stdout=lambda name: open(tmp_path / "prometheus.log", "a")).start(  # noqa: SIM115
         "prometheus", [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
                        f"--storage.tsdb.path={tmp_path / 'data'}",
                        f"--web.listen-address=127.0.0.1:{port}"])

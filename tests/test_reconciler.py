@@ -72,7 +72,7 @@ def brute_running(s: Scheduler) -> Counter:
     return out
 
 
-def brute_rows(s: Scheduler, app: str = "") -> list[pb.Instance]:
+def brute_rows(s: Scheduler, app: str = "") -> list[pb.Instance | None]:
     keys = {*s.world.assignments, *s.world.pending}
     for e in s.agents.entries.values():
         keys.update(e.reports)
@@ -139,8 +139,8 @@ async def apply(s: Scheduler, op: tuple) -> None:
         s.expire_agents()
     elif kind == "heartbeat" and args[0] in entries:
         s.agent_heartbeat(args[0])
-    elif kind == "gone" and args[0] in entries and entries[args[0]].session is not None:
-        s.agent_gone(entries[args[0]], entries[args[0]].session)
+    elif kind == "gone" and args[0] in entries and (session := entries[args[0]].session) is not None:
+        s.agent_gone(entries[args[0]], session)
     elif kind == "drain" and args[0] in entries:
         await s.drain(args[0], undo=args[1])
     elif kind == "reconcile":

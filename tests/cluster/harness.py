@@ -12,9 +12,10 @@ every instance and every child of one: teardown finds them in /proc and reports 
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import random
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -22,13 +23,14 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from common.states import InstanceState
 from ctl.client import Client
 from ctl.localcluster import Launch, Part, free_port, wait_port
 from tests.cluster import procs
 from tests.cluster.network import Host, Network, namespaces_possible
-from common.states import InstanceState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -70,7 +72,7 @@ class Cluster:
 
     def __init__(self, agents: int = 2, capacity: int = 20, agent_ttl: float = 10.0,
                  etcd: str | None = None, workdir: str = EXAMPLES, mode: str = "local",
-                 etcd_members: int = 1, scheduler_args: list[str] = (),
+                 etcd_members: int = 1, scheduler_args: Sequence[str] = (),
                  spare_hosts: int = 0) -> None:
         if mode == "auto":
             mode = default_mode()
@@ -102,7 +104,7 @@ class Cluster:
 
     # ---- life -----------------------------------------------------------------
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self.start()
         except BaseException:
@@ -225,10 +227,8 @@ class Cluster:
                 self.parts.pop(name).stop()
         leaked = procs.with_env("FTEST_RUN", self.run_id)
         for pid in leaked:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.network.destroy()
         left = self.network.leftovers() if self.mode == "netns" else []
         if os.environ.get("FTEST_KEEP_LOGS") is None:

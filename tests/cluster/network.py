@@ -12,6 +12,7 @@ Where namespaces cannot be made (not root, no `ip`), hosts are loopback addresse
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import random
@@ -50,17 +51,15 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     nets = []
     for word in out.split():
         if "/" in word:
-            try:
-                nets.append(ipaddress.ip_network(word, strict=False))
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                nets.append(ipaddress.IPv4Network(word, strict=False))
     return nets
 
 
 def pick_subnet() -> ipaddress.IPv4Network:
     used = _used_networks()
     for _ in range(200):
-        net = ipaddress.ip_network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
+        net = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
         if not any(net.overlaps(u) for u in used):
             return net
     raise NetworkError("no free 10.x /24 for the test network")

@@ -153,25 +153,41 @@ def simulated_cluster(tmp: Path, agents: int, instances: int, types: int = 10):
     return d, Cluster(agents=0, mode="local", workdir=str(d))
 
 
+def tails(c: Cluster, lines: int = 15) -> None:
+    """The end of the scheduler's and the simulated agents' logs, for a set-up that failed
+    (the cluster's directory goes with it)."""
+    for name in ("scheduler", "simulated"):
+        path = Path(c.tmp) / f"{name}.log"
+        if path.exists():
+            print(f"--- {path}, last {lines} lines:",
+                  *path.read_text(errors="replace").splitlines()[-lines:], sep="\n",
+                  file=sys.stderr)
+
+
 def run(tmp: Path, agents: int = 100, instances: int = 10_000, types: int = 10,
         clients_: int = 8, duration: float = 5.0, scales: int = 30, gap: float = 0.4) -> dict:
     def say(what: str) -> None:
         print(f"[control plane] read models: {what} ...", file=sys.stderr, flush=True)
 
     d, cluster = simulated_cluster(tmp, agents, instances, types)
+    total = instances + 1
     with cluster as c:
-        sim = c.launch(CONTROL).start("simulated", [
-            sys.executable, "-m", "agent", "--name", "sim", "--simulate", str(agents),
-            "--scheduler", c.listen, "--capacity", str(instances // agents * 2),
-            "--advertise", "127.0.0.1"])
-        c.parts["agent-simulated"] = sim
-        wait_for(lambda: sum(a.connected for a in c.client.agents()) == agents, 60,
-                 what="simulated agents")
-        c.ctl("deploy", str(d / "Procfile"))
-        c.client.scale(APP, {**{f"t{i}": instances // types for i in range(types)}, SMALL: 1})
-        total = instances + 1
-        wait_for(lambda: sum(t.running for t in c.client.formation(APP).types) == total, 120,
-                 interval=0.1, what=f"{total} simulated instances running")
+        try:
+            sim = c.launch(CONTROL).start("simulated", [
+                sys.executable, "-m", "agent", "--name", "sim", "--simulate", str(agents),
+                "--scheduler", c.listen, "--capacity", str(instances // agents * 2),
+                "--advertise", "127.0.0.1"])
+            c.parts["agent-simulated"] = sim
+            wait_for(lambda: sum(a.connected for a in c.client.agents()) == agents, 60,
+                     what="simulated agents")
+            c.ctl("deploy", str(d / "Procfile"))
+            c.client.scale(APP, {**{f"t{i}": instances // types for i in range(types)},
+                                 SMALL: 1})
+            wait_for(lambda: sum(t.running for t in c.client.formation(APP).types) == total,
+                     120, interval=0.1, what=f"{total} simulated instances running")
+        except Exception:
+            tails(c)
+            raise
         out: dict = {"agents": agents, "instances": total, "load_before": os.getloadavg()}
         sched = c.parts["scheduler"].pid
 

@@ -2,10 +2,13 @@
 with no free port. Each starts a real cluster (etcd, scheduler, agent) and checks /proc."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
+import time
 
+from agent.launcher import OsLauncher
 from common.states import InstanceState
 from ctl.localcluster import free_port
 from tests.cluster import procs, wait_for
@@ -23,6 +26,22 @@ def listening(port: int) -> bool:
             return s.getsockname() != s.getpeername()  # a self-connect is no server
     except OSError:
         return False
+
+
+async def test_the_launcher_sees_a_leader_exit_while_a_grandchild_holds_its_output():
+    launcher = OsLauncher()  # no guardian: this test kills its own group
+    child = await launcher.spawn(["/bin/sh", "-c", "sleep 100000; true"], dict(os.environ), "/")
+    try:
+        deadline = time.monotonic() + 5
+        while not (others := [p for p in procs.group_members(child.pid) if p != child.pid]):
+            assert time.monotonic() < deadline, "sleep never started"
+            await asyncio.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(child.wait(), 5) == -signal.SIGKILL
+        assert all(procs.alive(p) for p in others)  # and they still hold the pipe
+    finally:
+        launcher.kill_group(child.pid, signal.SIGKILL)
+        child.close()
 
 
 def test_a_dead_leader_is_noticed_its_group_killed_and_the_instance_restarted(

@@ -1,10 +1,16 @@
-"""The runner and supervisor against a fake launcher: scripted exits, spawn errors, signals.
-No processes, no network."""
+"""The runner and supervisor against a fake launcher and a fake clock: scripted exits, spawn
+errors, signals, exec checks, all on one timeline of fake seconds. No processes, no network.
+
+Timings are checked on the fake clock (exact restart delays, SIGKILL exactly stop_timeout after
+SIGTERM) and order on the launcher's timeline (a new copy never spawned before the old one
+exited). settle() only lets the event loop run what is ready; time moves by advance() alone."""
 from __future__ import annotations
 
 import asyncio
 import io
 import signal
+
+import pytest
 
 from agent.launcher import shell_argv
 from agent.lifecycle import InstanceState
@@ -14,11 +20,58 @@ from agent.supervisor import Supervisor
 from proto import formation_pb2 as pb
 
 
+async def settle() -> None:
+    """Let every task that can run, run (no time passes)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+class FakeTimer:
+    def __init__(self, when: float, callback) -> None:
+        self.when, self.callback, self.cancelled = when, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """Time stands still until advance() moves it, firing timers in order on the way."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.timers: list[FakeTimer] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def call_later(self, delay: float, callback) -> FakeTimer:
+        timer = FakeTimer(self.t + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    async def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        await settle()
+        while due := [t for t in self.timers if not t.cancelled and t.when <= target + 1e-9]:
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            self.t = max(self.t, timer.when)
+            timer.callback()
+            await settle()
+        self.t = target
+
+
 class FakeChild:
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, launcher: "FakeLauncher") -> None:
         self.pid = pid
         self.stdout = None
+        self.launcher = launcher
         self.exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def finish(self, code: int) -> None:
+        if not self.exit.done():
+            self.launcher.timeline.append((self.launcher.clock.t, "exit", self.pid, code))
+            self.exit.set_result(code)
 
     async def wait(self) -> int:
         return await asyncio.shield(self.exit)
@@ -28,117 +81,249 @@ class FakeChild:
 
 
 class FakeLauncher:
-    """Spawns FakeChild objects; SIGTERM ends one unless it is stubborn; SIGKILL always does."""
+    """Spawns FakeChild objects; SIGTERM ends one unless it is stubborn; SIGKILL always does.
+    Exec checks (capture=False) exit at once with the next of check_codes (0 when none)."""
 
-    def __init__(self, fail_spawns: int = 0, stubborn: bool = False) -> None:
+    def __init__(self, clock: FakeClock, fail_spawns: int = 0, stubborn: bool = False) -> None:
+        self.clock = clock
         self.children: list[FakeChild] = []
-        self.signals: list[tuple[int, int]] = []
+        self.checks: list[list[str]] = []
+        self.check_codes: list[int] = []
+        self.timeline: list[tuple] = []  # (time, "spawn" | "exit" | "signal", pid, ...)
         self.fail_spawns = fail_spawns
         self.stubborn = stubborn
+        self.forgotten: list[int] = []
 
-    async def spawn(self, argv, env, cwd, at_most_once=False):
+    async def spawn(self, argv, env, cwd, at_most_once=False, capture=True):
+        if not capture:
+            self.checks.append(argv)
+            check = FakeChild(9000 + len(self.checks), self)
+            check.exit.set_result(self.check_codes.pop(0) if self.check_codes else 0)
+            return check
         if self.fail_spawns:
             self.fail_spawns -= 1
             raise OSError(11, "Resource temporarily unavailable")
-        child = FakeChild(1000 + len(self.children))
+        child = FakeChild(1000 + len(self.children), self)
         self.children.append(child)
+        self.timeline.append((self.clock.t, "spawn", child.pid, env["PORT"]))
         return child
 
     def kill_group(self, pgid: int, sig: int) -> None:
-        self.signals.append((pgid, sig))
+        if pgid >= 9000:
+            return  # an exec check's group
+        self.timeline.append((self.clock.t, "signal", pgid, sig))
         for c in self.children:
-            if c.pid == pgid and not c.exit.done() and (sig == signal.SIGKILL or not self.stubborn):
-                c.exit.set_result(-sig)
+            if c.pid == pgid and (sig == signal.SIGKILL or not self.stubborn):
+                c.finish(-sig)
 
     def forget_group(self, pgid: int) -> None:
-        pass
+        self.forgotten.append(pgid)
+
+    def times(self, kind: str) -> list[float]:
+        return [e[0] for e in self.timeline if e[1] == kind]
+
+    def signals(self) -> list[tuple[float, int, int]]:
+        return [(t, pid, sig) for t, kind, pid, sig in
+                (e[:4] for e in self.timeline if e[1] == "signal")]
 
 
-def spec(iid: str = "worker.1", release: int = 1, stop_timeout: float = 0.2) -> pb.Assignment:
+def spec(iid: str = "worker.1", release: int = 1, stop_timeout: float = 0.2,
+         **kw) -> pb.Assignment:
     return pb.Assignment(app="app", id=iid, type=iid.split(".")[0], release=release,
-                         command="sleep 1", stop_timeout=stop_timeout)
+                         command="sleep 1", stop_timeout=stop_timeout, **kw)
 
 
-def make(launcher: FakeLauncher) -> tuple[Supervisor, list[pb.InstanceStatus]]:
+def make(launcher: FakeLauncher, ports: range = range(7000, 7010), probe=lambda p: True
+         ) -> tuple[Supervisor, list[pb.InstanceStatus]]:
     seen: list[pb.InstanceStatus] = []
-    sup = Supervisor(launcher, LogSink(io.BytesIO()), PortPool(range(7000, 7010),
-                     probe=lambda p: True), "/", {}, seen.append)
+    sup = Supervisor(launcher, LogSink(io.BytesIO()), PortPool(ports, probe=probe), "/", {},
+                     seen.append, clock=launcher.clock)
     return sup, seen
 
 
-async def until(condition, timeout: float = 5.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout)
+async def stop_all(sup: Supervisor, clock: FakeClock) -> None:
+    stopping = asyncio.create_task(sup.stop_all())
+    while not stopping.done():
+        await clock.advance(1)
+    await stopping
 
 
-async def test_crash_is_restarted_at_once_then_with_backoff():
-    launcher = FakeLauncher()
+async def test_restart_delays_are_0_then_half_a_second_doubling_to_30_reset_after_60s_up():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
     sup, seen = make(launcher)
     sup.apply([spec()])
-    await until(lambda: len(launcher.children) == 1)
-    launcher.children[0].exit.set_result(1)
-    await until(lambda: len(launcher.children) == 2)  # first restart: at once
+    await settle()
+    assert launcher.times("spawn") == [0]
+    expected = [0, 0.5, 1, 2, 4, 8, 16, 30, 30]
+    for delay in expected:
+        await clock.advance(1)  # up for a second, then it crashes
+        launcher.children[-1].finish(1)
+        await clock.advance(delay)
+    await clock.advance(60)  # up a minute: the next restart is at once again
+    launcher.children[-1].finish(1)
+    await settle()
+    spawns, exits = launcher.times("spawn"), launcher.times("exit")
+    assert [s - e for s, e in zip(spawns[1:], exits)] == pytest.approx(expected + [0])
     runner = sup.runners[("app", "worker.1")]
-    assert runner.restarts == 1 and runner.state == InstanceState.RUNNING
-    assert any(s.state == InstanceState.CRASHED and s.reason == "exited with code 1" for s in seen)
-    launcher.children[1].exit.set_result(-9)
-    await until(lambda: runner.state == InstanceState.CRASHED)
-    assert runner.reason == "killed by SIGKILL" and len(launcher.children) == 2  # backing off
-    await until(lambda: len(launcher.children) == 3)  # after 0.5 s
-    await sup.stop_all()
+    assert runner.restarts == 10 and runner.state == InstanceState.RUNNING
+    assert any(s.state == InstanceState.CRASHED and s.reason == "exited with code 1"
+               for s in seen)
+    await stop_all(sup, clock)
+
+
+async def test_leader_exit_sigkills_the_rest_of_its_group_before_the_restart():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
+    sup, seen = make(launcher)
+    sup.apply([spec()])
+    await settle()
+    first = launcher.children[0]
+    first.finish(-9)  # the shell leader died; its children may live on in the group
+    await settle()
+    kinds = [e[1:] for e in launcher.timeline]
+    assert kinds[:4] == [("spawn", first.pid, "7000"), ("exit", first.pid, -9),
+                         ("signal", first.pid, signal.SIGKILL), ("spawn", 1001, "7000")]
+    assert first.pid in launcher.forgotten
+    assert [s.reason for s in seen if s.state == InstanceState.CRASHED] == ["killed by SIGKILL"]
+    await stop_all(sup, clock)
 
 
 async def test_spawn_failure_is_reported_and_retried():
-    launcher = FakeLauncher(fail_spawns=1)
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, fail_spawns=2)
     sup, seen = make(launcher)
     sup.apply([spec()])
-    await until(lambda: len(launcher.children) == 1)
+    await clock.advance(0.49)
+    assert not launcher.children  # failed at once, then at once again: now 0.5 s of backoff
+    await clock.advance(0.01)
+    assert launcher.times("spawn") == [0.5]
     assert any(s.state == InstanceState.CRASHED and "could not start" in s.reason for s in seen)
-    await sup.stop_all()
+    await stop_all(sup, clock)
 
 
 async def test_no_free_port_is_reported_and_retried_with_backoff_until_one_frees():
-    launcher = FakeLauncher()
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
     free = [False]
-    seen: list[pb.InstanceStatus] = []
-    sup = Supervisor(launcher, LogSink(io.BytesIO()), PortPool(range(7000, 7001),
-                     probe=lambda p: free[0]), "/", {}, seen.append)
+    sup, seen = make(launcher, range(7000, 7001), probe=lambda p: free[0])
     sup.apply([spec()])
-    await until(lambda: any(s.reason == "no free port in 7000-7000" for s in seen))
+    await clock.advance(10)
     assert seen[-1].state == InstanceState.CRASHED and not launcher.children
+    assert seen[-1].reason == "no free port in 7000-7000"
+    tries = sum(1 for s in seen if s.reason == "no free port in 7000-7000")
+    assert tries == 6  # at 0, 0 (at once), 0.5, 1.5, 3.5, 7.5; the next at 7.5 + 8 = 15.5
     free[0] = True  # another process let go of it
-    await until(lambda: len(launcher.children) == 1)
+    await clock.advance(5.49)
+    assert not launcher.children
+    await clock.advance(0.01)
+    assert launcher.times("spawn") == [15.5]
     assert sup.runners[("app", "worker.1")].status().port == 7000
-    await sup.stop_all()
+    await stop_all(sup, clock)
 
 
-async def test_stop_sends_sigterm_then_sigkill_after_stop_timeout():
-    launcher = FakeLauncher(stubborn=True)
+async def test_stop_sends_sigterm_then_sigkill_exactly_stop_timeout_later():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
     sup, seen = make(launcher)
-    sup.apply([spec(stop_timeout=0.1)])
-    await until(lambda: launcher.children)
+    sup.apply([spec(stop_timeout=3)])
+    await clock.advance(1)
     sup.apply([])
-    await until(lambda: not sup.stopping)
+    await clock.advance(2.999)
     pid = launcher.children[0].pid
-    assert launcher.signals[:2] == [(pid, signal.SIGTERM), (pid, signal.SIGKILL)]
-    assert seen[-1].state == InstanceState.STOPPED and not sup.runners
+    assert launcher.signals() == [(1, pid, signal.SIGTERM)]
+    assert seen[-1].state == InstanceState.STOPPING
+    await clock.advance(0.001)
+    assert launcher.signals()[1] == (4, pid, signal.SIGKILL)
+    await settle()
+    assert not sup.stopping and not sup.runners
+    assert seen[-1].state == InstanceState.STOPPED
+    assert sup.ports.used == set()
 
 
-async def test_same_list_twice_changes_nothing_and_new_release_replaces():
-    launcher = FakeLauncher()
+async def test_a_sigterm_that_works_needs_no_sigkill_but_the_group_is_still_cleared():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
+    sup, seen = make(launcher)
+    sup.apply([spec(stop_timeout=3)])
+    await settle()
+    sup.apply([])
+    await clock.advance(10)
+    pid = launcher.children[0].pid
+    assert launcher.signals() == [(0, pid, signal.SIGTERM), (0, pid, signal.SIGKILL)]
+    assert seen[-1].state == InstanceState.STOPPED and not sup.stopping
+
+
+async def test_a_replaced_instance_is_stopped_before_its_new_copy_is_spawned():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
     sup, _ = make(launcher)
-    sup.apply([spec()])
-    await until(lambda: launcher.children)
-    sup.apply([spec()])
-    await asyncio.sleep(0.05)
-    assert len(launcher.children) == 1 and not launcher.signals
-    sup.apply([spec(release=2)])
-    await until(lambda: len(launcher.children) == 2)
-    assert launcher.children[0].exit.done()  # the old one was stopped before the new started
+    sup.apply([spec(stop_timeout=5)])
+    await clock.advance(1)
+    sup.apply([spec(stop_timeout=5)])  # the same list twice changes nothing
+    await clock.advance(1)
+    assert len(launcher.children) == 1 and not launcher.signals()
+    sup.apply([spec(release=2, stop_timeout=5)])
+    await clock.advance(4.999)
+    assert len(launcher.children) == 1  # the old one ignores SIGTERM, and still runs
+    await clock.advance(0.001)
+    old, new = launcher.children
+    events = [e[1:3] for e in launcher.timeline]
+    assert events.index(("exit", old.pid)) < events.index(("spawn", new.pid))
+    assert launcher.times("spawn") == [0, 7]
     assert sup.runners[("app", "worker.1")].spec.release == 2
-    await sup.stop_all()
+    await stop_all(sup, clock)
+
+
+async def test_a_fence_stops_at_most_once_instances_within_its_grace():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
+    sup, _ = make(launcher)
+    sup.apply([spec("clock.1", stop_timeout=10, at_most_once=True), spec("web.1")])
+    await settle()
+    assert sup.fence(grace=2) == ["clock.1"]
+    await clock.advance(2)
+    fenced = launcher.children[0].pid
+    assert launcher.signals()[:2] == [(0, fenced, signal.SIGTERM), (2, fenced, signal.SIGKILL)]
+    await stop_all(sup, clock)
+
+
+async def test_at_most_once_starts_only_in_contact():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
+    sup, _ = make(launcher)
+    contact = asyncio.Event()
+    sup.wait_contact = contact.wait
+    sup.apply([spec(at_most_once=True)])
+    await clock.advance(5)
+    assert not launcher.children
+    contact.set()
+    await settle()
+    assert launcher.times("spawn") == [5]
+    await stop_all(sup, clock)
+
+
+async def test_exec_checks_run_through_the_launcher_and_restart_after_failures():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
+    sup, seen = make(launcher)
+    health = pb.HealthCheck(type="exec", command="test -e ok", interval=1, grace=0, failures=2)
+    sup.apply([spec(stop_timeout=3, health=health)])
+    await clock.advance(0.02)
+    assert launcher.checks == [["/bin/sh", "-c", "test -e ok"]]
+    assert seen[-1].state == InstanceState.RUNNING
+    launcher.check_codes = [1, 1]
+    await clock.advance(1)
+    assert seen[-1].state == InstanceState.UNHEALTHY
+    assert seen[-1].reason == "exec check exited with code 1"
+    await clock.advance(1)  # the second failure in a row: SIGTERM, then SIGKILL 3 s later
+    pid = launcher.children[0].pid
+    await clock.advance(3)
+    assert launcher.signals()[:2] == [(2.02, pid, signal.SIGTERM), (5.02, pid, signal.SIGKILL)]
+    assert launcher.times("spawn") == [0, pytest.approx(5.02)]
+    crashed = [s for s in seen if s.state == InstanceState.CRASHED]
+    assert crashed[0].reason == "health check failed 2 times: exec check exited with code 1"
+    await stop_all(sup, clock)
 
 
 def test_commands_run_without_a_shell_when_they_need_none():

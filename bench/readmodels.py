@@ -16,9 +16,9 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from bench import procs
 from tests.cluster import Cluster, wait_for
@@ -36,6 +36,7 @@ def _client(address: str, method: str, ready, go, stop, counts, slot: int,
     call as fast as it can until start + duration or `stop`; counts[slot] = calls completed
     in the window."""
     import grpc
+
     from proto import formation_pb2 as pb
     from proto import formation_pb2_grpc as pbg
 
@@ -94,9 +95,10 @@ def clients(address: str, method: str, count: int, duration: float) -> Iterator[
         stop.set()  # a client finishes the call it is in, then stops
         for p in workers:
             p.join(timeout=CALL_TIMEOUT + 5)
-        out.update(calls=sum(counts), seconds=elapsed,
-                   calls_per_second=sum(counts) / elapsed if elapsed > 0 else 0.0,
-                   per_client=list(counts))
+        calls = [counts[i] for i in range(count)]
+        out.update(calls=sum(calls), seconds=elapsed,
+                   calls_per_second=sum(calls) / elapsed if elapsed > 0 else 0.0,
+                   per_client=calls)
     finally:
         stop.set()
         for p in workers:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 FLOOR = "floor (bare asyncio)"
 
@@ -111,11 +112,10 @@ def control_plane(cp: dict) -> list[str]:
             out.append(f"| `GetFormation`, {where}, {who} | {g['calls_per_second']:,.0f} "
                        f"calls/s over {g['seconds']:.0f} s (scheduler CPU "
                        f"{g['scheduler_cpu_ms_per_call']:.1f} ms per call) |")
-        for key, who in (("scale_idle", "no readers"), ("scale_readers", None)):
-            x = rm[key]
-            if who is None:
-                who = (f"{x['readers']} processes reading `ListInstances` in a loop "
-                       f"({x['reader_calls_per_second']:,.0f} calls/s)")
+        sr = rm["scale_readers"]
+        for x, who in ((rm["scale_idle"], "no readers"),
+                       (sr, f"{sr['readers']} processes reading `ListInstances` in a loop "
+                            f"({sr['reader_calls_per_second']:,.0f} calls/s)")):
             out.append(f"| `Scale` acknowledged, {who} | p50 {f(x['p50'], 'ms')}, "
                        f"p95 {f(x['p95'], 'ms')}, max {f(x['max'], 'ms')} over {x['n']} |")
     return out
@@ -143,7 +143,7 @@ NOTES = """
 """
 
 AT_LEAST = "≥"
-TARGETS = [
+TARGETS: list[tuple[Any, ...]] = [
     # (label, how to read the figure, target, unit[, AT_LEAST]): at most the target unless
     # marked AT_LEAST
     ("0 → 200 sleep, 1 agent, vs floor", lambda r: _ratio(r, "sleep", "Formation (1 agent)"),

@@ -66,7 +66,7 @@ def restarts(m: Manager, kind: Kind, n: int, kills: int, rng: random.Random,
     budget so a slow peer does not stretch the run."""
     m.scale(n)
     poll(lambda: len(procs.scan(kind.prefix)) >= n, 120)
-    times = []
+    times: list[float] = []
     victims = rng.sample(sorted(procs.scan(kind.prefix)), kills)
     end = time.monotonic() + budget
     for victim in victims:
@@ -75,7 +75,8 @@ def restarts(m: Manager, kind: Kind, n: int, kills: int, rng: random.Random,
         before = procs.scan(kind.prefix)
         t0 = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        poll(lambda: procs.new_match(kind.prefix, before) is not None, 60, interval=0.0005)
+        poll(lambda before=before: procs.new_match(kind.prefix, before) is not None, 60,
+             interval=0.0005)
         times.append(time.monotonic() - t0)
         poll(lambda: len(procs.scan(kind.prefix)) >= n, 60)
         time.sleep(0.05)  # let the manager settle between kills, as a real crash would
@@ -112,14 +113,12 @@ def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float, rss0: int) ->
 def api_round_trip(m: Formation, rounds: int) -> dict:
     client = m.cluster.client
     times = []
-    count = 0
     client.scale("default", {"c": 0})
-    for _ in range(rounds):
-        count += 1
+    for count in range(1, rounds + 1):
         t0 = time.monotonic()
         client.scale("default", {"c": count})
         iid = f"c.{count}"
-        poll(lambda: any(i.id == iid and i.state == InstanceState.RUNNING
+        poll(lambda iid=iid: any(i.id == iid and i.state == InstanceState.RUNNING
                          for i in client.instances("default")), 30, interval=0.001)
         times.append(time.monotonic() - t0)
     client.scale("default", {"c": 0})
@@ -175,7 +174,7 @@ def main() -> None:
                     if not (isinstance(m, Formation) and m.agents > 1):
                         r["restart"] = restarts(m, kind, args.n, args.kills, rng)
                         m.scale(0)
-                        poll(lambda: not procs.scan(kind.prefix), 60)
+                        poll(lambda kind=kind: not procs.scan(kind.prefix), 60)
                         m.settle()
                         r["footprint"] = footprint(m, kind, args.n, args.idle, rss0)
                     if isinstance(m, Formation) and m.agents == 1:

@@ -1,5 +1,8 @@
 """The trivial Python child: its first statement writes a marker file named after its pid."""
-import os, sys  # noqa: E401
+import os
+import sys
+
 open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
 import signal  # noqa: E402
+
 signal.pause()

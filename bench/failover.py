@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.states import AgentState, InstanceState
 from tests.cluster import Cluster, wait_for
 from tests.cluster.harness import default_mode
-from common.states import InstanceState, AgentState
 
 
 def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
@@ -40,7 +40,7 @@ def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
             c.kill_agent(victim)
             down_at = None
 
-            def replaced() -> bool:
+            def replaced(victim: str = victim, lost: set[str] = lost) -> bool:
                 nonlocal down_at
                 if down_at is None and any(a.name == victim and a.state == AgentState.DOWN
                                            for a in c.client.agents()):
@@ -59,8 +59,11 @@ def one_ttl(ttl: float, runs: int, agents: int = 3, per_agent: int = 4) -> dict:
             print(f"  ttl {ttl:g}s run {run + 1}: down after {detect[-1]:.2f}s, "
                   f"{len(lost)} replaced after {replace[-1]:.2f}s", file=sys.stderr)
             c.start_agent(victim)
-            wait_for(lambda: any(a.name == victim and a.state == AgentState.READY and a.connected
-                                 for a in c.client.agents()), 20)
+
+            def back(victim: str = victim) -> bool:
+                return any(a.name == victim and a.state == AgentState.READY and a.connected
+                           for a in c.client.agents())
+            wait_for(back, 20)
     summary = {"ttl": ttl, "runs": runs, "mode": default_mode(),
                "detect": {"median": statistics.median(detect), "worst": max(detect),
                           "all": detect},

@@ -77,8 +77,10 @@ class ReadModels:
         reported = entry.reports.keys() if entry is not None else ()
         self.touch({*self.world.hosted.get(name, ()), *reported, *also})
 
-    def touch_app(self, app: str) -> None:
-        self.touch(self.world.keys_of_app(app))
+    def touch_current(self, app: str) -> None:
+        """The app's current release changed: only its pending rows show that (assigned
+        rows show their assignment's release, which reconciling changes)."""
+        self.touch([k for k in self.world.pending if k.app == app])
 
     def rebuild(self) -> None:
         """Forget everything and recompute (after recovery or a full re-read)."""

@@ -100,8 +100,8 @@ class Scheduler:
                 apps.releases.setdefault(app, {}).update(versions)
             apps.current.update(snap.current)
             apps.formation.update(snap.formation)
-        if len(parts) > 1:
-            self.read.touch_app(parts[1])
+        if parts[-1] == "current":
+            self.read.touch_current(parts[1])
         self.poke()
 
     def apps_lost(self) -> None:
@@ -227,7 +227,7 @@ class Scheduler:
                 await self._set_counts(app, {"web": 1})
             apps.releases.setdefault(app, {})[version] = release
             apps.current[app] = version
-            self.read.touch_app(app)
+            self.read.touch_current(app)
         self.poke()
         return version
 

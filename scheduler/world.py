@@ -160,14 +160,6 @@ class World:
         """The agent's list: what is assigned to it, and old copies it keeps in handoffs."""
         return sorted(self.hosted.get(agent, ()))
 
-    def keys_of_app(self, app: str) -> Iterable[InstanceKey]:
-        """Every instance of the app the world knows of (assigned, pending or reported)."""
-        seen = {k for k in self.assignments if k.app == app}
-        seen.update(k for k in self.pending if k.app == app)
-        for entry in self.agents.entries.values():
-            seen.update(k for k in entry.reports if k.app == app)
-        return seen
-
     def instance(self, key: InstanceKey) -> pb.Instance | None:
         """The row `ctl ps` shows for key, or None if the world no longer knows it."""
         where = self.assignments.get(key)

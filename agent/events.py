@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 from common.states import InstanceState
 
@@ -76,8 +75,8 @@ class TimerFired:
     timer: Timer
 
 
-Event = Union[Begin, InContact, PortAcquired, PortUnavailable, Spawned, SpawnFailed, Exited,
-              ProbeResult, StopRequested, TimerFired]
+Event = (Begin | InContact | PortAcquired | PortUnavailable | Spawned | SpawnFailed | Exited
+         | ProbeResult | StopRequested | TimerFired)
 
 
 # ---- commands: what to do ------------------------------------------------------------------
@@ -169,5 +168,5 @@ class Finished:
     """Stopped for good: nothing more will happen."""
 
 
-Command = Union[AwaitContact, AcquirePort, ReleasePort, Spawn, Signal, ReleaseGroup, StartTimer,
-                CancelTimer, Probe, CancelProbe, Report, Observe, Note, Finished]
+Command = (AwaitContact | AcquirePort | ReleasePort | Spawn | Signal | ReleaseGroup | StartTimer
+           | CancelTimer | Probe | CancelProbe | Report | Observe | Note | Finished)

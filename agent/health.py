@@ -26,7 +26,7 @@ async def probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str,
     try:
         return await asyncio.wait_for(_probe(check, port, env, cwd, launcher),
                                       check.timeout or 2.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False, f"{check.type} check timed out after {check.timeout or 2.0:g}s"
 
 

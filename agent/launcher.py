@@ -59,9 +59,17 @@ class _LeaderProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=2 ** 16, loop=loop)
         self.exited: asyncio.Future[int] = loop.create_future()
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+        super().connection_made(transport)
 
     def process_exited(self) -> None:
-        code = self._transport.get_returncode()  # before super() may drop the transport
+        assert self.transport is not None
+        code = self.transport.get_returncode()
+        assert code is not None  # the watcher has reaped it
         super().process_exited()
         if not self.exited.done():
             self.exited.set_result(code)

@@ -101,7 +101,8 @@ class SchedulerLink:
             except asyncio.TimeoutError:
                 log.warning("scheduler %s went silent; reconnecting", address)
             except asyncio.CancelledError:
-                if self._call is not None or asyncio.current_task().cancelling():
+                task = asyncio.current_task()
+                if self._call is not None or (task is not None and task.cancelling()):
                     raise
                 # our own cancel() of the call after fencing: redial
             if self.connected:

@@ -11,13 +11,38 @@ Whenever the leader exits, whatever it left in its group is SIGKILLed.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from agent.events import (AcquirePort, AwaitContact, Begin, CancelProbe, CancelTimer, Command,
-                          Event, Exited, Finished, InContact, Note, Observe, PortAcquired,
-                          PortUnavailable, Probe, ProbeResult, ReleaseGroup, ReleasePort, Report,
-                          Signal, Spawn, Spawned, SpawnFailed, StartTimer, StopRequested, Timer,
-                          TimerFired)
+from agent.events import (
+    AcquirePort,
+    AwaitContact,
+    Begin,
+    CancelProbe,
+    CancelTimer,
+    Command,
+    Event,
+    Exited,
+    Finished,
+    InContact,
+    Note,
+    Observe,
+    PortAcquired,
+    PortUnavailable,
+    Probe,
+    ProbeResult,
+    ReleaseGroup,
+    ReleasePort,
+    Report,
+    Signal,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    StartTimer,
+    StopRequested,
+    Timer,
+    TimerFired,
+)
 from agent.lifecycle import InstanceState, RestartPolicy, describe_exit
 from common.appdef import HealthCheck
 

@@ -9,16 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
-from typing import Awaitable, Callable, Coroutine, Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Protocol
 
 from agent import instruments
-from agent.events import (AcquirePort, AwaitContact, Begin, CancelProbe, CancelTimer, Command,
-                          Event, Exited, Finished, InContact, Note, Observe, PortAcquired,
-                          PortUnavailable, Probe, ProbeResult, ReleaseGroup, ReleasePort, Report,
-                          Signal, Spawn, Spawned, SpawnFailed, StartTimer, StopRequested, Timer,
-                          TimerFired)
+from agent.events import (
+    AcquirePort,
+    AwaitContact,
+    Begin,
+    CancelProbe,
+    CancelTimer,
+    Command,
+    Event,
+    Exited,
+    Finished,
+    InContact,
+    Note,
+    Observe,
+    PortAcquired,
+    PortUnavailable,
+    Probe,
+    ProbeResult,
+    ReleaseGroup,
+    ReleasePort,
+    Report,
+    Signal,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    StartTimer,
+    StopRequested,
+    Timer,
+    TimerFired,
+)
 from agent.health import probe
 from agent.launcher import Child, Launcher, shell_argv
 from agent.lifecycle import InstanceState
@@ -271,10 +297,8 @@ class InstanceRunner:
         """The group was SIGKILLed, so its pipe closes; a process that left the group may
         keep it open, hence the bound."""
         if pumping is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pumping, DRAIN_OUTPUT)
-            except asyncio.TimeoutError:
-                pass
         child.close()
         self.launcher.forget_group(child.pid)
 

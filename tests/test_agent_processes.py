@@ -82,9 +82,10 @@ def test_an_instance_without_a_free_port_says_why_and_starts_once_one_frees(
     c.ctl("scale", "first=1")
     assert c.wait_running({"first.1"})["first.1"].port == port
     c.ctl("scale", "second=1")
-    stuck = wait_for(lambda: (i := c.instances().get("second.1")) and
-                     f"no free port in {port}-{port}" in i.reason and i, 15,
-                     what="second.1 to say it has no port")
+    def says_no_port():
+        inst = c.instances().get("second.1")
+        return inst if inst and f"no free port in {port}-{port}" in inst.reason else None
+    stuck = wait_for(says_no_port, 15, what="second.1 to say it has no port")
     assert stuck.state == InstanceState.CRASHED
     row = next(r for r in c.ps() if r["id"] == "second.1")
     assert f"no free port in {port}-{port}" in row["reason"]

@@ -5,10 +5,33 @@ from __future__ import annotations
 
 from signal import SIGKILL, SIGTERM
 
-from agent.events import (AcquirePort, AwaitContact, Begin, CancelProbe, CancelTimer, Exited,
-                          Finished, InContact, Note, Observe, PortAcquired, PortUnavailable,
-                          Probe, ProbeResult, ReleaseGroup, ReleasePort, Report, Signal, Spawn,
-                          Spawned, SpawnFailed, StartTimer, StopRequested, Timer, TimerFired)
+from agent.events import (
+    AcquirePort,
+    AwaitContact,
+    Begin,
+    CancelProbe,
+    CancelTimer,
+    Exited,
+    Finished,
+    InContact,
+    Note,
+    Observe,
+    PortAcquired,
+    PortUnavailable,
+    Probe,
+    ProbeResult,
+    ReleaseGroup,
+    ReleasePort,
+    Report,
+    Signal,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    StartTimer,
+    StopRequested,
+    Timer,
+    TimerFired,
+)
 from agent.machine import InstanceMachine
 from common.appdef import HealthCheck
 from common.states import InstanceState as S
@@ -194,6 +217,7 @@ def test_health_checks_starting_to_running_to_unhealthy_and_back():
     for _ in range(5):
         out = m.handle(ProbeResult(False, "tcp check: refused"), now)
         assert m.state == S.STARTING
+        assert isinstance(out[-1], StartTimer)
         delays.append(out[-1].delay)
         now += out[-1].delay
         m.handle(TimerFired(Timer.PROBE), now)
@@ -217,7 +241,7 @@ def test_failed_checks_in_a_row_restart_through_the_one_stop_path():
     m.handle(TimerFired(Timer.PROBE), 0.02)
     m.handle(ProbeResult(True), 0.02)
     now = 0.02
-    for n in (1, 2):
+    for _ in (1, 2):
         now += 5
         m.handle(TimerFired(Timer.PROBE), now)
         assert Signal(100, SIGTERM) not in m.handle(ProbeResult(False, "down"), now)

@@ -62,7 +62,7 @@ class FakeClock:
 
 
 class FakeChild:
-    def __init__(self, pid: int, launcher: "FakeLauncher") -> None:
+    def __init__(self, pid: int, launcher: FakeLauncher) -> None:
         self.pid = pid
         self.stdout = None
         self.launcher = launcher
@@ -164,7 +164,7 @@ async def test_restart_delays_are_0_then_half_a_second_doubling_to_30_reset_afte
     launcher.children[-1].finish(1)
     await settle()
     spawns, exits = launcher.times("spawn"), launcher.times("exit")
-    assert [s - e for s, e in zip(spawns[1:], exits)] == pytest.approx(expected + [0])
+    assert [s - e for s, e in zip(spawns[1:], exits, strict=True)] == pytest.approx(expected + [0])
     runner = sup.runners[("app", "worker.1")]
     assert runner.restarts == 10 and runner.state == InstanceState.RUNNING
     assert any(s.state == InstanceState.CRASHED and s.reason == "exited with code 1"
@@ -279,7 +279,7 @@ async def test_a_fence_stops_at_most_once_instances_within_its_grace():
     clock = FakeClock()
     launcher = FakeLauncher(clock, stubborn=True)
     sup, _ = make(launcher)
-    sup.apply([spec("clock.1", stop_timeout=10, at_most_once=True), spec("web.1")])
+    sup.apply([spec("clock.1", stop_timeout=10, at_most_once=True), spec("worker.1")])
     await settle()
     assert sup.fence(grace=2) == ["clock.1"]
     await clock.advance(2)
@@ -293,7 +293,10 @@ async def test_at_most_once_starts_only_in_contact():
     launcher = FakeLauncher(clock)
     sup, _ = make(launcher)
     contact = asyncio.Event()
-    sup.wait_contact = contact.wait
+
+    async def wait_contact() -> None:
+        await contact.wait()
+    sup.wait_contact = wait_contact
     sup.apply([spec(at_most_once=True)])
     await clock.advance(5)
     assert not launcher.children

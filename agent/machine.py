@@ -268,8 +268,7 @@ class InstanceMachine:
         grace = self.stop_timeout if event.timeout is None else event.timeout
         self.stopping = True
         self.waiting_contact = self.waiting_port = False
-        self._disarm(Timer.BACKOFF)
-        self._drop_probe()
+        self._drop_probe()  # a backoff timer is only armed with no process: _stopped() ends it
         if self.leader:
             if self.state != S.STOPPING:
                 self._to(S.STOPPING)

@@ -14,6 +14,7 @@ own session so signals meant for the agent's group do not reach it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -22,10 +23,8 @@ import time
 
 def kill(groups: set[int]) -> None:
     for pgid in groups:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ guardian (agent/guardian.py) about every group, so a SIGKILLed agent leaves noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -141,10 +142,8 @@ class OsLauncher:
             self._tell(f"F{guardian_deadline:.3f}\n.")
 
     def kill_group(self, pgid: int, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def forget_group(self, pgid: int) -> None:
         """The group is gone: the guardian must not kill a later holder of that id."""

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -79,7 +79,7 @@ class SchedulerLink:
             try:
                 await asyncio.wait_for(self.contact.wait(), self.fence_after or None)
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             fenced = self.supervisor.fence(grace=max(0.1, (self.agent_ttl - self.fence_after) / 2))
             if fenced:
@@ -98,7 +98,7 @@ class SchedulerLink:
             except grpc.aio.AioRpcError as e:
                 if self.connected or attempt % 10 == 0:
                     log.warning("scheduler %s: %s", address, e.details() or e.code().name)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("scheduler %s went silent; reconnecting", address)
             except asyncio.CancelledError:
                 task = asyncio.current_task()

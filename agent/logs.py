@@ -15,8 +15,9 @@ import asyncio
 import collections
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 MAX_LINE = 16 * 1024
 KEEP = 1000
@@ -89,7 +90,7 @@ class LogSink:
         self.followers = [(m, q) for m, q in self.followers if q is not queue]
 
     def _take(self, limit: int) -> bytes:
-        batch = []
+        batch: list[str] = []
         while self.queue and len(batch) < limit:
             e = self.queue.popleft()
             stamp = time.strftime("%H:%M:%S", time.localtime(e.time))

@@ -16,11 +16,11 @@ from agent.logs import LogSink
 from agent.ports import PortPool, ephemeral_range, parse_range
 from agent.runner import base_environment
 from agent.supervisor import Supervisor
-from proto import formation_pb2 as pb
 from common.httpserve import metrics_route, serve
 from common.logsetup import setup_logging
-from common.net import split_hostport
 from common.names import InvalidName, check_name
+from common.net import split_hostport
+from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
 
@@ -114,7 +114,7 @@ async def run(args: argparse.Namespace) -> None:
     except (OSError, RuntimeError) as e:
         log.error("cannot serve on --listen %s: %s", args.listen, e)
         launcher.close_guardian()
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     hello = pb.Hello(name=args.name, address=args.advertise, capacity=args.capacity,
                      metrics_address=args.metrics_listen and
                      f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}",

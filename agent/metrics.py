@@ -3,7 +3,8 @@ updated as instances start lives in agent/instruments.py)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 class AgentCollector:
     """Reads the runners' state at each scrape; keeps none of its own."""
 
-    def __init__(self, supervisor: "Supervisor", link: "SchedulerLink", sink: "LogSink",
+    def __init__(self, supervisor: Supervisor, link: SchedulerLink, sink: LogSink,
                  capacity: int) -> None:
         self.supervisor, self.link, self.sink, self.capacity = supervisor, link, sink, capacity
 

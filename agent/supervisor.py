@@ -8,7 +8,7 @@ Applying the same list twice changes nothing.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from agent.health import probe
 from agent.launcher import Launcher

@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from agent.supervisor import Supervisor
+from common.limits import AGENT_REDIAL_MAX, HEARTBEAT, SILENCE_LIMIT
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
 log = logging.getLogger("agent")
-HEARTBEAT = 1.0       # seconds between heartbeats
-SILENCE_LIMIT = 4.0   # seconds without any message before the link is considered dead
-MAX_BACKOFF = 5.0
 
 
 class SchedulerLink:
@@ -109,7 +107,7 @@ class SchedulerLink:
                 attempt = 0
             self.connected = False
             attempt += 1
-            delay = min(0.1 * 2 ** min(attempt, 6), MAX_BACKOFF)
+            delay = min(0.1 * 2 ** min(attempt, 6), AGENT_REDIAL_MAX)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
     async def _session(self, address: str) -> None:

@@ -75,8 +75,7 @@ def test_an_instance_without_a_free_port_says_why_and_starts_once_one_frees(
     # An agent with a one-port range; agents=0 + a spare host so it starts with our range.
     c = make_cluster(agents=0, spare_hosts=1, workdir=str(tmp_path))
     port = free_port()
-    c._agent_ports["agent-1"] = f"{port}-{port}"
-    c.start_agent("agent-1")
+    c.start_agent("agent-1", port_range=f"{port}-{port}")
     wait_for(lambda: [a for a in c.client.agents() if a.connected], 20, what="agent-1")
     c.ctl("deploy", str(tmp_path / "Procfile"))
     c.ctl("scale", "first=1")

@@ -195,7 +195,11 @@ class Cluster:
                  sum(1 for n in self.parts if n.startswith("agent")), 20,
                  what="agents to reconnect")
 
-    def start_agent(self, name: str, capacity: int | None = None) -> Part:
+    def start_agent(self, name: str, capacity: int | None = None,
+                    port_range: str | None = None) -> Part:
+        """Start (or restart) an agent; `port_range` (A-B) replaces its default range."""
+        if port_range is not None:
+            self._agent_ports[name] = port_range
         if name not in self._agent_ports:
             if self.mode == "netns":
                 self._agent_ports[name] = "5000-5999"

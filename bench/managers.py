@@ -8,6 +8,7 @@ import sys
 import textwrap
 import xmlrpc.client
 from pathlib import Path
+from typing import Any
 
 from ctl.localcluster import _die_with_parent
 from tests.cluster import Cluster, wait_for
@@ -53,7 +54,9 @@ class Manager:
 
     def open(self) -> None: ...
     def scale(self, n: int) -> None: ...
-    def pids(self) -> list[int]: ...
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
     def close(self) -> None: ...
 
     def settle(self) -> None:
@@ -68,6 +71,7 @@ class Floor(Manager):
                                      stdin=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
 
     def scale(self, n: int) -> None:
+        assert self.proc.stdin is not None
         self.proc.stdin.write(f"scale {n}\n".encode())
         self.proc.stdin.flush()
 
@@ -75,6 +79,7 @@ class Floor(Manager):
         return [self.proc.pid]
 
     def close(self) -> None:
+        assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(30)
 
@@ -113,7 +118,7 @@ class Supervisord(Manager):
                                      start_new_session=True, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL)
         wait_for(lambda: self.rpc().supervisor.getState()["statename"] == "RUNNING", 20)
 
-    def rpc(self) -> xmlrpc.client.ServerProxy:
+    def rpc(self) -> Any:  # an xmlrpc proxy: its answers are whatever supervisord sends
         from supervisor.xmlrpc import SupervisorTransport
         return xmlrpc.client.ServerProxy(
             "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{self.sock}"))

@@ -395,7 +395,8 @@ def model_homes(desired, releases, views, before, once, blocked, running_on):
     home, in order, where it goes (None: nowhere). Every other instance stays or is removed."""
     wanted = wanted_instances({k: v for k, v in desired.items() if k[0] in releases})
     ready = {n: v for n, v in views.items() if v.schedulable}
-    load, of_type = Counter(), Counter()
+    load: Counter[str] = Counter()
+    of_type: Counter[tuple[str, str, str]] = Counter()
     for key, a in before.items():
         if key in wanted and a.agent in ready:
             load[a.agent] += 1

@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.logs import LogLine, LogSink, Match
+from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
@@ -49,12 +50,11 @@ class AgentApiService(pbg.AgentApiServicer):
 
 
 async def serve(listen: str, sink: LogSink, name: str) -> grpc.aio.Server:
-    server = grpc.aio.server()
-    pbg.add_AgentApiServicer_to_server(AgentApiService(sink, name), server)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    add_service(AgentApiService(sink, name), server, "AgentApi")
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_insecure_port(listen):
-        raise OSError(f"cannot listen on {listen}")
+    bind(server, listen)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return server

@@ -149,10 +149,18 @@ class FormationReply(_message.Message):
     def __init__(self, types: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., release: _Optional[int] = ...) -> None: ...
 
 class ListInstancesRequest(_message.Message):
-    __slots__ = ("app",)
+    __slots__ = ("app", "type", "state", "page_size", "page_token")
     APP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     app: str
-    def __init__(self, app: _Optional[str] = ...) -> None: ...
+    type: str
+    state: InstanceState
+    page_size: int
+    page_token: str
+    def __init__(self, app: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("id", "app", "type", "agent", "pid", "port", "restarts", "release", "reason", "state")
@@ -179,17 +187,19 @@ class Instance(_message.Message):
     def __init__(self, id: _Optional[str] = ..., app: _Optional[str] = ..., type: _Optional[str] = ..., agent: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., release: _Optional[int] = ..., reason: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ...) -> None: ...
 
 class ListInstancesReply(_message.Message):
-    __slots__ = ("instances",)
+    __slots__ = ("instances", "next_page_token")
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
-    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("name", "address", "capacity", "instances", "last_seen", "connected", "metrics_address", "state")
+    __slots__ = ("name", "address", "capacity", "instances", "last_seen", "connected", "metrics_address", "state", "isolation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +208,7 @@ class Agent(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     capacity: int
@@ -206,7 +217,8 @@ class Agent(_message.Message):
     connected: bool
     metrics_address: str
     state: AgentState
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[int] = ..., last_seen: _Optional[float] = ..., connected: _Optional[bool] = ..., metrics_address: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ...) -> None: ...
+    isolation: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[int] = ..., last_seen: _Optional[float] = ..., connected: _Optional[bool] = ..., metrics_address: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class ListAgentsReply(_message.Message):
     __slots__ = ("agents",)
@@ -228,6 +240,16 @@ class DrainReply(_message.Message):
     agent: Agent
     def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...
 
+class RemoveAgentRequest(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    def __init__(self, agent: _Optional[str] = ...) -> None: ...
+
+class RemoveAgentReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class LogsRequest(_message.Message):
     __slots__ = ("app", "selector", "tail", "follow")
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -241,18 +263,20 @@ class LogsRequest(_message.Message):
     def __init__(self, app: _Optional[str] = ..., selector: _Optional[str] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class LogLine(_message.Message):
-    __slots__ = ("time", "app", "instance", "text", "agent")
+    __slots__ = ("time", "app", "instance", "text", "agent", "missed")
     TIME_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
     time: float
     app: str
     instance: str
     text: str
     agent: str
-    def __init__(self, time: _Optional[float] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., text: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
+    missed: int
+    def __init__(self, time: _Optional[float] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., text: _Optional[str] = ..., agent: _Optional[str] = ..., missed: _Optional[int] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
     __slots__ = ("app", "id", "release", "pid", "port", "restarts", "reason", "state")
@@ -275,20 +299,22 @@ class InstanceStatus(_message.Message):
     def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("name", "address", "capacity", "instances", "metrics_address", "api_address")
+    __slots__ = ("name", "address", "capacity", "instances", "metrics_address", "api_address", "isolation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     capacity: int
     instances: _containers.RepeatedCompositeFieldContainer[InstanceStatus]
     metrics_address: str
     api_address: str
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., metrics_address: _Optional[str] = ..., api_address: _Optional[str] = ...) -> None: ...
+    isolation: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[int] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., metrics_address: _Optional[str] = ..., api_address: _Optional[str] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()
@@ -339,15 +365,34 @@ class Assignment(_message.Message):
     health: HealthCheck
     def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
 
+class ReleaseEnv(_message.Message):
+    __slots__ = ("app", "release", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    APP_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    release: int
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, app: _Optional[str] = ..., release: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class Assignments(_message.Message):
-    __slots__ = ("items", "fence_after", "agent_ttl")
+    __slots__ = ("items", "envs", "fence_after", "agent_ttl")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ENVS_FIELD_NUMBER: _ClassVar[int]
     FENCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     AGENT_TTL_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Assignment]
+    envs: _containers.RepeatedCompositeFieldContainer[ReleaseEnv]
     fence_after: float
     agent_ttl: float
-    def __init__(self, items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., envs: _Optional[_Iterable[_Union[ReleaseEnv, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
     __slots__ = ("assignments", "ack")

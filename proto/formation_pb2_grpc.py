@@ -64,6 +64,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.DrainRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.DrainReply.FromString,
                 _registered_method=True)
+        self.RemoveAgent = channel.unary_unary(
+                '/formation.v1.Control/RemoveAgent',
+                request_serializer=proto_dot_formation__pb2.RemoveAgentRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.RemoveAgentReply.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/formation.v1.Control/Logs',
                 request_serializer=proto_dot_formation__pb2.LogsRequest.SerializeToString,
@@ -110,6 +115,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Logs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -148,6 +159,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=proto_dot_formation__pb2.DrainRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.DrainReply.SerializeToString,
+            ),
+            'RemoveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAgent,
+                    request_deserializer=proto_dot_formation__pb2.RemoveAgentRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.RemoveAgentReply.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -317,6 +333,33 @@ class Control:
             '/formation.v1.Control/Drain',
             proto_dot_formation__pb2.DrainRequest.SerializeToString,
             proto_dot_formation__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/RemoveAgent',
+            proto_dot_formation__pb2.RemoveAgentRequest.SerializeToString,
+            proto_dot_formation__pb2.RemoveAgentReply.FromString,
             options,
             channel_credentials,
             insecure,

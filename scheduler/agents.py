@@ -143,6 +143,10 @@ class AgentTable:
             e.reports.clear()
         return out
 
+    def forget(self, name: str) -> AgentEntry:
+        """Remove a down agent from the table (its record is deleted by the caller)."""
+        return self.entries.pop(name)
+
     def set_draining(self, name: str, draining: bool) -> AgentRecord:
         """The record with the new state (written to etcd by the caller, then `replace`d)."""
         state = AgentState.DRAINING if draining else AgentState.READY

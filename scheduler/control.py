@@ -75,7 +75,7 @@ class ControlService(pbg.ControlServicer):
 
     async def ListInstances(self, request: pb.ListInstancesRequest,
                             context: grpc.aio.ServicerContext) -> Any:
-        """Answers the encoded reply itself (see add_to_server): no copy per call."""
+        """Answers the encoded reply itself (common/grpcserve.py): no copy per call."""
         async def run() -> bytes:
             if request.app:
                 check_name("app", request.app)
@@ -86,6 +86,13 @@ class ControlService(pbg.ControlServicer):
                          context: grpc.aio.ServicerContext) -> pb.ListAgentsReply:
         return self.s.read.agents()
 
+    async def RemoveAgent(self, request: pb.RemoveAgentRequest,
+                          context: grpc.aio.ServicerContext) -> pb.RemoveAgentReply:
+        async def run() -> pb.RemoveAgentReply:
+            await self.s.remove_agent(check_name("agent", request.agent))
+            return pb.RemoveAgentReply()
+        return await answer(context, run)
+
     async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext
                     ) -> pb.DrainReply:
         async def run() -> pb.DrainReply:
@@ -93,21 +100,3 @@ class ControlService(pbg.ControlServicer):
             return pb.DrainReply(agent=await self.s.drain(name, request.undo))
         return await answer(context, run)
 
-
-def _encode(reply: Any) -> bytes:
-    """A reply already encoded by a read model goes out as it is."""
-    return reply if isinstance(reply, bytes) else reply.SerializeToString()
-
-
-def add_to_server(service: ControlService, server: grpc.aio.Server) -> None:
-    """Like the generated add_ControlServicer_to_server, with replies that may be bytes."""
-    handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name["Control"].methods:
-        request_type = getattr(pb, method.input_type.name)
-        make = grpc.unary_stream_rpc_method_handler if method.server_streaming \
-            else grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = make(getattr(service, method.name),
-                                     request_deserializer=request_type.FromString,
-                                     response_serializer=_encode)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "formation.v1.Control", handlers),))

@@ -10,14 +10,14 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
 from common.limits import AGENT_REDIAL_MAX
 from common.logsetup import setup_logging
 from common.net import split_hostport
-from proto import formation_pb2_grpc as pbg
 from scheduler import discovery, metrics
 from scheduler.agentlink import AgentLinkService
-from scheduler.control import ControlService, add_to_server
+from scheduler.control import ControlService
 from scheduler.push import LinkTimes
 from scheduler.reconciler import Scheduler
 from scheduler.store import Store, parse_endpoints
@@ -67,14 +67,18 @@ async def run(args: argparse.Namespace) -> None:
     store = Store(args.endpoints, args.prefix)
     scheduler = Scheduler(store, LinkTimes(args.agent_ttl, args.fence_after))
     metrics.install(scheduler)
-    revision = await scheduler.recover()
-
-    server = grpc.aio.server()
-    add_to_server(ControlService(scheduler), server)
-    pbg.add_AgentLinkServicer_to_server(AgentLinkService(scheduler), server)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    add_service(ControlService(scheduler), server, "Control")
+    add_service(AgentLinkService(scheduler), server, "AgentLink")
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(args.listen)
+    try:  # bound before recovery (which waits for etcd), so a taken port fails at once
+        bind(server, args.listen)
+    except OSError as e:
+        log.error("%s", e)
+        await store.close()
+        raise SystemExit(1) from None
+    revision = await scheduler.recover()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     # Agents redial with a backoff of up to AGENT_REDIAL_MAX: that long plus a ttl before any

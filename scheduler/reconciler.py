@@ -262,6 +262,21 @@ class Scheduler:
         self.poke()
         return self.read.agent(name)
 
+    async def remove_agent(self, name: str) -> None:
+        """Forget a down agent: its record goes from etcd and `ctl agents`."""
+        async with self.lock:
+            entry = self.agents.entries.get(name)
+            if entry is None:
+                raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
+            if not entry.down:
+                raise Rejected(f"agent {name!r} is not down: stop it first (drain it to move "
+                               f"its instances)", grpc.StatusCode.FAILED_PRECONDITION)
+            await self.store.delete_agent(name)
+            self.agents.forget(name)
+            self.read.touch(self.world.hosted.get(name, ()))
+        log.info("agent %s removed", name)
+        self.poke()
+
     # ---- agent session events ----------------------------------------------------------
 
     async def agent_hello(self, hello: pb.Hello) -> tuple[AgentEntry, Session]:

@@ -221,6 +221,9 @@ class Store:
     async def put_agent(self, record: AgentRecord) -> None:
         await self.write({self.key("agents", record.name): json.dumps(asdict(record)).encode()})
 
+    async def delete_agent(self, name: str) -> None:
+        await self.write({}, [self.key("agents", name)])
+
     async def write_assignments(self, changes: Mapping[InstanceKey, Assigned | None],
                                 expected: Mapping[InstanceKey, int]) -> dict[InstanceKey, int]:
         """Write assignment changes (None: delete), compare-and-set on each key's expected

@@ -56,6 +56,10 @@ class MemStore:
         self._next()
         self.snap.agents[record.name] = record
 
+    async def delete_agent(self, name: str) -> None:
+        self._next()
+        self.snap.agents.pop(name, None)
+
     async def write_assignments(self, changes: Mapping[InstanceKey, Assigned | None],
                                 expected: Mapping[InstanceKey, int]) -> dict[InstanceKey, int]:
         revs = self.snap.assignment_revisions

@@ -1,0 +1,111 @@
+"""Serving a service of proto/formation.proto, for both daemons: handlers built from the
+descriptor instead of the generated add_*_to_server, so that
+
+- a request that is not a valid message is answered INVALID_ARGUMENT (grpc's own answer is
+  UNKNOWN "Unexpected DecodeError"), before the servicer sees it;
+- a reply may be bytes already encoded (a read model's cache), sent as they are;
+- the port is bound exclusively: grpc sets SO_REUSEPORT by default, so a second daemon on the
+  same port would bind too and take half the calls.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from proto import formation_pb2 as pb
+
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class _Undecodable:
+    """Stands for a request that could not be decoded."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _decoder(message_type: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError):
+            return UNDECODABLE
+    return decode
+
+
+def _encode(reply: Any) -> bytes:
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
+
+
+async def _refuse(context: grpc.aio.ServicerContext, what: str) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {what} message")
+
+
+def _wrap(method: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    what = method.input_type.name
+    if method.client_streaming:
+        async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[Any]:
+            async for request in requests:
+                if request is UNDECODABLE:
+                    await _refuse(context, what)
+                yield request
+
+        if method.server_streaming:
+            async def stream_stream(requests: AsyncIterator[Any],
+                                    context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for reply in fn(checked(requests, context), context):
+                    yield reply
+            return stream_stream
+
+        async def stream_unary(requests: AsyncIterator[Any],
+                               context: grpc.aio.ServicerContext) -> Any:
+            return await fn(checked(requests, context), context)
+        return stream_unary
+
+    if method.server_streaming:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[Any]:
+            if request is UNDECODABLE:
+                await _refuse(context, what)
+            async for reply in fn(request, context):
+                yield reply
+        return unary_stream
+
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is UNDECODABLE:
+            await _refuse(context, what)
+        return await fn(request, context)
+    return unary_unary
+
+
+_MAKERS = {(False, False): grpc.unary_unary_rpc_method_handler,
+           (False, True): grpc.unary_stream_rpc_method_handler,
+           (True, False): grpc.stream_unary_rpc_method_handler,
+           (True, True): grpc.stream_stream_rpc_method_handler}
+
+
+def add_service(servicer: object, server: grpc.aio.Server, service: str) -> None:
+    """Serve `servicer`'s methods as formation.v1.<service>."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name[service].methods:
+        make = _MAKERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            _wrap(method, getattr(servicer, method.name)),
+            request_deserializer=_decoder(getattr(pb, method.input_type.name)),
+            response_serializer=_encode)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        f"formation.v1.{service}", handlers),))
+
+
+def bind(server: grpc.aio.Server, address: str) -> None:
+    """Listen on address (insecure), or raise OSError with one line if it cannot."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"cannot listen on {address}: {e}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: address in use or not available")

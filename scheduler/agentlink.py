@@ -11,14 +11,47 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from common.names import check_name
+from common.names import check_name, split_instance_id
+from common.states import InstanceState
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentEntry, Session
-from scheduler.errors import Rejected, answer
+from scheduler.errors import answer
 from scheduler.reconciler import Scheduler
 
 log = logging.getLogger("scheduler.link")
+MAX_ADDRESS = 255               # characters of an agent's advertised addresses
+MAX_CAPACITY = 100_000          # instance slots an agent may declare
+MAX_HELLO_INSTANCES = 10_000    # instances an agent may say it runs when it connects
+MAX_REASON = 1024               # characters of an instance status's reason
+
+
+def check_status(s: pb.InstanceStatus) -> None:
+    """An instance status names a valid app and instance id, and sane numbers."""
+    check_name("app", s.app)
+    split_instance_id(s.id)
+    if s.state not in InstanceState.__members__.values() or s.state in (
+            InstanceState.UNSPECIFIED, InstanceState.LOST):
+        raise ValueError(f"{s.app}/{s.id}: invalid state {s.state}")
+    if s.release < 0 or s.pid < 0 or not 0 <= s.port <= 65535 or s.restarts < 0:
+        raise ValueError(f"{s.app}/{s.id}: invalid release, pid, port or restarts")
+    if len(s.reason) > MAX_REASON:
+        raise ValueError(f"{s.app}/{s.id}: reason longer than {MAX_REASON} characters")
+
+
+def check_hello(h: pb.Hello) -> None:
+    """Everything of a hello that reaches etcd or the world is bounded and valid."""
+    check_name("agent", h.name)
+    if not 0 <= h.capacity <= MAX_CAPACITY:
+        raise ValueError(f"capacity must be from 0 to {MAX_CAPACITY}")
+    for what, value in (("address", h.address), ("metrics_address", h.metrics_address),
+                        ("api_address", h.api_address), ("isolation", h.isolation)):
+        if len(value) > MAX_ADDRESS or not value.isprintable():
+            raise ValueError(f"{what} must be at most {MAX_ADDRESS} printable characters")
+    if len(h.instances) > MAX_HELLO_INSTANCES:
+        raise ValueError(f"a hello may list at most {MAX_HELLO_INSTANCES} instances")
+    for status in h.instances:
+        check_status(status)
 
 
 class AgentLinkService(pbg.AgentLinkServicer):
@@ -34,9 +67,7 @@ class AgentLinkService(pbg.AgentLinkServicer):
         hello = first.hello
 
         async def register() -> tuple[AgentEntry, Session]:
-            check_name("agent", hello.name)
-            if hello.capacity < 0:
-                raise Rejected("capacity must be >= 0")
+            check_hello(hello)
             return await self.s.agent_hello(hello)
         entry, session = await answer(context, register)
 
@@ -62,8 +93,13 @@ class AgentLinkService(pbg.AgentLinkServicer):
                     outbox.put_nowait(pb.SchedulerMessage(ack=message.heartbeat))
                 elif kind == "statuses":
                     for status in message.statuses.items:
+                        try:
+                            check_status(status)
+                        except ValueError as e:
+                            self.s.ignore_report(name, str(e))
+                            continue
                         self.s.agent_status(name, status)
-        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        except (grpc.aio.AioRpcError, grpc.aio.AbortError, asyncio.CancelledError):
             pass
         finally:
             outbox.put_nowait(None)  # the agent hung up: end the sending side too

@@ -31,6 +31,7 @@ class Session:
     """One open AgentLink stream; the scheduler puts messages on `outbox`, None ends it."""
     outbox: asyncio.Queue[pb.SchedulerMessage | None] = field(default_factory=asyncio.Queue)
     last_sent: tuple | None = None  # the last assignment list pushed, to skip repeats
+    given: set[InstanceKey] = field(default_factory=set)  # every key pushed, until stopped
 
 
 @dataclass
@@ -42,6 +43,7 @@ class AgentEntry:
     down: bool = False
     session: Session | None = None
     reports: dict[InstanceKey, pb.InstanceStatus] = field(default_factory=dict)
+    warned: bool = False        # said once that it sends reports that are ignored
 
     @property
     def draining(self) -> bool:

@@ -14,5 +14,8 @@ ETCD_SECONDS = Histogram("formation_etcd_request_duration_seconds",
                          buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))
 APPLY_CONFLICTS = Counter("formation_apply_conflicts_total",
                           "Assignment writes refused because a key changed since it was read.")
+IGNORED_REPORTS = Counter("formation_ignored_reports_total",
+                          "Instance reports from agents that were invalid or about instances "
+                          "not assigned to them.")
 RECONCILE_ERRORS = Counter("formation_reconcile_errors_total",
                            "Reconcile passes that failed with an unexpected error (logged).")

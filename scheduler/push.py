@@ -42,6 +42,7 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False)
     if not force and session.last_sent == fingerprint:
         return False  # checked before building messages: this runs for every agent, every pass
     session.last_sent = fingerprint
+    session.given.update(keys)
     session.outbox.put_nowait(pb.SchedulerMessage(assignments=pb.Assignments(
         items=[assignment_message(world, k) for k in keys], fence_after=times.fence,
         agent_ttl=times.agent_ttl)))

@@ -306,7 +306,15 @@ class Scheduler:
             self.poke()
 
     def agent_status(self, name: str, status: pb.InstanceStatus) -> None:
-        key = self.agents.status(name, status)
+        key = InstanceKey(status.app, status.id)
+        entry = self.agents.entries[name]
+        given = entry.session.given if entry.session is not None else set()
+        if key not in entry.reports and key not in given:  # it was never told to run that
+            self.ignore_report(name, f"{key.app}/{key.id} was never assigned to it")
+            return
+        if status.state == InstanceState.STOPPED:
+            given.discard(key)
+        self.agents.status(name, status)
         self.read.touch((key,))
         where = self.world.assignments.get(key)
         # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
@@ -314,6 +322,15 @@ class Scheduler:
                 or (status.state == InstanceState.STOPPED and (where is None
                                                               or where.agent != name)):
             self.poke()
+
+    def ignore_report(self, name: str, why: str) -> None:
+        """A report the scheduler will not believe: counted, and said once per agent."""
+        instruments.IGNORED_REPORTS.inc()
+        entry = self.agents.entries.get(name)
+        if entry is not None and not entry.warned:
+            entry.warned = True
+            log.warning("agent %s: ignoring a report (%s); further ones are only counted "
+                        "(formation_ignored_reports_total)", name, why)
 
     def agent_gone(self, entry: AgentEntry, session: Session) -> None:
         if self.agents.gone(entry, session):

@@ -8,6 +8,9 @@ import sys
 import grpc
 import pytest
 
+from common.states import InstanceState
+from proto import formation_pb2 as pb
+from proto import formation_pb2_grpc as pbg
 from tests.cluster.harness import ROOT
 
 GARBAGE = b"\xff\xff\xff\xff"  # field 0x1fffffff... with wire type 7: no protobuf decodes it
@@ -53,3 +56,43 @@ def test_a_second_daemon_on_a_taken_port_fails_to_start(cluster, tmp_path):
     assert agent.returncode == 1, agent
     assert "cannot listen" in agent.stdout + agent.stderr
     assert [a.name for a in cluster.client.agents()] == ["agent-1", "agent-2"]
+
+
+def _link(cluster, *messages: pb.AgentMessage) -> list[pb.SchedulerMessage]:
+    """Play an agent: send messages on one AgentLink stream, then hang up; return replies."""
+    with grpc.insecure_channel(cluster.listen) as channel:
+        stream = pbg.AgentLinkStub(channel).Connect(iter(messages), timeout=5)
+        replies = []
+        try:
+            for reply in stream:
+                replies.append(reply)
+                if reply.WhichOneof("kind") == "ack":
+                    break  # the heartbeat after the statuses was read: they were too
+        finally:
+            stream.cancel()
+        return replies
+
+
+def _status(app: str, iid: str, state=InstanceState.RUNNING) -> pb.InstanceStatus:
+    return pb.InstanceStatus(app=app, id=iid, release=1, state=state, pid=4242, port=5000)
+
+
+def test_bogus_reports_are_ignored_and_break_nothing(cluster):
+    cluster.ctl("deploy", "examples/Procfile")
+    cluster.ctl("scale", "web=1", "worker=1", "--wait", "--timeout", "20")
+    # A hello that lists an invalid id is refused as a whole.
+    with pytest.raises(grpc.RpcError) as e:
+        _link(cluster, pb.AgentMessage(hello=pb.Hello(
+            name="liar", capacity=1, instances=[_status("default", "zzz")])))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # An agent that reports 20,000 instances it was never given, and an invalid one.
+    bogus = [_status("default", f"web.{n}") for n in range(2, 20_002)]
+    bogus.append(_status("default", "zzz"))
+    _link(cluster, pb.AgentMessage(hello=pb.Hello(name="liar", capacity=1)),
+          pb.AgentMessage(statuses=pb.StatusBatch(items=bogus)),
+          pb.AgentMessage(heartbeat=pb.Heartbeat()))
+    ps = cluster.ps()
+    assert sorted(r["id"] for r in ps) == ["web.1", "worker.1"], ps
+    text = cluster.ctl("ps").stdout
+    assert "zzz" not in text and "web.2" not in text
+    assert cluster.client.formation("default").types[0].running == 1

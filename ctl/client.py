@@ -92,12 +92,23 @@ class Client:
     def formation(self, app: str) -> pb.FormationReply:
         return self._call(lambda s: s.GetFormation, pb.GetFormationRequest(app=app))
 
-    def instances(self, app: str) -> list[pb.Instance]:
-        return list(self._call(lambda s: s.ListInstances,
-                               pb.ListInstancesRequest(app=app)).instances)
+    def instances(self, app: str, ptype: str = "", state: int = 0) -> list[pb.Instance]:
+        """Every instance of app (of one type, in one state), read page by page."""
+        rows: list[pb.Instance] = []
+        token = ""
+        while True:
+            reply = self._call(lambda s: s.ListInstances, pb.ListInstancesRequest(
+                app=app, type=ptype, state=state, page_token=token))  # type: ignore[arg-type]
+            rows.extend(reply.instances)
+            token = reply.next_page_token
+            if not token:
+                return rows
 
     def drain(self, agent: str, undo: bool = False) -> pb.Agent:
         return self._call(lambda s: s.Drain, pb.DrainRequest(agent=agent, undo=undo)).agent
+
+    def remove_agent(self, agent: str) -> None:
+        self._call(lambda s: s.RemoveAgent, pb.RemoveAgentRequest(agent=agent))
 
     def agents(self) -> list[pb.Agent]:
         return list(self._call(lambda s: s.ListAgents, pb.ListAgentsRequest()).agents)

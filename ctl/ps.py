@@ -1,10 +1,12 @@
-"""`ctl ps`: one row per instance of the app."""
+"""`ctl ps [--type TYPE] [--state STATE]`: one row per instance of the app."""
 from __future__ import annotations
 
 import argparse
 
+from common.names import InvalidName, check_name
 from common.states import InstanceState, instance_word
 from ctl.client import Client
+from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json, table
 from proto import formation_pb2 as pb
 
@@ -12,6 +14,10 @@ from proto import formation_pb2 as pb
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("ps", parents=[parent], help="list the app's instances",
                        description=__doc__)
+    p.add_argument("--type", default="", metavar="TYPE", help="only instances of this type")
+    p.add_argument("--state", default="", metavar="STATE",
+                   choices=[s.word for s in InstanceState if s != InstanceState.UNSPECIFIED],
+                   help="only instances in this state (running, pending, crashed, ...)")
     p.set_defaults(run=run)
 
 
@@ -22,7 +28,13 @@ def instance_json(i: pb.Instance) -> dict:
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
-    instances = client.instances(args.app)
+    if args.type:
+        try:
+            check_name("process type", args.type)
+        except InvalidName as e:
+            raise CtlError(str(e), USAGE) from None
+    state = InstanceState[args.state.upper()] if args.state else InstanceState.UNSPECIFIED
+    instances = client.instances(args.app, args.type, state)
     if args.json:
         emit_json([instance_json(i) for i in instances])
         return 0

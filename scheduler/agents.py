@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from common.states import AgentState, InstanceState
 from proto import formation_pb2 as pb
 from scheduler.placement import AgentView, InstanceKey
-from scheduler.store import AgentRecord
+from scheduler.records import AgentRecord
 
 
 @dataclass
@@ -41,6 +41,7 @@ class AgentEntry:
     deadline: float             # monotonic time after which it is down without a heartbeat
     last_seen: float = 0.0      # wall clock, for display
     down: bool = False
+    down_since: float = 0.0     # monotonic time it was marked down
     session: Session | None = None
     reports: dict[InstanceKey, pb.InstanceStatus] = field(default_factory=dict)
     warned: bool = False        # said once that it sends reports that are ignored
@@ -70,9 +71,11 @@ class AgentEntry:
 class AgentTable:
     """Agents by name, with the heartbeat deadline bookkeeping."""
 
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic,
+                 forget_after: float = 86400.0) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.forget_after = forget_after  # a down agent is forgotten this long after
         self.entries: dict[str, AgentEntry] = {}
 
     def restore(self, records: dict[str, AgentRecord]) -> None:
@@ -140,7 +143,7 @@ class AgentTable:
         gone = [e for e in self.entries.values() if not e.down and e.deadline <= now]
         out = []
         for e in gone:
-            e.down = True
+            e.down, e.down_since = True, now
             out.append((e, set(e.reports)))
             e.reports.clear()
         return out
@@ -154,9 +157,17 @@ class AgentTable:
         state = AgentState.DRAINING if draining else AgentState.READY
         return dataclasses.replace(self.entries[name].record, state=state.word)
 
+    def forgotten(self) -> list[str]:
+        """Agents down for forget_after: the caller deletes their records and forget()s them."""
+        now = self.clock()
+        return [name for name, e in self.entries.items()
+                if e.down and now - e.down_since >= self.forget_after]
+
     def next_deadline(self) -> float | None:
-        live = [e.deadline for e in self.entries.values() if not e.down]
-        return min(live) if live else None
+        """When the next agent may go down, or a down one be forgotten."""
+        times = [e.down_since + self.forget_after if e.down else e.deadline
+                 for e in self.entries.values()]
+        return min(times) if times else None
 
     def views(self) -> dict[str, AgentView]:
         return {name: e.view() for name, e in self.entries.items()}

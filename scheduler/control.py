@@ -11,6 +11,7 @@ import grpc
 from common.appdef import is_env_name
 from common.appdef_pb import type_from_pb
 from common.names import check_count, check_name, split_instance_id
+from common.states import InstanceState
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.errors import Rejected, answer
@@ -79,7 +80,14 @@ class ControlService(pbg.ControlServicer):
         async def run() -> bytes:
             if request.app:
                 check_name("app", request.app)
-            return self.s.read.instances(request.app)
+            if request.type:
+                check_name("process type", request.type)
+            if request.state not in InstanceState.__members__.values():
+                raise Rejected(f"unknown instance state {request.state}")
+            if request.page_size < 0:
+                raise Rejected("page_size must be >= 0")
+            return self.s.read.instances(request.app, request.type, request.state,
+                                         request.page_size, request.page_token)
         return await answer(context, run)
 
     async def ListAgents(self, request: pb.ListAgentsRequest,

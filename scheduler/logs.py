@@ -1,22 +1,39 @@
 """Logs of instances for ctl: fan out to every live agent's AgentApi, merge by time.
 
-History (`tail`) is merged across agents and cut to the last N lines overall; with `follow`,
-new lines are forwarded as they arrive from any agent. Agents are only ever dialled by the
-scheduler, so ctl needs no route to them.
+History (`tail`, at most MAX_TAIL lines) is merged across agents and cut to the last N lines
+overall; with `follow`, new lines are forwarded as they arrive from any agent. Agents are only
+ever dialled by the scheduler, so ctl needs no route to them.
+
+Each follower has a queue bounded in lines and bytes (FOLLOWER_LINES, FOLLOWER_BYTES): while
+it reads too slowly (a paused `ctl logs -f | less`), the lines that do not fit are dropped
+and counted, and the next line it gets carries the count in `missed`, added to what the agents
+had to drop for us. It is not cut off: its cost is bounded, and it goes on where it can.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from prometheus_client import Counter
 
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentTable
 
 log = logging.getLogger("scheduler.logs")
+
+MAX_TAIL = 100_000         # most lines of history a request may ask for; more: INVALID_ARGUMENT
+FOLLOWER_LINES = 10_000    # lines queued for one ctl follower, at most ...
+FOLLOWER_BYTES = 4 << 20   # ... and bytes; beyond, dropped and told to it as `missed`
+LINE_COST = 128            # bytes a queued line is counted for besides its text
+
+DROPPED_LINES = Counter("formation_log_follower_lines_dropped",
+                        "Log lines dropped because a follower (ctl logs -f) read too slowly.")
+DROPPED_BYTES = Counter("formation_log_follower_bytes_dropped",
+                        "Bytes of log lines dropped because a follower read too slowly.")
 
 
 class AgentChannels:
@@ -32,11 +49,45 @@ class AgentChannels:
         return pbg.AgentApiStub(channel)
 
 
+class Follower:
+    """One follower's queue of lines, bounded in lines and bytes; see the module's doc."""
+
+    def __init__(self, lines: int = FOLLOWER_LINES, nbytes: int = FOLLOWER_BYTES) -> None:
+        self.max_lines, self.max_bytes = lines, nbytes
+        self.items: collections.deque[pb.LogLine] = collections.deque()
+        self.size = 0
+        self.missed = 0  # lines dropped (here or by an agent) since the last one queued
+        self.ready = asyncio.Event()
+
+    def put(self, line: pb.LogLine) -> bool:
+        cost = len(line.text) + LINE_COST
+        if len(self.items) >= self.max_lines or self.size + cost > self.max_bytes:
+            self.missed += 1 + line.missed
+            DROPPED_LINES.inc()
+            DROPPED_BYTES.inc(len(line.text))
+            return False
+        line.missed += self.missed
+        self.missed = 0
+        self.items.append(line)
+        self.size += cost
+        self.ready.set()
+        return True
+
+    async def get(self) -> pb.LogLine:
+        while not self.items:  # each pass waits for a put
+            self.ready.clear()
+            await self.ready.wait()
+        line = self.items.popleft()
+        self.size -= len(line.text) + LINE_COST
+        return line
+
+
 async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.LogsRequest
                       ) -> AsyncIterator[pb.LogLine]:
     agents = [e.record for e in table.entries.values()
               if not e.down and e.session is not None and e.record.api_address]
-    history_req = pb.LogsRequest(app=request.app, selector=request.selector, tail=request.tail)
+    tail = max(0, min(request.tail, MAX_TAIL))  # the Control service refuses more
+    history_req = pb.LogsRequest(app=request.app, selector=request.selector, tail=tail)
     history: list[pb.LogLine] = []
 
     async def read_history(address: str) -> None:
@@ -48,25 +99,25 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
 
     await asyncio.gather(*(read_history(a.api_address) for a in agents))
     history.sort(key=lambda line: line.time)
-    for line in history[-request.tail:] if request.tail > 0 else []:
+    for line in history[-tail:] if tail > 0 else []:
         yield line
+    history.clear()  # not held while following
     if not request.follow:
         return
 
-    queue: asyncio.Queue[pb.LogLine] = asyncio.Queue(maxsize=10_000)
+    queue = Follower()
     follow_req = pb.LogsRequest(app=request.app, selector=request.selector, follow=True)
 
     async def follow(address: str) -> None:
         try:
             async for line in channels.stub(address).Logs(follow_req):
-                if not queue.full():
-                    queue.put_nowait(line)
+                queue.put(line)
         except grpc.aio.AioRpcError as e:
             log.info("following logs of %s ended: %s", address, e.code().name)
 
     tasks = [asyncio.create_task(follow(a.api_address)) for a in agents]
     try:
-        while True:
+        while True:  # until ctl goes away (the call is cancelled)
             yield await queue.get()
     finally:
         for t in tasks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 
@@ -29,6 +30,18 @@ def env_default(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def number(flag: str, text: str, low: float, high: float, integer: bool = False) -> float:
+    """A flag's number within [low, high] (finite); ValueError with one line otherwise."""
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        kind = "a whole number" if integer else "a number of seconds"
+        raise ValueError(f"{flag} must be {kind} from {low:g} to {high:g}, not {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="formation-scheduler",
                                 description="Formation's scheduler: keeps the formation running.")
@@ -40,32 +53,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="gRPC HOST:PORT for ctl and agents (env FORMATION_LISTEN)")
     p.add_argument("--metrics-listen", default=env_default("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
-    p.add_argument("--agent-ttl", type=float,
-                   default=float(env_default("FORMATION_AGENT_TTL", "10")),
-                   help="seconds without heartbeat before an agent is down, >= 2 "
+    p.add_argument("--agent-ttl", default=env_default("FORMATION_AGENT_TTL", "10"),
+                   help="seconds without heartbeat before an agent is down, 2 to 3600 "
                         "(env FORMATION_AGENT_TTL)")
-    p.add_argument("--fence-after", type=float,
-                   default=float(env_default("FORMATION_FENCE_AFTER", "0")),
+    p.add_argument("--fence-after", default=env_default("FORMATION_FENCE_AFTER", "0"),
                    help="seconds without contact after which agents stop at_most_once "
                         "instances; < agent-ttl; 0 = 60%% of agent-ttl (env FORMATION_FENCE_AFTER)")
+    p.add_argument("--release-history", default=env_default("FORMATION_RELEASE_HISTORY", "50"),
+                   help="releases kept per app, besides any still assigned, 1 to 10000 "
+                        "(env FORMATION_RELEASE_HISTORY)")
+    p.add_argument("--agent-forget-after",
+                   default=env_default("FORMATION_AGENT_FORGET_AFTER", "86400"),
+                   help="seconds after which a down agent is forgotten, 60 to 31536000 "
+                        "(env FORMATION_AGENT_FORGET_AFTER)")
     args = p.parse_args(argv)
     try:
         args.endpoints = parse_endpoints(args.etcd)
         split_hostport(args.listen)
         if args.metrics_listen:
             split_hostport(args.metrics_listen)
+        args.agent_ttl = number("--agent-ttl", args.agent_ttl, 2, 3600)
+        args.fence_after = number("--fence-after", args.fence_after, 0, 3600)
+        args.release_history = int(number("--release-history", args.release_history, 1,
+                                          10_000, integer=True))
+        args.agent_forget_after = number("--agent-forget-after", args.agent_forget_after, 60,
+                                         365 * 86400)
     except ValueError as e:
         p.error(str(e))
-    if args.agent_ttl < 2:
-        p.error("--agent-ttl must be at least 2 seconds")
-    if not 0 <= args.fence_after < args.agent_ttl:
+    if args.fence_after >= args.agent_ttl:
         p.error("--fence-after must be less than --agent-ttl")
     return args
 
 
 async def run(args: argparse.Namespace) -> None:
     store = Store(args.endpoints, args.prefix)
-    scheduler = Scheduler(store, LinkTimes(args.agent_ttl, args.fence_after))
+    scheduler = Scheduler(store, LinkTimes(args.agent_ttl, args.fence_after),
+                          release_history=args.release_history,
+                          forget_after=args.agent_forget_after)
     metrics.install(scheduler)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     add_service(ControlService(scheduler), server, "Control")

@@ -21,6 +21,8 @@ from scheduler.placement import InstanceKey
 from scheduler.world import World
 
 RowKey = tuple[str, str, int, str]  # (app, type, number, id): the order of `ctl ps`
+PAGE_ROWS = 5000          # rows per ListInstances reply unless the request asks fewer
+PAGE_BYTES = 2 * 2**20    # and at most this many bytes of rows (gRPC's default limit is 4 MiB)
 
 
 def _order(key: InstanceKey) -> RowKey:
@@ -42,15 +44,26 @@ def _field1(payload: bytes) -> bytes:
     return b"\x0a" + _varint(len(payload)) + payload
 
 
+def _token(order: RowKey) -> str:
+    return f"{order[0]}/{order[1]}/{order[2]}/{order[3]}"
+
+
+def _after(token: str) -> RowKey:
+    """The row a page token names (ValueError if it is none)."""
+    app, ptype, number, iid = token.split("/")
+    return app, ptype, int(number), iid
+
+
 class ReadModels:
     def __init__(self, world: World) -> None:
         self.world = world
         self.running: Counter[tuple[str, str]] = Counter()
         self._running_keys: set[InstanceKey] = set()
         self._rows: dict[InstanceKey, bytes] = {}  # framed Instance per key
+        self._states: dict[InstanceKey, int] = {}  # the state each row shows
         self._order: list[RowKey] = []             # sorted keys of _rows
         self._dirty: set[InstanceKey] = set()
-        self._replies: dict[str, bytes] = {}       # app ("" = all) -> ListInstancesReply
+        self._replies: dict[tuple, bytes] = {}     # request -> encoded ListInstancesReply
 
     # ---- changes ------------------------------------------------------------------
 
@@ -99,30 +112,52 @@ class ReadModels:
                 if self._rows.pop(key, None) is not None:
                     i = bisect.bisect_left(self._order, order)
                     del self._order[i]
+                    del self._states[key]
                 continue
             if key not in self._rows:
                 bisect.insort(self._order, order)
             self._rows[key] = _field1(row.SerializeToString())
+            self._states[key] = row.state
         self._dirty.clear()
 
     # ---- replies ------------------------------------------------------------------
 
-    def instances(self, app: str = "") -> bytes:
-        """An encoded ListInstancesReply: the app's rows (every app's with "")."""
+    def instances(self, app: str = "", ptype: str = "", state: int = 0, page_size: int = 0,
+                  token: str = "") -> bytes:
+        """An encoded ListInstancesReply: one page of the rows of app (every app with ""),
+        of one type and state if given, after the row `token` names (ValueError if bad)."""
         if self._dirty:
             self._refresh()
-        reply = self._replies.get(app)
+        request = (app, ptype, state, page_size, token)
+        reply = self._replies.get(request)
         if reply is None:
-            if app:
-                lo = bisect.bisect_left(self._order, (app,))
-                hi = bisect.bisect_left(self._order, (app + "\0",))
-                orders = self._order[lo:hi]
-            else:
-                orders = self._order
-            rows = self._rows
-            reply = self._replies[app] = b"".join(
-                rows[InstanceKey(o[0], o[3])] for o in orders)
+            reply = self._replies[request] = self._page(app, ptype, state, page_size, token)
         return reply
+
+    def _page(self, app: str, ptype: str, state: int, page_size: int, token: str) -> bytes:
+        order = self._order
+        lo, hi = 0, len(order)
+        if app:  # rows are in (app, type, number) order: an app, or a type of it, is a slice
+            lo = bisect.bisect_left(order, (app, ptype) if ptype else (app,))
+            hi = bisect.bisect_left(order, (app, ptype + "\0") if ptype else (app + "\0",))
+        if token:
+            lo = max(lo, bisect.bisect_right(order, _after(token)))
+        limit = min(page_size or PAGE_ROWS, PAGE_ROWS)
+        rows: list[bytes] = []
+        size, last = 0, None
+        for i in range(lo, hi):
+            o = order[i]
+            key = InstanceKey(o[0], o[3])
+            if (ptype and o[1] != ptype) or (state and self._states[key] != state):
+                continue
+            if len(rows) == limit or size >= PAGE_BYTES:
+                assert last is not None
+                token_bytes = _token(last).encode()
+                return b"".join(rows) + b"\x12" + _varint(len(token_bytes)) + token_bytes
+            rows.append(self._rows[key])
+            size += len(rows[-1])
+            last = o
+        return b"".join(rows)
 
     def formation(self, app: str) -> pb.FormationReply:
         release = self.world.apps.current_release(app)
@@ -141,7 +176,8 @@ class ReadModels:
         return pb.Agent(name=name, address=e.record.address, state=state,
                         capacity=e.record.capacity, instances=instances,
                         last_seen=e.last_seen, connected=e.session is not None,
-                        metrics_address=e.record.metrics_address)
+                        metrics_address=e.record.metrics_address,
+                        isolation=e.record.isolation)
 
     def agents(self) -> pb.ListAgentsReply:
         return pb.ListAgentsReply(agents=[self.agent(n)

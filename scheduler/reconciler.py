@@ -24,7 +24,8 @@ from scheduler.errors import Rejected
 from scheduler.placement import Assigned, InstanceKey, Plan, plan
 from scheduler.push import LinkTimes, push, push_all
 from scheduler.readmodels import ReadModels
-from scheduler.store import AgentRecord, AppEvent, Conflict, Snapshot, Store, StoreUnavailable
+from scheduler.records import AgentRecord, AppEvent, Snapshot, decode
+from scheduler.store import Conflict, Store, StoreUnavailable
 from scheduler.world import Apps, World
 
 log = logging.getLogger("scheduler")
@@ -36,10 +37,12 @@ RETRY_ERROR = 1.0        # seconds before the next pass after an unexpected erro
 class Scheduler:
     """The scheduler's state and its reconcile loop."""
 
-    def __init__(self, store: Store, times: LinkTimes) -> None:
+    def __init__(self, store: Store, times: LinkTimes, release_history: int = 50,
+                 forget_after: float = 86400.0) -> None:
         self.store = store
         self.times = times
-        self.world = World(AgentTable(times.agent_ttl))
+        self.release_history = release_history  # releases kept per app (and any still in use)
+        self.world = World(AgentTable(times.agent_ttl, forget_after=forget_after))
         self.read = ReadModels(self.world)
         self.lock = asyncio.Lock()  # serializes etcd writes and the memory changes they make
         self.wake = asyncio.Event()
@@ -95,7 +98,7 @@ class Scheduler:
                     apps.formation.pop((app, ptype), None)
         else:
             snap = Snapshot()
-            Store.decode(snap, parts, event.value)
+            decode(snap, parts, event.value)
             for app, versions in snap.releases.items():
                 apps.releases.setdefault(app, {}).update(versions)
             apps.current.update(snap.current)
@@ -123,6 +126,9 @@ class Scheduler:
             self.wake.clear()
             try:
                 self.expire_agents()
+                for name in self.agents.forgotten():
+                    await self.remove_agent(name, why="down for "
+                                            f"{self.agents.forget_after:g}s")
                 await self.reconcile()
             except (StoreUnavailable, Conflict) as e:
                 log.warning("reconcile deferred: %s", e)
@@ -160,6 +166,9 @@ class Scheduler:
                 except StoreUnavailable:
                     self._assignments_stale = True  # some batches may have landed
                     raise
+            for app, releases in list(self.world.apps.releases.items()):
+                if len(releases) > self.release_history:
+                    await self._prune(app)
             push_all(self.world, self.times)
         instruments.RECONCILE_SECONDS.observe(time.monotonic() - started)
         return result
@@ -228,8 +237,23 @@ class Scheduler:
             apps.releases.setdefault(app, {})[version] = release
             apps.current[app] = version
             self.read.touch_current(app)
+            await self._prune(app)
         self.poke()
         return version
+
+    async def _prune(self, app: str) -> None:
+        """Forget the app's oldest releases beyond the history, except any still assigned."""
+        apps = self.world.apps
+        versions = sorted(apps.releases.get(app, {}))
+        keep = set(versions[-self.release_history:]) | {apps.current.get(app, 0)}
+        keep |= {w.release for k, w in self.world.assignments.items() if k.app == app}
+        drop = [v for v in versions if v not in keep]
+        if drop:
+            await self.store.drop_releases(app, drop)
+            for version in drop:
+                del apps.releases[app][version]
+            log.info("app %s: forgot releases %s (history %d)", app,
+                     ", ".join(f"v{v}" for v in drop), self.release_history)
 
     async def scale(self, app: str, counts: dict[str, int]) -> dict[str, int]:
         """Set desired counts of types of app's current release; returns all of its counts."""
@@ -262,7 +286,7 @@ class Scheduler:
         self.poke()
         return self.read.agent(name)
 
-    async def remove_agent(self, name: str) -> None:
+    async def remove_agent(self, name: str, why: str = "asked to") -> None:
         """Forget a down agent: its record goes from etcd and `ctl agents`."""
         async with self.lock:
             entry = self.agents.entries.get(name)
@@ -274,7 +298,7 @@ class Scheduler:
             await self.store.delete_agent(name)
             self.agents.forget(name)
             self.read.touch(self.world.hosted.get(name, ()))
-        log.info("agent %s removed", name)
+        log.info("agent %s forgotten (%s)", name, why)
         self.poke()
 
     # ---- agent session events ----------------------------------------------------------
@@ -283,7 +307,7 @@ class Scheduler:
         """Register (or re-register) an agent; returns its entry and new session."""
         record = AgentRecord(hello.name, hello.address, hello.capacity,
                              metrics_address=hello.metrics_address,
-                             api_address=hello.api_address)
+                             api_address=hello.api_address, isolation=hello.isolation)
         async with self.lock:
             known = self.agents.entries.get(hello.name)
             if known is not None:

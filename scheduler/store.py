@@ -1,13 +1,5 @@
-"""The etcd edge: Formation's only durable state, read and written through aetcd.
-
-Layout under the prefix (default `/formation`):
-
-    apps/<app>/releases/<version>   Release JSON
-    apps/<app>/current              current release version
-    apps/<app>/formation/<type>     desired count
-    agents/<name>                   AgentRecord JSON
-    assignments/<app>/<instance>    Assigned JSON {agent, release}
-"""
+"""The etcd edge: Formation's only durable state, read and written through aetcd (the keys
+and what they hold: records.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -15,21 +7,27 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.utils
 
 from common.appdef import Release
 from scheduler.placement import Assigned, InstanceKey
+from scheduler.records import AgentRecord, AppEvent, Snapshot, assigned_json, decode
 
 log = logging.getLogger("scheduler.store")
 T = TypeVar("T")
 # Operations per etcd transaction (etcd's default limit is 128): 127 writes and one read of a
 # written key, whose mod_revision tells the revision the transaction made.
 BATCH = 127
+PAGE_APPS = 32      # keys per page of apps/ (a release may be up to 512 KiB: docs/limits.md)
+PAGE_KEYS = 2048    # keys per page elsewhere (agents and assignments are small)
+MAX_RECEIVE = 64 * 2**20  # bytes of one etcd response the client accepts
 
 
 class StoreUnavailable(RuntimeError):
@@ -38,38 +36,6 @@ class StoreUnavailable(RuntimeError):
 
 class Conflict(RuntimeError):
     """A guarded write found a key changed since the revision it was planned on."""
-
-
-@dataclass
-class AgentRecord:
-    """What etcd keeps of an agent, so a new scheduler knows it before it reconnects."""
-    name: str
-    address: str = ""
-    capacity: int = 0
-    state: str = "ready"  # ready | draining (down is derived from heartbeats, never stored)
-    metrics_address: str = ""
-    api_address: str = ""
-
-
-@dataclass
-class Snapshot:
-    """Everything under the prefix, decoded."""
-    releases: dict[str, dict[int, Release]] = field(default_factory=dict)
-    current: dict[str, int] = field(default_factory=dict)
-    formation: dict[tuple[str, str], int] = field(default_factory=dict)
-    agents: dict[str, AgentRecord] = field(default_factory=dict)
-    assignments: dict[InstanceKey, Assigned] = field(default_factory=dict)
-    assignment_revisions: dict[InstanceKey, int] = field(default_factory=dict)  # mod_revision
-    app_revisions: dict[str, int] = field(default_factory=dict)  # "apps/a/current" -> mod_rev
-    revision: int = 0
-
-
-@dataclass(frozen=True)
-class AppEvent:
-    """One change under apps/ seen by the watch: `value` None for a delete."""
-    path: str  # relative to the prefix: "apps/<app>/formation/<type>"
-    value: bytes | None
-    revision: int
 
 
 def parse_endpoints(urls: str) -> list[tuple[str, int]]:
@@ -99,7 +65,8 @@ class Store:
 
     def _new_client(self) -> aetcd.Client:
         host, port = self._endpoints[self._index]
-        return aetcd.Client(host=host, port=port, timeout=self._timeout)
+        return aetcd.Client(host=host, port=port, timeout=self._timeout,
+                            options={"grpc.max_receive_message_length": MAX_RECEIVE})
 
     async def close(self) -> None:
         await self._client.close()
@@ -130,39 +97,44 @@ class Store:
 
     # ---- reads --------------------------------------------------------------
 
-    async def load(self, subtree: str = "") -> Snapshot:
-        """Read the whole tree (or one subtree, e.g. "apps") in one request."""
-        root = self.key("")
-        resp = await self._call("load", lambda c: c.get_prefix(root + subtree.encode()))
-        snap = Snapshot(revision=resp.header.revision)
-        for kv in resp.kvs:
-            path = kv.key[len(root):].decode()
-            self.decode(snap, path.split("/"), kv.value)
-            if path.startswith("apps/"):
-                snap.app_revisions[path] = kv.mod_revision
-            elif path.startswith("assignments/"):
-                _, app, iid = path.split("/", 2)
-                snap.assignment_revisions[InstanceKey(app, iid)] = kv.mod_revision
-        return snap
+    async def _page(self, start: bytes, end: bytes, revision: int, limit: int) -> Any:
+        """One page of a range read at `revision` (0: the newest)."""
+        async def read(c: aetcd.Client) -> Any:
+            await c.connect()
+            request = aetcd.rpc.RangeRequest(key=start, range_end=end, limit=limit,
+                                             revision=revision)
+            try:
+                return await c.kvstub.Range(request, timeout=self._timeout,
+                                            metadata=c.metadata)
+            except aetcd.rpc.AioRpcError as e:
+                aetcd.exceptions._handle_exception(e)  # the same errors as aetcd's own calls
+        return await self._call("load", read)
 
-    @staticmethod
-    def decode(snap: Snapshot, parts: list[str], value: bytes) -> None:
-        try:
-            match parts:
-                case ["apps", app, "releases", version]:
-                    snap.releases.setdefault(app, {})[int(version)] = Release.from_json(value)
-                case ["apps", app, "current"]:
-                    snap.current[app] = int(value)
-                case ["apps", app, "formation", ptype]:
-                    snap.formation[(app, ptype)] = int(value)
-                case ["agents", name]:
-                    snap.agents[name] = AgentRecord(**json.loads(value))
-                case ["assignments", app, iid]:
-                    raw = json.loads(value)
-                    snap.assignments[InstanceKey(app, iid)] = Assigned(
-                        raw["agent"], int(raw["release"]), raw.get("previous", ""))
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring undecodable key %s: %s", "/".join(parts), e)
+    async def load(self, subtree: str = "") -> Snapshot:
+        """Read the whole tree (or one subtree: "apps", "agents", "assignments") at one
+        revision, in pages, so no single response nears gRPC's message limit however much
+        is stored (docs/limits.md)."""
+        root = self.key("")
+        snap = Snapshot()
+        for part in (subtree,) if subtree else ("apps", "agents", "assignments"):
+            start = root + part.encode() + b"/"
+            end = aetcd.utils.prefix_range_end(start)
+            limit = PAGE_APPS if part == "apps" else PAGE_KEYS
+            while True:
+                resp = await self._page(start, end, snap.revision, limit)
+                snap.revision = snap.revision or resp.header.revision
+                for kv in resp.kvs:
+                    path = kv.key[len(root):].decode()
+                    decode(snap, path.split("/"), kv.value)
+                    if path.startswith("apps/"):
+                        snap.app_revisions[path] = kv.mod_revision
+                    elif path.startswith("assignments/"):
+                        _, app, iid = path.split("/", 2)
+                        snap.assignment_revisions[InstanceKey(app, iid)] = kv.mod_revision
+                if not resp.more or not resp.kvs:
+                    break
+                start = resp.kvs[-1].key + b"\0"
+        return snap
 
     # ---- writes -------------------------------------------------------------
 
@@ -218,6 +190,9 @@ class Store:
                                     for t, n in counts.items()})
         return max(written.values(), default=0)
 
+    async def drop_releases(self, app: str, versions: Sequence[int]) -> None:
+        await self.write({}, [self.key("apps", app, "releases", str(v)) for v in versions])
+
     async def put_agent(self, record: AgentRecord) -> None:
         await self.write({self.key("agents", record.name): json.dumps(asdict(record)).encode()})
 
@@ -230,7 +205,7 @@ class Store:
         mod_revision (absent: 0). Returns the new mod_revision of each key put. Conflict if
         another writer moved a key; then, as after any failure, re-read before writing again."""
         keys = {k: self.key("assignments", k.app, k.id) for k in changes}
-        puts = {keys[k]: _assigned_json(a) for k, a in changes.items() if a is not None}
+        puts = {keys[k]: assigned_json(a) for k, a in changes.items() if a is not None}
         deletes = [keys[k] for k, a in changes.items() if a is None]
         written = await self.write(puts, deletes, {keys[k]: r for k, r in expected.items()
                                                    if k in keys})
@@ -270,7 +245,3 @@ class Store:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-
-def _assigned_json(a: Assigned) -> bytes:
-    return json.dumps({"agent": a.agent, "release": a.release, "previous": a.previous}
-                      if a.previous else {"agent": a.agent, "release": a.release}).encode()

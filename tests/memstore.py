@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 from common.appdef import Release
 from scheduler.placement import Assigned, InstanceKey
-from scheduler.store import AgentRecord, Conflict, Snapshot, StoreUnavailable
+from scheduler.records import AgentRecord, Snapshot
+from scheduler.store import Conflict, StoreUnavailable
 
 
 class MemStore:
@@ -51,6 +52,12 @@ class MemStore:
             self.snap.formation[(app, t)] = n
             self.snap.app_revisions[f"apps/{app}/formation/{t}"] = rev
         return rev
+
+    async def drop_releases(self, app: str, versions: list[int]) -> None:
+        self._next()
+        for v in versions:
+            self.snap.releases[app].pop(v, None)
+            self.snap.app_revisions.pop(f"apps/{app}/releases/{v}", None)
 
     async def put_agent(self, record: AgentRecord) -> None:
         self._next()

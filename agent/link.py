@@ -15,11 +15,26 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from agent.supervisor import Supervisor
-from common.limits import AGENT_REDIAL_MAX, HEARTBEAT, SILENCE_LIMIT
+from common.limits import AGENT_REDIAL_MAX, HEARTBEAT, MAX_LIST_BYTES, SILENCE_LIMIT
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
 log = logging.getLogger("agent")
+
+
+# A list may be large (many instances, each release's env once): well past gRPC's default 4 MiB.
+LINK_OPTIONS = [("grpc.max_receive_message_length", MAX_LIST_BYTES)]
+
+
+def with_env(lists: pb.Assignments) -> list[pb.Assignment]:
+    """The list's items, each with its release's env (sent once per release in `envs`)."""
+    envs = {(e.app, e.release): e.env for e in lists.envs}
+    items = list(lists.items)
+    for item in items:
+        env = envs.get((item.app, item.release))
+        if env is not None and not item.env:
+            item.env.update(env)
+    return items
 
 
 class SchedulerLink:
@@ -124,7 +139,7 @@ class SchedulerLink:
                     return
                 yield message
 
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(address, options=LINK_OPTIONS) as channel:
             call = self._call = pbg.AgentLinkStub(channel).Connect(outgoing())
             self.outbox = outbox
             beats = asyncio.create_task(self._heartbeats(outbox))
@@ -143,7 +158,7 @@ class SchedulerLink:
                     if message.WhichOneof("kind") == "assignments":
                         lists = message.assignments
                         self.fence_after, self.agent_ttl = lists.fence_after, lists.agent_ttl
-                        self.supervisor.apply(list(lists.items))
+                        self.supervisor.apply(with_env(lists))
             finally:
                 self._call = None
                 self.outbox = None

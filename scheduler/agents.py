@@ -32,6 +32,7 @@ class Session:
     outbox: asyncio.Queue[pb.SchedulerMessage | None] = field(default_factory=asyncio.Queue)
     last_sent: tuple | None = None  # the last assignment list pushed, to skip repeats
     given: set[InstanceKey] = field(default_factory=set)  # every key pushed, until stopped
+    too_large: bool = False  # its list is over the link's limit (said once)
 
 
 @dataclass

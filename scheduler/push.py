@@ -2,13 +2,17 @@
 that stream (level-triggered: the agent converges to whatever list it got last)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from common.appdef_pb import health_to_pb
+from common.limits import MAX_LIST_BYTES
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentEntry
 from scheduler.placement import InstanceKey
 from scheduler.world import World
+
+log = logging.getLogger("scheduler")
 
 
 @dataclass(frozen=True)
@@ -23,13 +27,22 @@ class LinkTimes:
 
 
 def assignment_message(world: World, key: InstanceKey) -> pb.Assignment:
+    """One item of a list; its env travels once per release, in the list's `envs`."""
     version = world.assignments[key].release
-    release = world.apps.releases[key.app][version]
-    ptype = release.types[key.type]
+    ptype = world.apps.releases[key.app][version].types[key.type]
     return pb.Assignment(
         app=key.app, id=key.id, type=key.type, release=version, command=ptype.command,
-        env=release.env, stop_timeout=ptype.stop_timeout, at_most_once=ptype.at_most_once,
+        stop_timeout=ptype.stop_timeout, at_most_once=ptype.at_most_once,
         health=health_to_pb(ptype.health))
+
+
+def list_message(world: World, keys: list[InstanceKey], times: LinkTimes) -> pb.SchedulerMessage:
+    releases = sorted({(k.app, world.assignments[k].release) for k in keys})
+    return pb.SchedulerMessage(assignments=pb.Assignments(
+        items=[assignment_message(world, k) for k in keys],
+        envs=[pb.ReleaseEnv(app=app, release=v, env=world.apps.releases[app][v].env)
+              for app, v in releases],
+        fence_after=times.fence, agent_ttl=times.agent_ttl))
 
 
 def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False) -> bool:
@@ -41,11 +54,19 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False)
     fingerprint = tuple((k, world.assignments[k].release) for k in keys)
     if not force and session.last_sent == fingerprint:
         return False  # checked before building messages: this runs for every agent, every pass
+    message = list_message(world, keys, times)
+    size = message.ByteSize()
+    if size > MAX_LIST_BYTES:  # it would never arrive: keep the old list, say so, retry later
+        if not session.too_large:
+            session.too_large = True
+            log.error("agent %s: its list of %d instances is %d bytes, over the link's limit "
+                      "of %d; it keeps its previous list", entry.record.name, len(keys), size,
+                      MAX_LIST_BYTES)
+        return False
+    session.too_large = False
     session.last_sent = fingerprint
     session.given.update(keys)
-    session.outbox.put_nowait(pb.SchedulerMessage(assignments=pb.Assignments(
-        items=[assignment_message(world, k) for k in keys], fence_after=times.fence,
-        agent_ttl=times.agent_ttl)))
+    session.outbox.put_nowait(message)
     return True
 
 

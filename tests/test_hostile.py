@@ -11,6 +11,7 @@ import pytest
 from common.states import InstanceState
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
+from tests.cluster import procs, wait_for
 from tests.cluster.harness import ROOT
 
 GARBAGE = b"\xff\xff\xff\xff"  # field 0x1fffffff... with wire type 7: no protobuf decodes it
@@ -96,3 +97,18 @@ def test_bogus_reports_are_ignored_and_break_nothing(cluster):
     text = cluster.ctl("ps").stdout
     assert "zzz" not in text and "web.2" not in text
     assert cluster.client.formation("default").types[0].running == 1
+
+
+def test_a_list_far_over_4_mib_reaches_the_agent(make_cluster, tmp_path):
+    """45 instances of an app whose env is 100 KB: the env travels once, not 45 times."""
+    (tmp_path / "Procfile").write_text("worker: sleep 100000\n")
+    (tmp_path / "big.env").write_text(f"BIG={'x' * 100_000}\n")
+    c = make_cluster(agents=1, capacity=60, workdir=str(tmp_path))
+    c.ctl("deploy", str(tmp_path / "Procfile"), "--env-file", str(tmp_path / "big.env"))
+    c.ctl("scale", "worker=45")
+    running = c.wait_running({f"worker.{n}" for n in range(1, 46)}, timeout=60)
+    assert len(procs.environ(running["worker.45"].pid)["BIG"]) == 100_000
+    c.ctl("deploy", str(tmp_path / "Procfile"), "--env-file", str(tmp_path / "big.env"))
+    # A second release of it: two envs in one list while instances move over.
+    wait_for(lambda: len(r := c.running()) == 45 and all(i.release == 2 for i in r.values()),
+             60, what="all 45 on release 2")

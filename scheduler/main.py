@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(env FORMATION_RELEASE_HISTORY)")
     p.add_argument("--agent-forget-after",
                    default=env_default("FORMATION_AGENT_FORGET_AFTER", "86400"),
-                   help="seconds after which a down agent is forgotten, 60 to 31536000 "
+                   help="seconds after which a down agent is forgotten, 1 to 31536000 "
                         "(env FORMATION_AGENT_FORGET_AFTER)")
     args = p.parse_args(argv)
     try:
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.fence_after = number("--fence-after", args.fence_after, 0, 3600)
         args.release_history = int(number("--release-history", args.release_history, 1,
                                           10_000, integer=True))
-        args.agent_forget_after = number("--agent-forget-after", args.agent_forget_after, 60,
+        args.agent_forget_after = number("--agent-forget-after", args.agent_forget_after, 1,
                                          365 * 86400)
     except ValueError as e:
         p.error(str(e))

@@ -250,8 +250,8 @@ class Scheduler:
         drop = [v for v in versions if v not in keep]
         if drop:
             await self.store.drop_releases(app, drop)
-            for version in drop:
-                del apps.releases[app][version]
+            for version in drop:  # the watch may have seen the deletes already
+                apps.releases[app].pop(version, None)
             log.info("app %s: forgot releases %s (history %d)", app,
                      ", ".join(f"v{v}" for v in drop), self.release_history)
 

@@ -1,21 +1,23 @@
 """The app definition's protobuf form: ctl encodes, the scheduler decodes and validates (for
 every client, not only ctl), the agent reads the check to run. Unset health numbers take the
-defaults of common/appdef.py."""
+defaults of common/appdef.py; the rules are common/appdef.py's check_* (bounds in
+common/limits.py)."""
 from __future__ import annotations
-
-import math
 
 from common.appdef import (
     DEFAULT_FAILURES,
     DEFAULT_GRACE,
     DEFAULT_INTERVAL,
     DEFAULT_TIMEOUT,
-    HEALTH_TYPES,
     AppDefError,
     HealthCheck,
     ProcessType,
+    check_env,
+    check_release,
+    check_type,
     effective_check,
 )
+from common.limits import MAX_TYPES_PER_RELEASE
 from common.names import check_name
 from proto import formation_pb2 as pb
 
@@ -39,30 +41,28 @@ def type_to_pb(t: ProcessType) -> pb.ProcessType:
                           at_most_once=t.at_most_once, health=health_to_pb(t.health))
 
 
-def _seconds(where: str, key: str, value: float, minimum: float) -> float:
-    if not math.isfinite(value) or value < minimum:
-        raise AppDefError(f"{where}: {key} must be a number >= {minimum:g}, not {value!r}")
-    return value
-
-
 def type_from_pb(t: pb.ProcessType) -> ProcessType:
-    """Validate a process type from the API; AppDefError (a ValueError) says what is wrong."""
+    """Validate a process type from the API; AppDefError (a ValueError) says what is wrong.
+    A health check of type "" is no check: its other fields are ignored."""
     check_name("process type", t.name)
-    where = f"process type {t.name!r}"
-    if not t.command.strip():
-        raise AppDefError(f"{where} has no command")
-    h = t.health
-    if h.type and h.type not in HEALTH_TYPES:
-        raise AppDefError(f"{where}: unknown health check type {h.type!r}")
-    health = health_from_pb(h) if h.type else HealthCheck()
-    if h.type:
-        _seconds(where, "health interval", health.interval, 0.1)
-        _seconds(where, "health timeout", health.timeout, 0.1)
-        _seconds(where, "health grace", health.grace, 0)
-        if health.failures < 1:
-            raise AppDefError(f"{where}: health failures must be >= 1")
-    return ProcessType(t.name, t.command, _seconds(where, "stop_timeout", t.stop_timeout, 0),
-                       t.at_most_once, health)
+    health = health_from_pb(t.health) if t.health.type else HealthCheck()
+    return check_type(ProcessType(t.name, t.command, t.stop_timeout, t.at_most_once, health))
+
+
+def release_from_pb(request: pb.DeployRequest) -> tuple[dict[str, ProcessType], dict[str, str]]:
+    """Validate a whole DeployRequest but its app name: (types by name, env), or AppDefError
+    (InvalidName for a bad type name); both ValueErrors, answered INVALID_ARGUMENT."""
+    if len(request.types) > MAX_TYPES_PER_RELEASE:  # before any work per type
+        raise AppDefError(f"a release has {len(request.types)} process types, more than "
+                          f"{MAX_TYPES_PER_RELEASE}")
+    types: dict[str, ProcessType] = {}
+    for t in request.types:
+        if t.name in types:
+            raise AppDefError(f"process type {t.name!r} is defined twice")
+        types[t.name] = type_from_pb(t)
+    env = check_env(request.env)
+    check_release(types, env)
+    return types, env
 
 
 def check_for(assignment: pb.Assignment) -> HealthCheck | None:

@@ -18,7 +18,8 @@ class InvalidName(ValueError):
 def check_name(kind: str, name: str) -> str:
     """Return name if it is valid, else raise InvalidName with a one-line reason."""
     if not NAME_RE.fullmatch(name):
-        raise InvalidName(f"invalid {kind} name {name!r}: use lowercase letters, digits and '-' "
+        shown = repr(name) if len(name) <= 70 else repr(name[:64]) + "…"  # never echo a huge one
+        raise InvalidName(f"invalid {kind} name {shown}: use lowercase letters, digits and '-' "
                           f"(at most 63, starting with a letter or digit)")
     return name
 

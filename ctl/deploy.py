@@ -1,15 +1,19 @@
 """`ctl deploy PROCFILE [--env K=V]... [--env-file FILE] [--settings FILE]`: a new release.
 
 Reads the Procfile and, beside it, formation.toml (or --settings FILE) for per-type settings.
+Checks everything the scheduler will (common/appdef.py), so a bad file is refused here with
+its file and line; names Heroku would correct (`critical_job`) are corrected with a warning.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from common.appdef import (
     AppDefError,
     ProcessType,
+    check_release,
     parse_env_file,
     parse_env_line,
     parse_procfile,
@@ -43,37 +47,55 @@ def read_text(path: str, what: str) -> str:
                        USAGE) from None
 
 
-def load_types(procfile: str, settings: str | None) -> dict[str, ProcessType]:
-    """The process types of a Procfile with their settings; AppDefError names the bad line."""
-    commands = parse_procfile(read_text(procfile, "Procfile"), procfile)
+def load_types(procfile: str, settings: str | None, warnings: list[str] | None = None
+               ) -> tuple[dict[str, ProcessType], dict[str, str]]:
+    """The process types of a Procfile with their settings, and the names the Procfile spelled
+    differently (spelling -> name); AppDefError names the bad line; warnings are appended."""
+    parsed = parse_procfile(read_text(procfile, "Procfile"), procfile)
+    if warnings is not None:
+        warnings.extend(parsed.warnings)
     if settings is None:
         beside = os.path.join(os.path.dirname(procfile) or ".", "formation.toml")
         settings = beside if os.path.exists(beside) else None
     text = read_text(settings, "settings file") if settings else ""
-    return parse_settings(text, commands, settings or "formation.toml")
+    return (parse_settings(text, parsed.commands, settings or "formation.toml", warnings),
+            parsed.renamed)
 
 
-def build_request(args: argparse.Namespace) -> pb.DeployRequest:
+def prepare(args: argparse.Namespace) -> tuple[pb.DeployRequest, dict[str, str]]:
+    """The request, checked as the scheduler will check it, and the renamed types; warnings
+    are written to stderr, one line each."""
+    warnings: list[str] = []
     try:
-        types = load_types(args.procfile, args.settings)
+        types, renamed = load_types(args.procfile, args.settings, warnings)
         env: dict[str, str] = {}
         if args.env_file:
             env.update(parse_env_file(read_text(args.env_file, "env file"), args.env_file))
         for item in args.env:
             key, value = parse_env_line(item, "--env")
             env[key] = value
+        check_release(types, env)
     except AppDefError as e:
         raise CtlError(str(e), USAGE) from None
-    return pb.DeployRequest(app=args.app, types=[type_to_pb(t) for t in types.values()], env=env)
+    for warning in warnings:
+        sys.stderr.write(f"ctl: warning: {warning}\n")
+    request = pb.DeployRequest(app=args.app, types=[type_to_pb(t) for t in types.values()],
+                               env=env)
+    return request, renamed
+
+
+def build_request(args: argparse.Namespace) -> pb.DeployRequest:
+    return prepare(args)[0]
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
-    request = build_request(args)
+    request, renamed = prepare(args)
     reply = client.deploy(request)
+    names = [t.name for t in request.types]
     if args.json:
-        emit_json({"app": args.app, "release": reply.version,
-                   "types": [t.name for t in request.types]})
+        emit_json({"app": args.app, "release": reply.version, "types": names,
+                   "renamed": renamed})
     else:
-        print(f"Deployed {args.app} release v{reply.version} "
-              f"({', '.join(t.name for t in request.types)})")
+        note = "".join(f"; {spelled} is now {name}" for spelled, name in renamed.items())
+        print(f"Deployed {args.app} release v{reply.version} ({', '.join(names)}{note})")
     return 0

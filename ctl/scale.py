@@ -7,10 +7,12 @@ timeout.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
-from common.names import InvalidName, check_count, check_name, parse_count
+from common.appdef import normalise_type_name
+from common.names import NAME_RE, InvalidName, check_count, check_name, parse_count
 from common.states import InstanceState
 from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
@@ -45,7 +47,7 @@ def parse_specs(specs: list[str]) -> dict[str, tuple[str, int]]:
         else:
             raise CtlError(f"expected TYPE=N, got {spec!r}", USAGE)
         try:
-            ptype = check_name("process type", ptype)
+            ptype = _type_name(ptype)
             if op == "=" and n.startswith("-"):
                 raise ValueError(f"count for {ptype!r} must be from 0 up, not {n} "
                                  f"(to remove instances use {ptype}-N)")
@@ -56,6 +58,25 @@ def parse_specs(specs: list[str]) -> dict[str, tuple[str, int]]:
             raise CtlError(f"process type {ptype!r} given twice", USAGE)
         out[ptype] = (op, count)
     return out
+
+
+def _type_name(spelled: str) -> str:
+    """A valid type name, or InvalidName that suggests the name a Procfile spelling became."""
+    try:
+        return check_name("process type", spelled)
+    except InvalidName as e:
+        name = normalise_type_name(spelled)
+        if name != spelled and NAME_RE.fullmatch(name):
+            raise InvalidName(f"invalid process type name {spelled!r}: a Procfile's "
+                              f"{spelled!r} is named {name!r}") from None
+        raise e from None
+
+
+def check_timeout(timeout: float) -> float:
+    """--timeout: finite and positive (NaN would wait forever), else a usage error."""
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise CtlError(f"--timeout must be a positive number of seconds, not {timeout:g}", USAGE)
+    return timeout
 
 
 def resolve(specs: dict[str, tuple[str, int]], current: dict[str, int]) -> dict[str, int]:
@@ -101,12 +122,11 @@ def wait(client: Client, app: str, counts: dict[str, int], timeout: float, show:
 
 def run(args: argparse.Namespace, client: Client) -> int:
     specs = parse_specs(args.specs)
+    check_timeout(args.timeout)
     current: dict[str, int] = {}
     if any(op != "=" for op, _ in specs.values()):
         current = {t.type: t.desired for t in client.formation(args.app).types}
     counts = resolve(specs, current)
-    if args.timeout <= 0:
-        raise CtlError("--timeout must be positive", USAGE)
     reply = client.scale(args.app, counts)
     if not args.wait:
         if args.json:

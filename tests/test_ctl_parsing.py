@@ -5,7 +5,7 @@ import pytest
 
 from common.names import MAX_INSTANCES_PER_TYPE, split_instance_id
 from ctl.errors import USAGE, CtlError
-from ctl.scale import parse_specs, resolve
+from ctl.scale import check_timeout, parse_specs, resolve
 
 
 def test_absolute_and_relative_counts():
@@ -38,3 +38,19 @@ def test_instance_ids():
     for bad in ("web", "web.0", "Web.1", "web.x", ".1"):
         with pytest.raises(ValueError):
             split_instance_id(bad)
+
+
+def test_a_procfile_spelling_gets_the_name_it_became():
+    with pytest.raises(CtlError) as e:
+        parse_specs(["Critical_Job=2"])
+    assert e.value.code == USAGE
+    assert str(e.value) == ("invalid process type name 'Critical_Job': a Procfile's "
+                            "'Critical_Job' is named 'critical-job'")
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), float("-inf"), -1.0, 0.0])
+def test_a_wait_timeout_must_be_finite_and_positive(timeout):
+    with pytest.raises(CtlError) as e:
+        check_timeout(timeout)
+    assert e.value.code == USAGE
+    assert check_timeout(0.5) == 0.5 and check_timeout(1e6) == 1e6

@@ -1,5 +1,9 @@
 """The agent's own gRPC server, called by the scheduler: instance logs (AgentApi) and the
-standard gRPC health service."""
+standard gRPC health service.
+
+A follower (`Logs` with follow) gets its own queue, bounded in lines and bytes (agent/logs.py:
+FOLLOWER_LINES, FOLLOWER_BYTES); lines that do not fit while it reads too slowly are dropped,
+and the next line it gets says how many (`LogLine.missed`). It is not cut off."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -11,6 +15,8 @@ from agent.logs import LogLine, LogSink, Match
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
+
+MAX_TAIL = 100_000  # most lines of history a request may ask for; more: INVALID_ARGUMENT
 
 
 def matcher(request: pb.LogsRequest) -> Match:
@@ -24,8 +30,9 @@ def matcher(request: pb.LogsRequest) -> Match:
     return lambda e: (not app or e.app == app) and e.instance.startswith(prefix)
 
 
-def to_pb(e: LogLine, agent: str) -> pb.LogLine:
-    return pb.LogLine(time=e.time, app=e.app, instance=e.instance, text=e.text, agent=agent)
+def to_pb(e: LogLine, agent: str, missed: int = 0) -> pb.LogLine:
+    return pb.LogLine(time=e.time, app=e.app, instance=e.instance, text=e.text, agent=agent,
+                      missed=missed)
 
 
 class AgentApiService(pbg.AgentApiServicer):
@@ -34,19 +41,23 @@ class AgentApiService(pbg.AgentApiServicer):
         self.name = name
 
     async def Logs(self, request: pb.LogsRequest, context) -> AsyncIterator[pb.LogLine]:
+        if not 0 <= request.tail <= MAX_TAIL:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tail must be 0 to {MAX_TAIL}")
         match = matcher(request)
         # Subscribe before reading history, so no line falls between the two.
-        queue = self.sink.follow(match) if request.follow else None
+        follower = self.sink.follow(match) if request.follow else None
         try:
             for e in self.sink.history(match, request.tail):
                 yield to_pb(e, self.name)
-            if queue is None:
+            if follower is None:
                 return
-            while True:
-                yield to_pb(await queue.get(), self.name)
+            while True:  # until the caller goes away (the call is cancelled)
+                missed, e = await follower.get()
+                yield to_pb(e, self.name, missed)
         finally:
-            if queue is not None:
-                self.sink.unfollow(queue)
+            if follower is not None:
+                self.sink.unfollow(follower)
 
 
 async def serve(listen: str, sink: LogSink, name: str) -> grpc.aio.Server:

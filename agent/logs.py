@@ -2,12 +2,18 @@
 agent's stdout as `HH:MM:SS web.3 | line` (logs are event streams), and streamed to followers.
 
 Nothing here can block the agent or grow without bound:
-- each instance may log LINE_RATE lines a second (bursts of LINE_BURST); beyond that its output
-  is read and dropped without being split, and the pipe is left to fill for a moment, which
-  slows the flooding child instead of the agent;
-- lines are cut at MAX_LINE bytes; each instance keeps its last KEEP lines;
-- the stdout queue and each follower's queue have a fixed size; lines beyond are dropped.
-Every dropped line is counted.
+- each instance may log LINE_RATE lines and BYTE_RATE bytes a second (bursts of LINE_BURST
+  lines, BYTE_BURST bytes); beyond either, its output is read and dropped without being split,
+  and the pipe is left to fill for a moment, which slows the flooding child, not the agent;
+- lines are cut at MAX_LINE bytes; each instance keeps its last KEEP lines (KEEP_BYTES at most);
+- the stdout queue and each follower's queue are bounded in lines and in bytes; a line that
+  does not fit is dropped. A follower is told how many lines it missed: the next line it
+  gets carries the count (`missed`). A slow follower is never cut off: what it costs is
+  bounded, and a paused `ctl logs -f | less` goes on where it can when it reads again.
+Every dropped line is counted, by reason (`dropped_lines`, `dropped_bytes`).
+
+Control characters in a line are escaped on the agent's stdout (escape()): an instance cannot
+move the cursor of, or set the clipboard of (OSC 52), whoever reads the agent's output.
 """
 from __future__ import annotations
 
@@ -19,10 +25,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-MAX_LINE = 16 * 1024
-KEEP = 1000
-LINE_RATE = 2000.0
-LINE_BURST = 5000.0
+MAX_LINE = 16 * 1024           # bytes; a longer line is cut here
+KEEP = 1000                    # lines of history kept per instance (for --tail) ...
+KEEP_BYTES = 1 << 20           # ... and at most this many bytes of them
+LINE_RATE = 2000.0             # lines a second an instance may log (token bucket) ...
+LINE_BURST = 5000.0            # ... in bursts of up to this many lines
+BYTE_RATE = float(1 << 20)     # bytes a second an instance may log (token bucket) ...
+BYTE_BURST = float(4 << 20)    # ... in bursts of up to this many bytes
+STDOUT_LINES = 10_000          # lines waiting for the agent's stdout, at most ...
+STDOUT_BYTES = 8 << 20         # ... and bytes; a line beyond either is dropped
+FOLLOWER_LINES = 10_000        # lines queued for one Logs(follow) stream, at most ...
+FOLLOWER_BYTES = 4 << 20       # ... and bytes; beyond, dropped and told to it as `missed`
+LINE_COST = 64                 # bytes a queued line is counted for besides its text
+FLOOD_PAUSE = 0.05             # seconds an instance over its budget is left to its full pipe
+
+# Reasons a line is dropped, the label of the agent's drop counters.
+RATE, STDOUT, FOLLOWER = "rate", "stdout", "follower"
+
+# Every C0 control but tab (newline never reaches a line), DEL and the C1 controls.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0a, 0x20),
+                                         *range(0x7f, 0xa0))}
+
+
+def escape(text: str) -> str:
+    """`text` with its control characters but tab shown as `\\x1b` etc.: safe for a terminal
+    (no ANSI or OSC sequence, no carriage return or backspace overwriting what came before)."""
+    return text.translate(_CONTROLS)
 
 
 @dataclass(frozen=True)
@@ -33,42 +61,110 @@ class LogLine:
     text: str
 
 
+def cost(e: LogLine) -> int:
+    """What a queued line is counted for, in bytes (about its size in memory)."""
+    return len(e.text) + LINE_COST
+
+
 Match = Callable[[LogLine], bool]
+
+
+class Follower:
+    """A follower's queue, bounded in lines and in bytes. A line that does not fit is dropped
+    and counted; the next line queued carries that count, so the reader learns what it
+    missed and where."""
+
+    def __init__(self, match: Match, lines: int = FOLLOWER_LINES,
+                 nbytes: int = FOLLOWER_BYTES) -> None:
+        self.match = match
+        self.max_lines, self.max_bytes = lines, nbytes
+        self.items: collections.deque[tuple[int, LogLine]] = collections.deque()
+        self.size = 0
+        self.missed = 0  # lines dropped since the last one queued
+        self.ready = asyncio.Event()
+
+    def put(self, e: LogLine) -> bool:
+        c = cost(e)
+        if len(self.items) >= self.max_lines or self.size + c > self.max_bytes:
+            self.missed += 1
+            return False
+        self.items.append((self.missed, e))
+        self.missed = 0
+        self.size += c
+        self.ready.set()
+        return True
+
+    def take(self) -> tuple[int, LogLine] | None:
+        """The next line and how many were missed just before it, or None if none is queued."""
+        if not self.items:
+            self.ready.clear()
+            return None
+        missed, e = self.items.popleft()
+        self.size -= cost(e)
+        return missed, e
+
+    async def get(self) -> tuple[int, LogLine]:
+        while True:  # each pass either returns or waits for a put
+            item = self.take()
+            if item is not None:
+                return item
+            await self.ready.wait()
+
+
+class _Ring:
+    """An instance's last lines: at most `lines` of them and `nbytes` bytes."""
+
+    def __init__(self, lines: int, nbytes: int) -> None:
+        self.lines: collections.deque[LogLine] = collections.deque()
+        self.max_lines, self.max_bytes = lines, nbytes
+        self.size = 0
+
+    def append(self, e: LogLine) -> None:
+        self.lines.append(e)
+        self.size += cost(e)
+        while self.lines and (len(self.lines) > self.max_lines or self.size > self.max_bytes):
+            self.size -= cost(self.lines.popleft())
 
 
 class LogSink:
     """Fan-in of every instance's lines: stdout, a ring buffer per instance, followers."""
 
-    def __init__(self, out: BinaryIO | None = None, queue_size: int = 10_000, keep: int = KEEP):
+    def __init__(self, out: BinaryIO | None = None, queue_size: int = STDOUT_LINES,
+                 keep: int = KEEP, queue_bytes: int = STDOUT_BYTES,
+                 keep_bytes: int = KEEP_BYTES) -> None:
         self.out = out if out is not None else sys.stdout.buffer
         self.queue: collections.deque[LogLine] = collections.deque()
-        self.queue_size = queue_size
-        self.keep = keep
-        self.buffers: dict[tuple[str, str], collections.deque[LogLine]] = {}
-        self.followers: list[tuple[Match, asyncio.Queue[LogLine]]] = []
-        self.dropped = 0
+        self.queue_size, self.queue_bytes = queue_size, queue_bytes
+        self.queued = 0  # bytes in self.queue
+        self.keep, self.keep_bytes = keep, keep_bytes
+        self.buffers: dict[tuple[str, str], _Ring] = {}
+        self.followers: list[Follower] = []
+        self.dropped = 0  # lines, every reason
+        self.dropped_lines: collections.Counter[str] = collections.Counter()
+        self.dropped_bytes: collections.Counter[str] = collections.Counter()
         self.ready = asyncio.Event()
 
     def line(self, app: str, instance: str, text: str) -> None:
         entry = LogLine(time.time(), app, instance, text)
         buf = self.buffers.get((app, instance))
         if buf is None:
-            buf = self.buffers[(app, instance)] = collections.deque(maxlen=self.keep)
+            buf = self.buffers[(app, instance)] = _Ring(self.keep, self.keep_bytes)
         buf.append(entry)
-        for match, queue in self.followers:
-            if match(entry):
-                if queue.full():
-                    self.dropped += 1
-                else:
-                    queue.put_nowait(entry)
-        if len(self.queue) >= self.queue_size:
-            self.dropped += 1
+        for follower in self.followers:
+            if follower.match(entry) and not follower.put(entry):
+                self.drop(1, len(text), FOLLOWER)
+        c = cost(entry)
+        if len(self.queue) >= self.queue_size or self.queued + c > self.queue_bytes:
+            self.drop(1, len(text), STDOUT)
             return
         self.queue.append(entry)
+        self.queued += c
         self.ready.set()
 
-    def drop(self, n: int) -> None:
+    def drop(self, n: int, nbytes: int = 0, reason: str = RATE) -> None:
         self.dropped += n
+        self.dropped_lines[reason] += n
+        self.dropped_bytes[reason] += nbytes
 
     def forget(self, app: str, instance: str) -> None:
         self.buffers.pop((app, instance), None)
@@ -77,24 +173,26 @@ class LogSink:
         """The last `tail` buffered lines that match, oldest first."""
         if tail <= 0:
             return []
-        lines = [e for buf in self.buffers.values() for e in buf if match(e)]
+        lines = [e for buf in self.buffers.values() for e in buf.lines if match(e)]
         lines.sort(key=lambda e: e.time)
         return lines[-tail:]
 
-    def follow(self, match: Match, size: int = 10_000) -> asyncio.Queue[LogLine]:
-        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=size)
-        self.followers.append((match, queue))
-        return queue
+    def follow(self, match: Match, lines: int = FOLLOWER_LINES,
+               nbytes: int = FOLLOWER_BYTES) -> Follower:
+        follower = Follower(match, lines, nbytes)
+        self.followers.append(follower)
+        return follower
 
-    def unfollow(self, queue: asyncio.Queue[LogLine]) -> None:
-        self.followers = [(m, q) for m, q in self.followers if q is not queue]
+    def unfollow(self, follower: Follower) -> None:
+        self.followers = [f for f in self.followers if f is not follower]
 
     def _take(self, limit: int) -> bytes:
         batch: list[str] = []
         while self.queue and len(batch) < limit:
             e = self.queue.popleft()
+            self.queued -= cost(e)
             stamp = time.strftime("%H:%M:%S", time.localtime(e.time))
-            batch.append(f"{stamp} {e.instance} | {e.text}\n")
+            batch.append(f"{stamp} {e.instance} | {escape(e.text)}\n")
         return "".join(batch).encode("utf-8", "replace")
 
     async def run(self) -> None:
@@ -126,34 +224,41 @@ def _text(raw: bytes) -> str:
 
 
 async def pump(stream: asyncio.StreamReader, app: str, instance: str, sink: LogSink,
-               rate: float = LINE_RATE, burst: float = LINE_BURST) -> None:
+               rate: float = LINE_RATE, burst: float = LINE_BURST,
+               byte_rate: float = BYTE_RATE, byte_burst: float = BYTE_BURST) -> None:
     """Read a child's output until EOF, cutting it into lines for the sink, at most `rate`
-    lines a second (token bucket of `burst`)."""
+    lines and `byte_rate` bytes a second (token buckets of `burst` lines, `byte_burst` bytes;
+    a line is let through while any byte is left, the bucket then owes the rest)."""
     partial = b""
-    tokens, last = burst, time.monotonic()
+    tokens, btokens, last = burst, byte_burst, time.monotonic()
     while True:
         chunk = await stream.read(65536)
         if not chunk:
             break
         now = time.monotonic()
-        tokens, last = min(burst, tokens + (now - last) * rate), now
+        tokens = min(burst, tokens + (now - last) * rate)
+        btokens = min(byte_burst, btokens + (now - last) * byte_rate)
+        last = now
         data = partial + chunk
-        if tokens < 1:  # flooding: count the lines without splitting, then let the pipe fill
+        if tokens < 1 or btokens <= 0:
+            # Flooding: count the lines without splitting, then let the pipe fill.
             cut = data.rfind(b"\n")
-            sink.drop(data.count(b"\n"))
+            sink.drop(data.count(b"\n"), cut + 1, RATE)
             partial = data[cut + 1:][-MAX_LINE:]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(FLOOD_PAUSE)
             continue
         lines = data.split(b"\n")
         partial = lines.pop()
         if len(partial) > MAX_LINE:
             lines.append(partial[:MAX_LINE])
             partial = b""
-        allowed = min(len(lines), int(tokens))
-        tokens -= allowed
-        for raw in lines[:allowed]:
+        for i, raw in enumerate(lines):
+            if tokens < 1 or btokens <= 0:
+                rest = lines[i:]
+                sink.drop(len(rest), sum(len(r) + 1 for r in rest), RATE)
+                break
+            tokens -= 1
+            btokens -= min(len(raw), MAX_LINE) + 1
             sink.line(app, instance, _text(raw))
-        if allowed < len(lines):
-            sink.drop(len(lines) - allowed)
     if partial:
         sink.line(app, instance, _text(partial))

@@ -1,5 +1,10 @@
 """`ctl logs [TYPE|INSTANCE] [--tail N] [-f]`: the app's logs from every agent, in time order,
-each line prefixed `time instance |`, like `heroku logs --tail`. --json: one object per line."""
+each line prefixed `time instance |`, like `heroku logs --tail`. --json: one object per line.
+
+Control characters in a line (ANSI and OSC sequences, CR, backspace, ...; not tab) are shown
+escaped (`\x1b`), so an instance cannot drive the terminal; --json keeps the raw text. A
+follower that read too slowly is told what it missed: `[N lines missed]` before the next line
+(--json: `"missed": N` on that line)."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +12,13 @@ import json
 import sys
 import time
 
+from agent.logs import escape
 from common.names import InvalidName, check_name, split_instance_id
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from proto import formation_pb2 as pb
+
+MAX_TAIL = 100_000  # most lines of --tail; the scheduler refuses more (scheduler/logs.py)
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -18,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
                        description=__doc__.splitlines()[0])
     p.add_argument("selector", nargs="?", default="", metavar="TYPE|INSTANCE")
     p.add_argument("-n", "--tail", type=int, default=100, metavar="N",
-                   help="lines of history (default 100)")
+                   help=f"lines of history, 0 to {MAX_TAIL} (default 100)")
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines")
     p.set_defaults(run=run)
 
@@ -36,8 +44,8 @@ def run(args: argparse.Namespace, client: Client) -> int:
                 check_name("process type", args.selector)
     except (InvalidName, ValueError) as e:
         raise CtlError(str(e), USAGE) from None
-    if args.tail < 0:
-        raise CtlError("--tail must be 0 or more", USAGE)
+    if not 0 <= args.tail <= MAX_TAIL:
+        raise CtlError(f"--tail must be 0 to {MAX_TAIL}", USAGE)
     request = pb.LogsRequest(app=args.app, selector=args.selector, tail=args.tail,
                              follow=args.follow)
     out = sys.stdout
@@ -46,9 +54,11 @@ def run(args: argparse.Namespace, client: Client) -> int:
             if args.json:
                 out.write(json.dumps({"time": line.time, "app": line.app,
                                       "instance": line.instance, "agent": line.agent,
-                                      "text": line.text}) + "\n")
+                                      "text": line.text, "missed": line.missed}) + "\n")
             else:
-                out.write(f"{stamp(line.time)} {line.instance} | {line.text}\n")
+                if line.missed:
+                    out.write(f"[{line.missed} lines missed]\n")
+                out.write(f"{stamp(line.time)} {line.instance} | {escape(line.text)}\n")
             if args.follow:
                 out.flush()
     except KeyboardInterrupt:

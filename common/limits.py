@@ -19,3 +19,4 @@ MAX_STOP_TIMEOUT = 3600.0           # seconds from SIGTERM to SIGKILL (0 .. this
 MIN_HEALTH_INTERVAL = 0.1           # seconds between checks (and a check's smallest timeout)
 MAX_HEALTH_SECONDS = 3600.0         # the largest health interval, timeout and grace
 MAX_HEALTH_FAILURES = 1000          # failures in a row before a restart (1 .. this; int32 wire)
+MAX_LIST_BYTES = 64 * 2**20  # an agent's assignment list, encoded: the link's message limit

@@ -83,7 +83,8 @@ def test_a_flooding_child_neither_blocks_nor_grows_the_agent(make_cluster, tmp_p
             kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         return kb / 1024
 
-    wait_for(lambda: c.scrape("agent-1")["formation_agent_log_lines_dropped_total"] > 0, 10,
+    wait_for(lambda: sum(v for k, v in c.scrape("agent-1").items()  # with or without labels
+                         if k.split("{")[0] == "formation_agent_log_lines_dropped_total") > 0, 10,
              what="flood lines to be dropped and counted")
     start = rss_mib()
     samples = []

@@ -173,16 +173,17 @@ def test_control_characters_are_escaped_in_ctl_logs_and_the_agents_output(
     c.ctl("deploy", str(tmp_path / "Procfile"))
     c.ctl("scale", "esc=1")
     c.wait_running({"esc.1"})
-    out = wait_for(lambda: (o := c.ctl("logs", "esc", "--tail", "2").stdout).count("\n") == 2
-                   and o, 10, what="two lines of esc.1")
+    rows = wait_for(lambda: (r := [json.loads(line) for line in c.ctl(
+        "logs", "esc", "--tail", "2", "--json").stdout.splitlines()]) and len(r) == 2 and r,
+        10, what="two lines of esc.1")
+    assert [r["text"] for r in rows] == [NASTY, NASTY]  # --json: raw
+    out = c.ctl("logs", "esc", "--tail", "2").stdout
     assert out.count(f" esc.1 | {ESCAPED}\n") == 2, out
     assert "\x1b" not in out and "\r" not in out and "\x9b" not in out
-    rows = [json.loads(line) for line in c.ctl("logs", "esc", "--tail", "2", "--json")
-            .stdout.splitlines()]
-    assert [r["text"] for r in rows] == [NASTY, NASTY] and [r["missed"] for r in rows] == [0, 0]
     agent_out = c.log("agent-1")
     assert f" esc.1 | {ESCAPED}\n" in agent_out
     assert "\x1b" not in agent_out and "\r" not in agent_out
+    assert [r["missed"] for r in rows] == [0, 0]
 
 
 def test_tail_is_bounded(make_cluster):

@@ -16,7 +16,7 @@ class Timer(enum.Enum):
     """The machine's timers; at most one of each is armed at a time."""
     BACKOFF = "backoff"  # until the next start after a crash
     PROBE = "probe"      # until the next health check
-    KILL = "kill"        # from SIGTERM to SIGKILL
+    KILL = "kill"        # from SIGTERM to SIGKILL, then from SIGKILL to giving up on it
 
 
 # ---- events: what happened -----------------------------------------------------------------
@@ -53,8 +53,10 @@ class SpawnFailed:
 
 @dataclass(frozen=True)
 class Exited:
-    """The group leader itself exited; code as asyncio gives it (negative: a signal)."""
+    """The group leader itself exited; code as asyncio gives it (negative: a signal). pid: which
+    leader (0: the current one); a leader given up on may still exit later."""
     code: int
+    pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class Signal:
 
 @dataclass(frozen=True)
 class ReleaseGroup:
-    """The group of pid is dead: finish reading its output (bounded), forget it."""
+    """The leader pid is dead (or given up on): finish reading its group's output and wait for
+    its cgroup to empty (both bounded), then forget it."""
     pid: int
 
 

@@ -1,7 +1,7 @@
 """Health checks of one instance: tcp (connect to $PORT), http (GET a path on $PORT, 2xx/3xx),
 exec (a command, exit 0). Probes return (healthy, reason); the machine decides what follows.
-The exec check's process is spawned through the launcher like an instance, in a group of its
-own, and its group is killed once it exits, times out or is no longer wanted.
+The exec check's process is spawned through the launcher like an instance, in a group (and
+cgroup) of its own, killed once it exits, times out or is no longer wanted.
 
 A web type with no check gets a tcp check on its port, like Heroku's boot check.
 """
@@ -69,7 +69,9 @@ async def _probe(check: HealthCheck, port: int, env: dict[str, str], cwd: str,
 
 async def _exec(command: str, env: dict[str, str], cwd: str, launcher: Launcher
                 ) -> tuple[bool, str]:
-    child = await launcher.spawn(["/bin/sh", "-c", command], env, cwd, capture=False)
+    child = await launcher.spawn(["/bin/sh", "-c", command], env, cwd, capture=False,
+                                 name=f"{env.get('FORMATION_APP', '')}."
+                                      f"{env.get('FORMATION_INSTANCE', '')}-check")
     try:
         code = await child.wait()
     except asyncio.CancelledError:  # timed out, or the instance is gone

@@ -1,18 +1,31 @@
-"""The seam between the agent and the OS: spawning instance process groups and signalling them.
+"""The seam between the agent and the OS: spawning instances, signalling them, knowing they
+are gone.
 
-Tests of the runner can pass a fake with the same three methods; the real one also tells the
-guardian (agent/guardian.py) about every group, so a SIGKILLed agent leaves nothing behind.
+Each instance leads its own session and process group and, where the agent may (agent/
+cgroups.py), lives in a cgroup of its own, so that whatever it starts - even a daemon that
+left the group with setsid - is signalled and killed with it. Tests of the runner can pass a
+fake with the same methods; the real one also tells the guardian (agent/guardian.py) about
+every group and cgroup, so a SIGKILLed agent leaves nothing behind.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from typing import Protocol
+
+from agent import cgroups
+from agent.cgroups import Isolation
+
+log = logging.getLogger("agent")
 
 
 class Child(Protocol):
@@ -27,11 +40,15 @@ class Child(Protocol):
 
 class Launcher(Protocol):
     """Every process the agent starts goes through here: instances and exec health checks.
-    capture=False: no output pipe (child.stdout is None)."""
+    capture=False: no output pipe (child.stdout is None). name: what the instance is called
+    (its cgroup's name)."""
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
-                    at_most_once: bool = False, capture: bool = True) -> Child: ...
+                    at_most_once: bool = False, capture: bool = True,
+                    name: str = "") -> Child: ...
     def kill_group(self, pgid: int, sig: int) -> None: ...
+    async def gone(self, pgid: int, timeout: float) -> bool: ...
     def forget_group(self, pgid: int) -> None: ...
+    def cgroup_of(self, pgid: int) -> str | None: ...
 
 
 COMPOUND = (";", "&", "|", "\n", "`", "$(", "(", ")", "{", "}")
@@ -94,18 +111,33 @@ class OsChild:
         self._transport.close()
 
 
-class OsLauncher:
-    """Real processes: each instance is the leader of its own session and process group."""
+def _findable(program: str, env: dict[str, str], cwd: str) -> bool:
+    """Would exec find program (as the child's PATH and cwd resolve it)?"""
+    if "/" in program:
+        path = os.path.join(cwd, program)
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    return shutil.which(program, path=env.get("PATH", os.defpath)) is not None
 
-    def __init__(self) -> None:
+
+class OsLauncher:
+    """Real processes: each instance is the leader of its own session and process group, and
+    in cgroup mode the only member of a fresh cgroup until it forks."""
+
+    def __init__(self, isolation: Isolation | None = None) -> None:
+        self.isolation = isolation or Isolation(cgroups.PROCESS_GROUP, why="not asked")
         self.guardian: subprocess.Popen | None = None
         self._last_tick = 0.0
         self._deadline = 0.0
+        self._cgroups: dict[int, str] = {}   # leader pid -> its cgroup, until forgotten
+        self._spawned = 0
+        self._cleanups: set[asyncio.Task] = set()
 
     def start_guardian(self) -> None:
         self.guardian = subprocess.Popen(
             [sys.executable, "-m", "agent.guardian"], stdin=subprocess.PIPE,
             start_new_session=True, close_fds=True)
+        if self.isolation.base:
+            self._tell(f"B{self.isolation.base}")
 
     def _tell(self, line: str) -> None:
         if self.guardian is not None and self.guardian.stdin is not None:
@@ -115,22 +147,47 @@ class OsLauncher:
             except (BrokenPipeError, ValueError):
                 pass
 
-    def close_guardian(self) -> None:
-        """Called at a clean exit, after every instance stopped."""
+    def close_guardian(self, timeout: float = 10.0) -> None:
+        """Called at exit, once the instances stopped (or were given up on): the guardian
+        kills whatever is still listed, removes the cgroups and exits."""
         if self.guardian is not None and self.guardian.stdin is not None:
-            self.guardian.stdin.close()
-            self.guardian.wait()
+            with contextlib.suppress(OSError):
+                self.guardian.stdin.close()
+            try:
+                self.guardian.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.guardian.kill()
+                self.guardian.wait()
+        if self.isolation.base:
+            cgroups.remove(self.isolation.base)
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
-                    at_most_once: bool = False, capture: bool = True) -> Child:
+                    at_most_once: bool = False, capture: bool = True,
+                    name: str = "") -> Child:
+        cgroup = ""
+        if self.isolation.base:
+            # The wrapper would turn a missing program into exit 127; say it as before.
+            if not _findable(argv[0], env, cwd):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+            self._spawned += 1
+            cgroup = os.path.join(self.isolation.base, f"{name or 'process'}-{self._spawned}")
+            os.mkdir(cgroup)
+            argv = ["/bin/sh", "-c", cgroups.ENTER, os.path.join(cgroup, "cgroup.procs"), *argv]
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _LeaderProtocol(loop), *argv, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if capture else subprocess.DEVNULL, env=env, cwd=cwd,
-            start_new_session=True)
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _LeaderProtocol(loop), *argv, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT if capture else subprocess.DEVNULL, env=env, cwd=cwd,
+                start_new_session=True)
+        except BaseException:
+            if cgroup:
+                cgroups.remove(cgroup)
+            raise
         child = OsChild(transport, protocol)
-        self._tell(f"{'*' if at_most_once else '+'}{child.pid}")
+        if cgroup:
+            self._cgroups[child.pid] = cgroup
+        self._tell(f"{'*' if at_most_once else '+'}{child.pid}{' ' + cgroup if cgroup else ''}")
         return child
 
     def heard_scheduler(self, guardian_deadline: float) -> None:
@@ -142,9 +199,44 @@ class OsLauncher:
             self._tell(f"F{guardian_deadline:.3f}\n.")
 
     def kill_group(self, pgid: int, sig: int) -> None:
+        """Signal the group and, in cgroup mode, every process of its cgroup (SIGKILL: all of
+        them at once through cgroup.kill)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+        cgroup = self._cgroups.get(pgid)
+        if cgroup:
+            if sig == signal.SIGKILL:
+                cgroups.kill(cgroup)
+            else:
+                cgroups.signal_all(cgroup, sig)
+
+    def cgroup_of(self, pgid: int) -> str | None:
+        return self._cgroups.get(pgid)
+
+    async def gone(self, pgid: int, timeout: float) -> bool:
+        """Wait until nothing of the group's cgroup lives (True), at most timeout seconds. In
+        process-group mode there is nothing to watch: True at once."""
+        cgroup = self._cgroups.get(pgid)
+        return cgroup is None or await cgroups.wait_empty(cgroup, timeout)
 
     def forget_group(self, pgid: int) -> None:
-        """The group is gone: the guardian must not kill a later holder of that id."""
-        self._tell(f"-{pgid}")
+        """The group is dead: kill what is left of its cgroup, remove the cgroup once empty,
+        and only then tell the guardian, which must not kill a later holder of that id."""
+        cgroup = self._cgroups.pop(pgid, None)
+        if cgroup is None:
+            self._tell(f"-{pgid}")
+            return
+        cgroups.kill(cgroup)
+        if cgroups.remove(cgroup):
+            self._tell(f"-{pgid}")
+            return
+        task = asyncio.get_running_loop().create_task(self._remove_later(pgid, cgroup))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _remove_later(self, pgid: int, cgroup: str) -> None:
+        if await cgroups.wait_empty(cgroup, cgroups.GONE_TIMEOUT) and cgroups.remove(cgroup):
+            self._tell(f"-{pgid}")
+        else:  # the guardian, still told of it, kills it again when the agent exits
+            log.warning("%s still has processes %s %.0fs after SIGKILL", cgroup,
+                        cgroups.procs(cgroup), cgroups.GONE_TIMEOUT)

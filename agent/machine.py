@@ -6,7 +6,9 @@ transitions are drawn in agent/lifecycle.py; the handlers are listed in _HANDLER
 
 One stop path serves scale-down, fencing and failed health checks alike (_terminate): SIGTERM
 to the group, then SIGKILL once the grace period is over, unless the leader exited first.
-Whenever the leader exits, whatever it left in its group is SIGKILLed.
+Whenever the leader exits, whatever it left in its group (its cgroup) is SIGKILLed. A leader
+that outlives its SIGKILL by KILL_WAIT (stuck in the kernel) is given up on as if it had
+exited, so `stopping` always ends.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ S = InstanceState
 FIRST_PROBE = 0.02     # seconds after the spawn; then doubling up to FAST_PROBES until healthy
 FAST_PROBES = 0.25
 DEFAULT_FAILURES = 3   # failed checks in a row that restart an instance, if the check says 0
+KILL_WAIT = 5.0        # seconds a SIGKILLed leader may take to exit before it is given up on
 
 
 class InstanceMachine:
@@ -78,6 +81,7 @@ class InstanceMachine:
         self.spawning = False
         self.leader = 0             # pid of the live leader, 0 when none
         self.terminating = False    # SIGTERM sent to the live leader
+        self.killed = False         # SIGKILL sent to it by the KILL timer
         self.timers: dict[Timer, float] = {}  # armed timers -> when they are due
         self.spawn_asked = 0.0
         self.spawned_at = 0.0
@@ -197,9 +201,11 @@ class InstanceMachine:
 
     def _on_spawned(self, event: Spawned, now: float) -> None:
         self.spawning, self.leader, self.pid = False, event.pid, event.pid
-        self.terminating = False
+        self.terminating = self.killed = False
         if self.stopping:  # stopped while it was being spawned: it never should run
+            self.killed = True
             self._emit(Signal(event.pid, signal.SIGKILL))
+            self._arm(Timer.KILL, KILL_WAIT, now)
             return
         self.policy.started(now)
         self.spawned_at = now
@@ -220,9 +226,12 @@ class InstanceMachine:
             self._crashed(f"could not start: {event.error}", now)
 
     def _on_exited(self, event: Exited, now: float) -> None:
-        if not self.leader:
-            return
-        pid, self.leader, self.terminating = self.leader, 0, False
+        if not self.leader or event.pid not in (0, self.leader):
+            return  # none, or one given up on that exits at last
+        self._leader_gone(self.unhealthy or describe_exit(event.code), now)
+
+    def _leader_gone(self, why: str, now: float) -> None:
+        pid, self.leader, self.terminating, self.killed = self.leader, 0, False, False
         self.exits += 1
         self._drop_probe()
         self._disarm(Timer.KILL)
@@ -232,7 +241,7 @@ class InstanceMachine:
             self._stopped()
         else:
             self.restarts += 1
-            self._crashed(self.unhealthy or describe_exit(event.code), now)
+            self._crashed(why, now)
 
     def _on_probe_result(self, event: ProbeResult, now: float) -> None:
         if not self.probing or self.check is None:
@@ -287,9 +296,16 @@ class InstanceMachine:
         elif event.timer is Timer.PROBE:
             self.probing = True
             self._emit(Probe())
-        elif self.leader:  # Timer.KILL
+        elif self.leader and not self.killed:  # Timer.KILL: SIGTERM was not enough
+            self.killed = True
             self._emit(Note(f"{self.name} did not stop in time; killing it"),
                         Signal(self.leader, signal.SIGKILL))
+            self._arm(Timer.KILL, KILL_WAIT, now)
+        elif self.leader:  # Timer.KILL again: not even SIGKILL ended it
+            why = (f"pid {self.leader} still there {KILL_WAIT:g}s after SIGKILL; "
+                   "given up on")
+            self._emit(Note(f"{self.name}: {why}", True))
+            self._leader_gone(self.unhealthy or why, now)
 
 
 _HANDLERS: dict[type, Callable[[InstanceMachine, Any, float], None]] = {

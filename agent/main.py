@@ -8,8 +8,9 @@ import os
 import signal
 import socket
 import sys
+from typing import NoReturn
 
-from agent import api, metrics, simulate
+from agent import api, cgroups, metrics, simulate
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
@@ -23,6 +24,9 @@ from common.net import split_hostport
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
+MAX_CAPACITY = 100_000   # instance slots (the scheduler's bound too)
+MAX_SIMULATED = 10_000   # simulated agents of one process
+SHUTDOWN_SLACK = 5.0     # seconds an agent may take to stop beyond its longest stop_timeout
 
 
 def default_name() -> str:
@@ -42,16 +46,31 @@ def local_address_towards(host: str) -> str:
         return "127.0.0.1"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage: one line on stderr (`formation-agent: error: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def whole_number(flag: str, text: str, most: int) -> int:
+    """text as a number from 0 to most, or ValueError naming the flag."""
+    text = text.strip()
+    if not text.isdigit() or not text.isascii() or int(text) > most:
+        raise ValueError(f"{flag} must be a whole number from 0 to {most}, not {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="formation-agent",
-                                description="Formation's agent: runs this machine's instances.")
+    p = OneLineParser(prog="formation-agent",
+                      description="Formation's agent: runs this machine's instances.")
     p.add_argument("--scheduler", default=env("FORMATION_SCHEDULER", "127.0.0.1:7070"),
                    help="scheduler HOST:PORT[,HOST:PORT...] (env FORMATION_SCHEDULER)")
     p.add_argument("--name", default=env("FORMATION_AGENT_NAME", ""),
                    help="agent name, default the host name (env FORMATION_AGENT_NAME)")
     p.add_argument("--capacity", default=env("FORMATION_CAPACITY", "100"),
-                   help="instance slots (env FORMATION_CAPACITY)")
+                   help=f"instance slots, 0-{MAX_CAPACITY} (env FORMATION_CAPACITY)")
     p.add_argument("--advertise", default=env("FORMATION_ADVERTISE", ""),
                    help="address others reach this host at (env FORMATION_ADVERTISE)")
     p.add_argument("--port-range", default=env("FORMATION_PORT_RANGE", "5000-5999"),
@@ -61,17 +80,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(env FORMATION_AGENT_LISTEN)")
     p.add_argument("--metrics-listen", default=env("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
-    p.add_argument("--simulate", type=int, default=0, metavar="N",
-                   help="BENCHMARK AID: connect N simulated agents that report every "
-                        "assignment running and spawn nothing")
+    p.add_argument("--simulate", default="0", metavar="N",
+                   help=f"BENCHMARK AID: connect N (up to {MAX_SIMULATED}) simulated agents "
+                        "that report every assignment running and spawn nothing")
+    p.add_argument("--isolation", default=env("FORMATION_ISOLATION", "auto"),
+                   help="how instances are contained: auto (a cgroup v2 each where the agent "
+                        "may, else its process group), cgroup, process-group "
+                        "(env FORMATION_ISOLATION)")
     p.add_argument("--workdir", default=env("FORMATION_WORKDIR", os.getcwd()),
                    help="directory instances run in (env FORMATION_WORKDIR)")
     args = p.parse_args(argv)
     try:
         args.name = check_name("agent", args.name or default_name())
-        if not args.capacity.isdigit():
-            raise ValueError(f"--capacity must be a whole number, not {args.capacity!r}")
-        args.capacity = int(args.capacity)
+        args.capacity = whole_number("--capacity", args.capacity, MAX_CAPACITY)
+        args.simulate = whole_number("--simulate", args.simulate, MAX_SIMULATED)
+        if args.isolation not in cgroups.MODES:
+            raise ValueError(f"--isolation must be one of {', '.join(cgroups.MODES)}, "
+                             f"not {args.isolation!r}")
         args.ports = parse_range(args.port_range)
         args.addresses = [a.strip() for a in args.scheduler.split(",") if a.strip()]
         for a in args.addresses:
@@ -98,13 +123,27 @@ def use_pidfd_child_watcher() -> None:
         asyncio.set_child_watcher(watcher)
 
 
+def make_hello(args: argparse.Namespace, isolation: cgroups.Isolation) -> pb.Hello:
+    return pb.Hello(name=args.name, address=args.advertise, capacity=args.capacity,
+                    metrics_address=args.metrics_listen and
+                    f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}",
+                    api_address=f"{args.advertise}:{split_hostport(args.listen)[1]}",
+                    isolation=isolation.mode)
+
+
 async def run(args: argparse.Namespace) -> None:
     if args.simulate:
         await simulate.run_simulated(args.simulate, args.name, args.addresses, args.capacity,
                                      args.advertise)
         return
     use_pidfd_child_watcher()
-    launcher = OsLauncher()
+    try:
+        isolation = cgroups.choose(args.isolation, args.name)
+    except cgroups.CgroupsUnavailable as e:
+        log.error("--isolation cgroup: %s", e)
+        raise SystemExit(1) from None
+    log.info("%s", isolation.describe())
+    launcher = OsLauncher(isolation)
     launcher.start_guardian()
     sink = LogSink()
     supervisor = Supervisor(launcher, sink, PortPool(args.ports), args.workdir,
@@ -115,10 +154,7 @@ async def run(args: argparse.Namespace) -> None:
         log.error("cannot serve on --listen %s: %s", args.listen, e)
         launcher.close_guardian()
         raise SystemExit(1) from None
-    hello = pb.Hello(name=args.name, address=args.advertise, capacity=args.capacity,
-                     metrics_address=args.metrics_listen and
-                     f"{args.advertise}:{split_hostport(args.metrics_listen)[1]}",
-                     api_address=f"{args.advertise}:{split_hostport(args.listen)[1]}")
+    hello = make_hello(args, isolation)
     link = SchedulerLink(args.addresses, hello, supervisor, launcher.heard_scheduler)
     metrics.install(metrics.AgentCollector(supervisor, link, sink, args.capacity))
     if args.metrics_listen:
@@ -141,12 +177,24 @@ async def run(args: argparse.Namespace) -> None:
     log.info("stopping %d instances", len(supervisor.runners))
     tasks[0].cancel()  # no new assignments while stopping
     tasks[2].cancel()
-    await supervisor.stop_all()
-    launcher.close_guardian()
+    await stop_within(supervisor)
+    launcher.close_guardian()  # it kills whatever is left, cgroups included
     tasks[1].cancel()
     sink.flush()  # what the instances said last
     await server.stop(grace=0.5)
     log.info("stopped")
+
+
+async def stop_within(supervisor: Supervisor) -> None:
+    """Stop every instance, giving up after the longest stop_timeout + SHUTDOWN_SLACK: each
+    runner SIGKILLs at its stop_timeout and never waits for long after, so this is only the
+    net under that promise (an agent stops in bounded time, always)."""
+    longest = max((r.spec.stop_timeout for r in supervisor.runners.values()), default=0.0)
+    bound = longest + SHUTDOWN_SLACK
+    try:
+        await asyncio.wait_for(supervisor.stop_all(), bound)
+    except TimeoutError:
+        log.warning("instances still stopping after %.1fs: leaving them to the guardian", bound)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent import instruments  # noqa: F401 - its histogram is served beside these
-from agent.procstat import group_usage
+from agent.procstat import cgroup_usage, group_usage
 
 if TYPE_CHECKING:
     from agent.link import SchedulerLink
@@ -43,12 +43,24 @@ class AgentCollector:
         failures = CounterMetricFamily("formation_agent_health_check_failures",
                                        "Failed health checks of each instance.", labels=labels)
         cpu = CounterMetricFamily("formation_agent_instance_cpu_seconds",
-                                  "CPU time of each instance's process group (live members).",
+                                  "CPU time of each instance's cgroup, or of the live members "
+                                  "of its process group.",
                                   labels=labels)
         rss = GaugeMetricFamily("formation_agent_instance_resident_memory_bytes",
-                                "Resident memory of each instance's process group.",
+                                "Resident memory of each instance's cgroup or process group.",
                                 labels=labels)
-        usage = group_usage({r.pid for r in runners if r.pid})
+        launcher = self.supervisor.launcher
+        usage: dict[int, tuple[float, int]] = {}
+        by_group: set[int] = set()
+        for r in runners:
+            cgroup = launcher.cgroup_of(r.pid) if r.pid else None
+            if cgroup is not None:
+                found = cgroup_usage(cgroup)
+                if found is not None:
+                    usage[r.pid] = found
+            elif r.pid:
+                by_group.add(r.pid)
+        usage.update(group_usage(by_group))
         for r in runners:
             key = [r.spec.app, r.spec.type, r.spec.id]
             restarts.add_metric(key, r.restarts)

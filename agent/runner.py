@@ -2,7 +2,7 @@
 
 The runner feeds the machine what happens (spawned, exited, probe results, timers, a stop
 request) and carries out the commands it returns: spawn through the launcher, signal the
-group, arm timers, probe, report. It decides nothing itself, and never polls: the leader's
+group (and cgroup), arm timers, probe, report. It decides nothing itself, and never polls: the leader's
 exit comes from the child watcher, timers from the clock.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol
 
 from agent import instruments
+from agent.cgroups import GONE_TIMEOUT
 from agent.events import (
     AcquirePort,
     AwaitContact,
@@ -272,7 +273,8 @@ class InstanceRunner:
     async def _spawn(self) -> None:
         try:
             child = await self.launcher.spawn(shell_argv(self.spec.command), self.env(),
-                                              self.workdir, self.spec.at_most_once)
+                                              self.workdir, self.spec.at_most_once,
+                                              name=f"{self.spec.app}.{self.spec.id}")
         except OSError as e:
             self.feed(SpawnFailed(str(e)))
             return
@@ -281,7 +283,8 @@ class InstanceRunner:
             self._pump = asyncio.create_task(pump(child.stdout, self.spec.app, self.spec.id,
                                                   self.sink), name=f"output {self.spec.id}")
         self.feed(Spawned(child.pid))
-        self.feed(Exited(await child.wait()))  # the leader itself, not the end of its output
+        # The leader itself, not the end of its output.
+        self.feed(Exited(await child.wait(), child.pid))
 
     def _release(self, pid: int) -> None:
         child, pumping = self.child, self._pump
@@ -294,11 +297,15 @@ class InstanceRunner:
         task.add_done_callback(self._task_done)
 
     async def _drain(self, child: Child, pumping: asyncio.Task | None) -> None:
-        """The group was SIGKILLed, so its pipe closes; a process that left the group may
-        keep it open, hence the bound."""
+        """The group (and cgroup) was SIGKILLed, so its pipe closes; a process that left the
+        group may keep it open, hence the bound. In cgroup mode the instance is over once its
+        cgroup is empty (bounded too: a process stuck in the kernel cannot hold a stop)."""
         if pumping is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pumping, DRAIN_OUTPUT)
+        if not await self.launcher.gone(child.pid, GONE_TIMEOUT):
+            log.warning("%s: processes of its cgroup are still there %.0fs after SIGKILL",
+                        self.spec.id, GONE_TIMEOUT)
         child.close()
         self.launcher.forget_group(child.pid)
 

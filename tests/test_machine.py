@@ -32,7 +32,7 @@ from agent.events import (
     Timer,
     TimerFired,
 )
-from agent.machine import InstanceMachine
+from agent.machine import KILL_WAIT, InstanceMachine
 from common.appdef import HealthCheck
 from common.states import InstanceState as S
 
@@ -152,9 +152,10 @@ def test_stop_sigterms_then_sigkills_exactly_stop_timeout_later_then_stopped():
     assert without(out) == [Signal(100, SIGTERM), StartTimer(Timer.KILL, 7.5)]
     assert m.timers[Timer.KILL] == 10.5
     out = m.handle(TimerFired(Timer.KILL), 10.5)
-    assert without(out) == [Signal(100, SIGKILL)]
+    assert without(out) == [Signal(100, SIGKILL), StartTimer(Timer.KILL, KILL_WAIT)]
     out = m.handle(Exited(-9), 10.5)
-    assert without(out) == [Signal(100, SIGKILL), ReleaseGroup(100), ReleasePort(PORT), Finished()]
+    assert without(out) == [CancelTimer(Timer.KILL), Signal(100, SIGKILL), ReleaseGroup(100),
+                            ReleasePort(PORT), Finished()]
     assert reports(out) == [(S.STOPPED, "")] and m.pid == 0 and m.restarts == 0
 
 
@@ -194,7 +195,8 @@ def test_stop_while_spawning_kills_it_as_soon_as_it_has_spawned():
     m.handle(Begin(), 0)
     m.handle(PortAcquired(PORT), 0)
     assert reports(m.handle(StopRequested(), 0)) == [(S.STOPPING, "")]
-    assert m.handle(Spawned(100), 0.1) == [Signal(100, SIGKILL)]
+    assert m.handle(Spawned(100), 0.1) == [Signal(100, SIGKILL),
+                                           StartTimer(Timer.KILL, KILL_WAIT)]
     assert Finished() in m.handle(Exited(-9), 0.1) and m.state == S.STOPPED
     m = new()
     m.handle(Begin(), 0)
@@ -250,7 +252,8 @@ def test_failed_checks_in_a_row_restart_through_the_one_stop_path():
     out = m.handle(ProbeResult(False, "down"), now)
     assert without(out) == [Signal(100, SIGTERM), StartTimer(Timer.KILL, 4)]
     assert m.state == S.UNHEALTHY  # not stopping: it comes back
-    assert without(m.handle(TimerFired(Timer.KILL), now + 4)) == [Signal(100, SIGKILL)]
+    assert without(m.handle(TimerFired(Timer.KILL), now + 4)) == [
+        Signal(100, SIGKILL), StartTimer(Timer.KILL, KILL_WAIT)]
     out = m.handle(Exited(-9), now + 4)
     assert reports(out)[0] == (S.CRASHED, "health check failed 3 times: down")
     assert Spawn(PORT) in out and m.restarts == 1
@@ -294,3 +297,35 @@ def test_at_most_once_waits_for_contact_before_every_start():
     m.handle(Begin(), 0)
     assert without(m.handle(StopRequested(), 1)) == [Finished()]
     assert m.handle(InContact(), 2) == []  # stopped: it never starts
+
+
+def test_a_leader_that_outlives_its_sigkill_is_given_up_on_so_stopping_always_ends():
+    m = running(new(stop_timeout=2), pid=100)
+    m.handle(StopRequested(), 0)
+    assert without(m.handle(TimerFired(Timer.KILL), 2)) == [Signal(100, SIGKILL),
+                                                            StartTimer(Timer.KILL, KILL_WAIT)]
+    out = m.handle(TimerFired(Timer.KILL), 2 + KILL_WAIT)  # stuck in the kernel, say
+    assert without(out) == [Signal(100, SIGKILL), ReleaseGroup(100), ReleasePort(PORT),
+                            Finished()]
+    assert m.state == S.STOPPED
+    notes = [c for c in out if isinstance(c, Note)]
+    assert notes and notes[0].warning and "given up on" in notes[0].text
+
+
+def test_a_leader_given_up_on_that_exits_later_does_not_end_its_successor():
+    m = new(check=CHECK, stop_timeout=1)
+    m.handle(Begin(), 0)
+    m.handle(PortAcquired(PORT), 0)
+    m.handle(Spawned(100), 0)
+    m.handle(TimerFired(Timer.PROBE), 0)
+    m.handle(ProbeResult(True), 0)
+    for now in (5, 10, 15):  # three failed checks: SIGTERM; it ignores that, then SIGKILL
+        m.handle(TimerFired(Timer.PROBE), now)
+        m.handle(ProbeResult(False, "down"), now)
+    m.handle(TimerFired(Timer.KILL), 16)
+    out = m.handle(TimerFired(Timer.KILL), 16 + KILL_WAIT)
+    assert Spawn(PORT) in out and m.state == S.STARTING
+    m.handle(Spawned(200), 22)
+    assert m.handle(Exited(-9, pid=100), 23) == []  # the old one, at last
+    assert m.leader == 200
+    assert ReleaseGroup(200) in m.handle(Exited(1, pid=200), 24)

@@ -94,7 +94,7 @@ class FakeLauncher:
         self.stubborn = stubborn
         self.forgotten: list[int] = []
 
-    async def spawn(self, argv, env, cwd, at_most_once=False, capture=True):
+    async def spawn(self, argv, env, cwd, at_most_once=False, capture=True, name=""):
         if not capture:
             self.checks.append(argv)
             check = FakeChild(9000 + len(self.checks), self)
@@ -118,6 +118,12 @@ class FakeLauncher:
 
     def forget_group(self, pgid: int) -> None:
         self.forgotten.append(pgid)
+
+    async def gone(self, pgid: int, timeout: float) -> bool:
+        return True
+
+    def cgroup_of(self, pgid: int) -> str | None:
+        return None
 
     def times(self, kind: str) -> list[float]:
         return [e[0] for e in self.timeline if e[1] == kind]

@@ -40,7 +40,9 @@ class Client:
         """Stream log lines; the first address that answers serves the whole stream."""
         last: CtlError | None = None
         for address in self.addresses:
-            channel = grpc.insecure_channel(address)
+            # No BDP probing: a paused `ctl logs -f` must not grow its window to tens of MB
+            # (the scheduler's per-reader budget is what bounds a slow reader).
+            channel = grpc.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
             try:
                 stream = pbg.ControlStub(channel).Logs(
                     request, timeout=None if request.follow else self.timeout)

@@ -8,14 +8,13 @@ from typing import Any
 
 import grpc
 
-from common.appdef import is_env_name
-from common.appdef_pb import type_from_pb
+from common.appdef_pb import release_from_pb
 from common.names import check_count, check_name, split_instance_id
 from common.states import InstanceState
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.errors import Rejected, answer
-from scheduler.logs import AgentChannels, stream_logs
+from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
 from scheduler.reconciler import Scheduler
 
 
@@ -34,8 +33,8 @@ class ControlService(pbg.ControlServicer):
                     split_instance_id(request.selector)
                 else:
                     check_name("process type", request.selector)
-            if request.tail < 0:
-                raise Rejected("--tail must be >= 0")
+            if not 0 <= request.tail <= MAX_TAIL:
+                raise Rejected(f"tail must be 0 to {MAX_TAIL}")
         await answer(context, check)
         async for line in stream_logs(self.s.agents, self.channels, request):
             yield line
@@ -44,15 +43,8 @@ class ControlService(pbg.ControlServicer):
                      ) -> pb.DeployReply:
         async def run() -> pb.DeployReply:
             app = check_name("app", request.app)
-            if not request.types:
-                raise Rejected("a release needs at least one process type")
-            types = {t.name: type_from_pb(t) for t in request.types}
-            if len(types) != len(request.types):
-                raise Rejected("a process type is defined twice")
-            for key in request.env:
-                if not is_env_name(key):
-                    raise Rejected(f"invalid environment variable name {key!r}")
-            version = await self.s.deploy(app, types, dict(request.env))
+            types, env = release_from_pb(request)
+            version = await self.s.deploy(app, types, env)
             return pb.DeployReply(version=version)
         return await answer(context, run)
 

@@ -333,10 +333,11 @@ class Scheduler:
         key = InstanceKey(status.app, status.id)
         entry = self.agents.entries[name]
         given = entry.session.given if entry.session is not None else set()
-        if key not in entry.reports and key not in given:  # it was never told to run that
+        hosted = self.world.hosted.get(name, ())
+        if key not in entry.reports and key not in hosted and key not in given:
             self.ignore_report(name, f"{key.app}/{key.id} was never assigned to it")
-            return
-        if status.state == InstanceState.STOPPED:
+            return  # (given: it may still report one it was told to stop)
+        if status.state == InstanceState.STOPPED and key not in hosted:
             given.discard(key)
         self.agents.status(name, status)
         self.read.touch((key,))

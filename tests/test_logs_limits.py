@@ -173,9 +173,12 @@ def test_control_characters_are_escaped_in_ctl_logs_and_the_agents_output(
     c.ctl("deploy", str(tmp_path / "Procfile"))
     c.ctl("scale", "esc=1")
     c.wait_running({"esc.1"})
-    rows = wait_for(lambda: (r := [json.loads(line) for line in c.ctl(
-        "logs", "esc", "--tail", "2", "--json").stdout.splitlines()]) and len(r) == 2 and r,
-        10, what="two lines of esc.1")
+    def two_rows() -> list[dict] | None:
+        r = [json.loads(line) for line in c.ctl(
+            "logs", "esc", "--tail", "2", "--json").stdout.splitlines()]
+        return r if len(r) == 2 else None
+    rows = wait_for(two_rows, 10, what="two lines of esc.1")
+    assert rows is not None
     assert [r["text"] for r in rows] == [NASTY, NASTY]  # --json: raw
     out = c.ctl("logs", "esc", "--tail", "2").stdout
     assert out.count(f" esc.1 | {ESCAPED}\n") == 2, out

@@ -72,13 +72,14 @@ def brute_running(s: Scheduler) -> Counter:
     return out
 
 
-def brute_rows(s: Scheduler, app: str = "") -> list[pb.Instance | None]:
+def brute_rows(s: Scheduler, app: str = "") -> list[pb.Instance]:
     keys = {*s.world.assignments, *s.world.pending}
     for e in s.agents.entries.values():
         keys.update(e.reports)
     keys = {k for k in keys if not app or k.app == app}
-    order = sorted(keys, key=lambda k: (k.app, k.type, k.number))
-    return [s.world.instance(k) for k in order]
+    rows = [s.world.instance(k) for k in sorted(keys, key=lambda k: (k.app, k.type, k.number))]
+    assert None not in rows  # every key the world holds has a row
+    return [r for r in rows if r is not None]
 
 
 def check_read_models(s: Scheduler) -> None:
@@ -172,6 +173,34 @@ def test_read_models_always_equal_a_recount(ops):
                 want = [f"{k.app}/{k.id}" for k in s.world.list_for(name)]
                 assert last_list(s, name) == want
     asyncio.run(run())
+
+
+async def test_a_replaced_instance_reports_stopped_then_its_new_copy_and_both_count():
+    s, _ = make()
+    await s.agent_hello(pb.Hello(name="n1", capacity=10))
+    await s.deploy("a", TYPES, {})
+    await s.reconcile()
+    web = InstanceKey("a", "web.1")
+    s.agent_status("n1", status(web, InstanceState.RUNNING, 1))
+    await s.deploy("a", TYPES, {"V": "2"})
+    await s.reconcile()  # web.1 now on release 2: the agent stops the old copy, starts anew
+    s.agent_status("n1", status(web, InstanceState.STOPPED, 1))
+    s.agent_status("n1", status(web, InstanceState.STARTING, 2))
+    s.agent_status("n1", status(web, InstanceState.RUNNING, 2))
+    assert s.read.running[("a", "web")] == 1
+    check_read_models(s)
+    # Scaled to 0 before its agent ever reported it: its stop reports still count.
+    await s.scale("a", {"worker": 1})
+    await s.reconcile()
+    await s.scale("a", {"worker": 0})
+    await s.reconcile()
+    w = InstanceKey("a", "worker.1")
+    s.agent_status("n1", status(w, InstanceState.STOPPING, 2))
+    assert s.agents.entries["n1"].reports[w].state == InstanceState.STOPPING
+    s.agent_status("n1", status(w, InstanceState.STOPPED, 2))
+    s.agent_status("n1", status(w, InstanceState.RUNNING, 2))  # and now it lies
+    assert w not in s.agents.entries["n1"].reports
+    check_read_models(s)
 
 
 # ---- apply is guarded; the loop survives ---------------------------------------------------

@@ -202,8 +202,6 @@ def test_tail_is_bounded(make_cluster):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.xfail(reason="needs the check of request.tail > MAX_TAIL in scheduler/control.py",
-                   strict=False)
 def test_the_scheduler_refuses_a_larger_tail(make_cluster):
     c = make_cluster(agents=1)
     with grpc.insecure_channel(c.listen) as channel:

@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import pytest
@@ -27,15 +26,6 @@ from ctl.main import main as ctl_main
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from tests.cluster import Cluster
-from tests.cluster.harness import ROOT
-
-# Until scheduler/control.py's Deploy calls release_from_pb, the env and whole-release rules
-# are not applied by the server: those API cases are expected to fail (strictly) until then.
-CONTROL_VALIDATES_RELEASE = "release_from_pb" in Path(
-    ROOT, "scheduler", "control.py").read_text(encoding="utf-8")
-NEEDS_CONTROL = pytest.mark.xfail(
-    not CONTROL_VALIDATES_RELEASE, strict=True,
-    reason="scheduler/control.py Deploy does not call common.appdef_pb.release_from_pb yet")
 
 
 def health(**kw) -> pb.HealthCheck:
@@ -237,7 +227,7 @@ def deployed(etcd_url):
 
 
 @pytest.mark.parametrize("req, message", [
-    pytest.param(r, m, marks=[NEEDS_CONTROL] if needs else []) for _, r, m, needs in BAD],
+    pytest.param(r, m) for _, r, m, _ in BAD],
     ids=BAD_IDS)
 def test_the_api_refuses_with_invalid_argument_and_changes_nothing(deployed, req, message):
     with grpc.insecure_channel(deployed.listen) as channel:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from common.states import InstanceState
 from ctl.client import Client
-from ctl.localcluster import Launch, Part, free_port, wait_port
+from ctl.localcluster import Launch, Part, etcd_binary, free_port, wait_port
 from tests.cluster import procs
 from tests.cluster.network import Host, Network, namespaces_possible
 
@@ -73,7 +73,7 @@ class Cluster:
     def __init__(self, agents: int = 2, capacity: int = 20, agent_ttl: float = 10.0,
                  etcd: str | None = None, workdir: str = EXAMPLES, mode: str = "local",
                  etcd_members: int = 1, scheduler_args: Sequence[str] = (),
-                 spare_hosts: int = 0) -> None:
+                 spare_hosts: int = 0, agent_env: dict[str, str] | None = None) -> None:
         if mode == "auto":
             mode = default_mode()
         if etcd and mode != "local":
@@ -91,6 +91,7 @@ class Cluster:
         self.shared_etcd = etcd
         self.etcd_members = etcd_members
         self.scheduler_args = list(scheduler_args)
+        self.agent_env = dict(agent_env or {})  # added to every agent's environment
         self.network = Network(self.run_id, mode)
         self.hosts: dict[str, Host] = {}
         self.parts: dict[str, Part] = {}
@@ -196,8 +197,9 @@ class Cluster:
                  what="agents to reconnect")
 
     def start_agent(self, name: str, capacity: int | None = None,
-                    port_range: str | None = None) -> Part:
-        """Start (or restart) an agent; `port_range` (A-B) replaces its default range."""
+                    port_range: str | None = None, env: dict[str, str] | None = None) -> Part:
+        """Start (or restart) an agent; `port_range` (A-B) replaces its default range; `env`
+        adds to the environment it starts with."""
         if port_range is not None:
             self._agent_ports[name] = port_range
         if name not in self._agent_ports:
@@ -211,7 +213,9 @@ class Cluster:
         if name not in self._agent_listen:
             self._agent_listen[name] = f"{host.address}:{self._port(7071)}"
             self.metrics[name] = f"{host.address}:{self._port(9101)}"
-        part = self.launch(name).agent(name, self.listen, capacity or self.capacity,
+        launch = self.launch(name)
+        launch.env.update({**self.agent_env, **(env or {})})
+        part = launch.agent(name, self.listen, capacity or self.capacity,
                                        self._agent_ports[name], self.workdir,
                                        listen=self._agent_listen[name], advertise=host.address,
                                        metrics=self.metrics[name])
@@ -310,10 +314,13 @@ class Cluster:
     def truth(self) -> dict[str, dict[str, list[int]]]:
         """host -> instance id -> pids of the instance processes (group leaders) that really
         run there, read from /proc: by network namespace in netns mode, else by parent agent."""
+        return self._hosts_of(procs.with_env("FTEST_RUN", self.run_id))
+
+    def _hosts_of(self, pids: list[int]) -> dict[str, dict[str, list[int]]]:
         agents = {part.pid: name for name, part in self.parts.items() if name.startswith("agent")}
         inodes = {h.net_inode(): name for name, h in self.hosts.items() if h.ns}
         out: dict[str, dict[str, list[int]]] = {}
-        for pid in procs.with_env("FTEST_RUN", self.run_id):
+        for pid in pids:
             env = procs.environ(pid)
             iid = env.get("FORMATION_INSTANCE")
             if iid is None or procs.pgid(pid) != pid:
@@ -325,13 +332,18 @@ class Cluster:
             out.setdefault(host, {}).setdefault(iid, []).append(pid)
         return out
 
+    def copy_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """One scan of /proc: (copies as `copies()` counts them, copies counting also those
+        that appeared during the scan). /proc is not read atomically: the first never counts
+        two where there never were two, the second never counts zero where a replacement
+        took over during the scan."""
+        first, late = procs.with_env_late("FTEST_RUN", self.run_id)
+        strict = _count(self._hosts_of(first))
+        return strict, _count(self._hosts_of(first + late))
+
     def copies(self) -> dict[str, int]:
         """instance id -> how many copies really run, on all hosts together."""
-        counts: dict[str, int] = {}
-        for by_id in self.truth().values():
-            for iid, pids in by_id.items():
-                counts[iid] = counts.get(iid, 0) + len(pids)
-        return counts
+        return _count(self.truth())
 
     def scrape(self, part: str) -> dict[str, float]:
         """The part's /metrics as {'name{labels}': value}."""
@@ -345,9 +357,27 @@ class Cluster:
                 out[key] = float(value)
         return out
 
+    def etcdctl(self, *args: str) -> str:
+        """Run etcdctl against this cluster's etcd (as another writer would); its stdout."""
+        binary = os.path.join(os.path.dirname(etcd_binary()), "etcdctl")
+        result = subprocess.run([binary, "--endpoints", self.etcd_url, *args],
+                                capture_output=True, text=True, timeout=30,
+                                env={**os.environ, "ETCDCTL_API": "3"})
+        if result.returncode != 0:
+            raise AssertionError(f"etcdctl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
     def log(self, name: str) -> str:
         try:
             with open(os.path.join(self.tmp, f"{name}.log")) as f:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+
+def _count(truth: dict[str, dict[str, list[int]]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for by_id in truth.values():
+        for iid, pids in by_id.items():
+            counts[iid] = counts.get(iid, 0) + len(pids)
+    return counts

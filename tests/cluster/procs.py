@@ -49,6 +49,16 @@ def group_members(group: int) -> list[int]:
     return found
 
 
+def with_env_late(key: str, value: str) -> tuple[list[int], list[int]]:
+    """with_env, and the matching pids that appeared while /proc was being read (a second
+    listing): a process that replaced one which died during the scan is not missed."""
+    seen = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    first = [p for p in seen if alive(p) and environ(p).get(key) == value]
+    known = set(seen)
+    late = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) not in known]
+    return first, [p for p in late if alive(p) and environ(p).get(key) == value]
+
+
 def with_env(key: str, value: str) -> list[int]:
     """Live pids whose environment has key=value (how tests find instances and their children)."""
     return [int(e) for e in os.listdir("/proc")

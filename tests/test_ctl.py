@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from tests.cluster import Cluster
-from tests.cluster.harness import ROOT
+from tests.cluster import Cluster, procs, wait_for
+from tests.cluster.harness import EXAMPLES, ROOT
+from tests.cluster.oracles import once, second_copies
 
 BAD_SCALES = [["web=-1"], ["web=abc"], ["web=1x"], ["nosuch=1"], ["Web=1"], ["web=100000"],
               ["web=1", "bad_type=1"], ["we.b=1"], ["web"]]
@@ -98,20 +99,32 @@ def test_json_shapes(cluster):
         assert a["state"] == "ready" and a["capacity"] == 20 and a["address"] == "127.0.0.1"
     assert sum(a["instances"] for a in agents) == 2
     # The release's environment reached the instance.
-    from tests.cluster import procs
     pid = rows[0]["pid"]
     assert procs.environ(pid)["GREETING"] == "hi"
 
 
-def test_redeploy_restarts_instances_on_the_new_release(cluster):
-    cluster.ctl("deploy", "examples/Procfile")
-    cluster.ctl("scale", "web=2", "--wait", "--timeout", "20")
+def test_redeploy_restarts_instances_on_the_new_release(cluster, tmp_path):
+    """A new release restarts every instance on it, stop then start per instance: each old
+    process is gone, each new one has the new env, and no instance ever ran twice at once
+    (the flock oracle of tests/cluster/oracles.py: a copy started while the old one still
+    held its lock exits 97 and leaves its id in tmp_path/SECOND)."""
+    procfile = tmp_path / "Procfile"
+    procfile.write_text(f"web: {once(tmp_path, f'python3 {EXAMPLES}/web.py')}\n"
+                        f"worker: {once(tmp_path, 'sleep 100000')}\n")
+    cluster.ctl("deploy", str(procfile), "--env", "V=1")
+    cluster.ctl("scale", "web=2", "worker=2", "--wait", "--timeout", "20")
     old = {r["id"]: r["pid"] for r in cluster.ps()}
-    cluster.ctl("deploy", "examples/Procfile", "--env", "V=2")
+    assert len(old) == 4
+    cluster.ctl("deploy", str(procfile), "--env", "V=2")
 
     def moved():
         rows = cluster.ps()
-        return all(r["release"] == 2 and r["state"] == "running" and r["pid"] != old[r["id"]]
-                   for r in rows) and len(rows) == 2
-    from tests.cluster import wait_for
-    wait_for(moved, 20, what="instances on release 2")
+        return len(rows) == 4 and all(r["release"] == 2 and r["state"] == "running" and
+                                      r["pid"] != old[r["id"]] for r in rows) and rows
+    rows = wait_for(moved, 20, what="instances on release 2")
+    assert not [i for i, pid in old.items() if procs.alive(pid)], "old copies still run"
+    for r in rows:
+        env = procs.environ(r["pid"])
+        assert env["V"] == "2" and env["FORMATION_RELEASE"] == "2", (r["id"], env.get("V"))
+    assert second_copies(tmp_path) == [], "a new copy started before the old one stopped"
+    assert all("exited with code 97" not in cluster.log(a) for a in cluster.agent_names)

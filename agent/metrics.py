@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent import instruments  # noqa: F401 - its histogram is served beside these
+from agent.logs import FOLLOWER, RATE, STDOUT
 from agent.procstat import cgroup_usage, group_usage
 
 if TYPE_CHECKING:
@@ -76,9 +77,16 @@ class AgentCollector:
                                       "1 while the agent is in contact with a scheduler.")
         connected.add_metric([], 1 if self.link.connected else 0)
         dropped = CounterMetricFamily("formation_agent_log_lines_dropped",
-                                      "Instance output lines dropped because stdout lagged.")
-        dropped.add_metric([], self.sink.dropped)
-        yield from (by_state, restarts, exits, failures, cpu, rss, slots, connected, dropped)
+                                      "Instance output lines dropped, by reason.",
+                                      labels=["reason"])
+        dropped_bytes = CounterMetricFamily("formation_agent_log_bytes_dropped",
+                                            "Instance output bytes dropped, by reason.",
+                                            labels=["reason"])
+        for reason in (RATE, STDOUT, FOLLOWER):
+            dropped.add_metric([reason], self.sink.dropped_lines[reason])
+            dropped_bytes.add_metric([reason], self.sink.dropped_bytes[reason])
+        yield from (by_state, restarts, exits, failures, cpu, rss, slots, connected, dropped,
+                    dropped_bytes)
 
 
 def install(collector: AgentCollector) -> None:

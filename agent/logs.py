@@ -230,6 +230,7 @@ async def pump(stream: asyncio.StreamReader, app: str, instance: str, sink: LogS
     lines and `byte_rate` bytes a second (token buckets of `burst` lines, `byte_burst` bytes;
     a line is let through while any byte is left, the bucket then owes the rest)."""
     partial = b""
+    skipping = False  # inside a line already cut at MAX_LINE: the rest of it goes
     tokens, btokens, last = burst, byte_burst, time.monotonic()
     while True:
         chunk = await stream.read(65536)
@@ -244,14 +245,22 @@ async def pump(stream: asyncio.StreamReader, app: str, instance: str, sink: LogS
             # Flooding: count the lines without splitting, then let the pipe fill.
             cut = data.rfind(b"\n")
             sink.drop(data.count(b"\n"), cut + 1, RATE)
-            partial = data[cut + 1:][-MAX_LINE:]
+            skipping = skipping and cut < 0
+            partial = b"" if skipping else data[cut + 1:]
+            if len(partial) > MAX_LINE:  # a line too long and dropped: skip the rest of it
+                partial, skipping = b"", True
             await asyncio.sleep(FLOOD_PAUSE)
             continue
         lines = data.split(b"\n")
         partial = lines.pop()
-        if len(partial) > MAX_LINE:
-            lines.append(partial[:MAX_LINE])
+        if skipping and lines:  # the rest of a cut line ends here
+            del lines[0]
+            skipping = False
+        if skipping:
             partial = b""
+        elif len(partial) > MAX_LINE:
+            lines.append(partial[:MAX_LINE])
+            partial, skipping = b"", True
         for i, raw in enumerate(lines):
             if tokens < 1 or btokens <= 0:
                 rest = lines[i:]

@@ -31,8 +31,9 @@ class AgentCollector:
         by_state = GaugeMetricFamily("formation_agent_instances",
                                      "Instances on this agent by app, type and state.",
                                      labels=["app", "type", "state"])
-        for (app, ptype, state), n in sorted(Counter(
-                (r.spec.app, r.spec.type, r.state.word) for r in runners).items()):
+        states = Counter((r.spec.app, r.spec.type, r.state.word)
+                         for r in (*runners, *self.supervisor.leaving))
+        for (app, ptype, state), n in sorted(states.items()):
             by_state.add_metric([app, ptype, state], n)
         labels = ["app", "type", "id"]  # not "instance": Prometheus gives that to targets
         restarts = CounterMetricFamily("formation_agent_instance_restarts",

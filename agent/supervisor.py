@@ -42,6 +42,7 @@ class Supervisor:
         self.runners: dict[Key, InstanceRunner] = {}
         self.wait_contact: Callable[[], Awaitable[None]] | None = None  # set by the link
         self.stopping: dict[Key, asyncio.Task] = {}
+        self.leaving: set[InstanceRunner] = set()  # runners being stopped (for metrics)
 
     def statuses(self) -> list[pb.InstanceStatus]:
         return [r.status() for r in self.runners.values()]
@@ -77,11 +78,15 @@ class Supervisor:
     def _stop(self, key: Key, timeout: float | None = None) -> None:
         runner = self.runners.pop(key)
         previous = self.stopping.get(key)
+        self.leaving.add(runner)
 
         async def stop() -> None:
             if previous is not None:
                 await asyncio.shield(previous)
-            await runner.stop(timeout)
+            try:
+                await runner.stop(timeout)
+            finally:
+                self.leaving.discard(runner)
             if self.stopping.get(key) is task:
                 del self.stopping[key]
                 if key not in self.runners:

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
-from common.limits import AGENT_REDIAL_MAX
+from common.limits import AGENT_REDIAL_MAX, HEARTBEAT
 from common.logsetup import setup_logging
 from common.net import split_hostport
 from scheduler import discovery, metrics
@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(env FORMATION_AGENT_TTL)")
     p.add_argument("--fence-after", default=env_default("FORMATION_FENCE_AFTER", "0"),
                    help="seconds without contact after which agents stop at_most_once "
-                        "instances; < agent-ttl; 0 = 60%% of agent-ttl (env FORMATION_FENCE_AFTER)")
+                        "instances: 0 (60%% of agent-ttl) or from 2 to less than agent-ttl "
+                        "(env FORMATION_FENCE_AFTER)")
     p.add_argument("--release-history", default=env_default("FORMATION_RELEASE_HISTORY", "50"),
                    help="releases kept per app, besides any still assigned, 1 to 10000 "
                         "(env FORMATION_RELEASE_HISTORY)")
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(str(e))
     if args.fence_after >= args.agent_ttl:
         p.error("--fence-after must be less than --agent-ttl")
+    if 0 < args.fence_after < 2 * HEARTBEAT:  # connected agents would fence themselves
+        p.error(f"--fence-after must be 0 (60% of the ttl) or at least {2 * HEARTBEAT:g} s, "
+                "twice the heartbeat")
     return args
 
 

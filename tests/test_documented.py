@@ -232,8 +232,6 @@ def test_lines_longer_than_16_kib_are_cut(shared, tmp_path):
     shared.ctl("scale", "long=0", "--wait", "--timeout", "20", app="lines")
 
 
-@pytest.mark.xfail(strict=True, reason="agent/logs.py pump(): a line longer than 16 KiB that "
-                   "spans several reads of the pipe is not cut but split into many 16 KiB lines")
 def test_a_cut_line_leaves_no_fragments(shared, tmp_path):
     script = tmp_path / "long.py"
     script.write_text("import sys, time\n"
@@ -363,9 +361,6 @@ def test_restarted_scheduler_waits_ttl_plus_5s_and_silent_link_redials_after_4s(
 
 
 
-@pytest.mark.xfail(strict=True, reason="agent/metrics.py counts only Supervisor.runners; a "
-                   "stopping instance has moved to Supervisor.stopping, so "
-                   "formation_agent_instances{state=\"stopping\"} is never reported")
 def test_stopping_instances_are_counted_by_the_agent(shared, tmp_path):
     d = app_dir(tmp_path / "app", f"stubborn: {stubborn(tmp_path)}\n",
                 "[stubborn]\nstop_timeout = 3\n")

@@ -52,9 +52,6 @@ def test_every_alert_fires_when_it_should_and_not_otherwise():
 
 
 @no_promtool
-@pytest.mark.xfail(strict=True, reason="rules.yml FormationNotConverged: the description "
-                   "prints {{ $value }} as 'running', but $value is the left side of "
-                   "desired != running, so it shows the desired count twice")
 def test_not_converged_description_says_desired_and_running(tmp_path):
     assert PROMTOOL is not None, "promtool is not installed"
     shutil.copy(os.path.join(DEPLOY, "rules.yml"), tmp_path / "rules.yml")

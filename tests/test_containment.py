@@ -6,12 +6,14 @@ processes, checked in /proc; cgroup directories checked on the cgroup2 mount."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -41,7 +43,16 @@ STOP_TIMEOUT = 2
 TOML = "".join(f"[{t}]\nstop_timeout = {STOP_TIMEOUT}\n" for t in
                ("web", "daemon", "keeper", "stubborn"))
 
-CAN_CGROUP = cgroups.choose("auto", f"probe-{os.getpid()}").mode == CGROUP
+
+
+def _can_cgroup() -> bool:
+    chosen = cgroups.choose("auto", f"probe-{os.getpid()}")
+    if chosen.base:
+        cgroups.remove(chosen.base)
+    return chosen.mode == CGROUP
+
+
+CAN_CGROUP = _can_cgroup()
 needs_cgroups = pytest.mark.skipif(not CAN_CGROUP, reason="cgroup v2 not usable here")
 
 
@@ -134,9 +145,25 @@ def test_a_bad_capacity_from_the_environment_is_refused_too():
                                    "from 0 to 100000, not '1e12'")
 
 
-@needs_cgroups
-async def test_a_child_that_forks_and_setsids_at_once_is_inside_its_cgroup_and_killed_with_it():
+@pytest.fixture
+def cgroup_base() -> Iterator[str]:
+    """A base cgroup like an agent's, removed afterwards with whatever is left in it."""
     base = cgroups.choose("cgroup", f"t{os.getpid()}").base
+    try:
+        yield base
+    finally:
+        for entry in os.listdir(base):
+            path = os.path.join(base, entry)
+            if os.path.isdir(path):
+                cgroups.kill(path)
+                wait_for(functools.partial(cgroups.remove, path), 5, what=f"rmdir {path}")
+        cgroups.remove(base)
+
+
+@needs_cgroups
+async def test_a_child_that_forks_and_setsids_at_once_is_inside_its_cgroup_and_killed_with_it(
+        cgroup_base):
+    base = cgroup_base
     launcher = OsLauncher(cgroups.Isolation(CGROUP, base=base))
     argv = ["python3", "-c", "import os,time; os.fork() and os._exit(0); os.setsid(); "
             "os.fork() and os._exit(0); time.sleep(100000)"]
@@ -157,24 +184,17 @@ async def test_a_child_that_forks_and_setsids_at_once_is_inside_its_cgroup_and_k
         launcher.forget_group(child.pid)
         assert not os.path.exists(cgroup)
     finally:
-        if cgroup is not None and os.path.isdir(cgroup):
+        if cgroup is not None:
             cgroups.kill(cgroup)
-            await cgroups.wait_empty(cgroup, 5)
-            cgroups.remove(cgroup)
-        cgroups.remove(base)
 
 
 @needs_cgroups
-async def test_a_missing_program_is_still_a_spawn_error_in_cgroup_mode():
-    base = cgroups.choose("cgroup", f"t{os.getpid()}").base
-    launcher = OsLauncher(cgroups.Isolation(CGROUP, base=base))
-    try:
-        with pytest.raises(FileNotFoundError):
-            await launcher.spawn(["no-such-program-here"], dict(os.environ), "/")
-        assert os.listdir(base) == [] or all(not os.path.isdir(os.path.join(base, e))
-                                             for e in os.listdir(base))
-    finally:
-        cgroups.remove(base)
+async def test_a_missing_program_is_still_a_spawn_error_in_cgroup_mode(cgroup_base):
+    launcher = OsLauncher(cgroups.Isolation(CGROUP, base=cgroup_base))
+    with pytest.raises(FileNotFoundError):
+        await launcher.spawn(["no-such-program-here"], dict(os.environ), "/")
+    assert not [e for e in os.listdir(cgroup_base)
+                if os.path.isdir(os.path.join(cgroup_base, e))]  # no cgroup left behind
 
 
 # ---- whole agents ------------------------------------------------------------------------------

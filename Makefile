@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev lint test proto bench clean
+.PHONY: dev lint test fuzz proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests
+
+# The fuzz test alone, 20 times as many examples as in `make test` (tests/test_fuzz.py).
+fuzz: $(STAMP)
+	FORMATION_FUZZ_SCALE=20 $(PY) -m pytest -q --timeout 7200 tests/test_fuzz.py
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)

@@ -273,6 +273,25 @@ def test_after_the_fuzzing_the_cluster_works_and_recovers(fuzzed):
 
 # ---- what the fuzzing found -------------------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason="an undecodable AgentLink frame after the hello is "
+                   "aborted off the handler's task and sometimes never answered: the stream hangs")
+def test_garbage_after_hello_always_ends_the_stream(make_cluster):
+    """A valid hello, then b"\\n" (field 1, no length): INVALID_ARGUMENT at once, every time.
+    Now and then (1 to 8 times in 100 here) the scheduler marks the agent disconnected, but the
+    stream gets no status and hangs until the caller's deadline (forever without one):
+    common/grpcserve.py's
+    `checked` calls context.abort from the task that reads the requests, which for AgentLink is
+    scheduler/agentlink.py's `_read` task, not the handler's; the handler then returns."""
+    c = make_cluster(agents=0)  # a scheduler of its own: how often it hangs depends on load
+    hello = fuzzing.frame(pb.AgentMessage(hello=pb.Hello(name="fz-agent-2", capacity=2)))
+    with grpc.insecure_channel(c.listen) as channel:
+        stream = channel.stream_stream("/formation.v1.AgentLink/Connect")
+        for attempt in range(1000):  # it hung 1 to 8 times in 100; a good one takes ~2 ms
+            with pytest.raises(grpc.RpcError) as e:
+                list(stream(iter([hello, b"\n"]), timeout=3))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (attempt, e.value)
+
+
 @pytest.mark.xfail(strict=True, reason="ReadModels caches a ListInstances reply per distinct "
                    "request (page token, page size) until a row changes: memory grows per call")
 def test_distinct_page_tokens_do_not_grow_the_schedulers_memory(fuzzed):
@@ -288,20 +307,3 @@ def test_distinct_page_tokens_do_not_grow_the_schedulers_memory(fuzzed):
     fuzzed.check_alive()
     grown = (rss_kib(pid) - before) / 1024
     assert grown < 50, f"scheduler RSS grew by {grown:.0f} MiB after 120 ListInstances calls"
-
-
-@pytest.mark.xfail(strict=True, reason="an undecodable AgentLink frame after the hello is "
-                   "aborted off the handler's task and sometimes never answered: the stream hangs")
-def test_garbage_after_hello_always_ends_the_stream(fuzzed):
-    """A valid hello, then b"\\n" (field 1, no length): INVALID_ARGUMENT at once, every time.
-    About one time in ten the scheduler marks the agent disconnected but the stream gets no
-    status and hangs until the caller's deadline (forever without one): common/grpcserve.py's
-    `checked` calls context.abort from the task that reads the requests, which for AgentLink is
-    scheduler/agentlink.py's `_read` task, not the handler's; the handler then returns."""
-    hello = fuzzing.frame(pb.AgentMessage(hello=pb.Hello(name="fz-agent-2", capacity=2)))
-    stream = fuzzed.channel.stream_stream("/formation.v1.AgentLink/Connect")
-    for attempt in range(200):
-        with pytest.raises(grpc.RpcError) as e:
-            list(stream(iter([hello, b"\n"]), timeout=3))
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (attempt, e.value)
-    fuzzed.check_alive()

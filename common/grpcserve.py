@@ -27,6 +27,11 @@ class _Undecodable:
 UNDECODABLE = _Undecodable()
 
 
+class BadRequest(ValueError):
+    """A streamed request that is not a valid message. Raised where the stream is read; the
+    handler's own task answers INVALID_ARGUMENT (an abort from another task may be lost)."""
+
+
 def _decoder(message_type: Any) -> Callable[[bytes], Any]:
     def decode(data: bytes) -> Any:
         try:
@@ -51,19 +56,25 @@ def _wrap(method: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
                           ) -> AsyncIterator[Any]:
             async for request in requests:
                 if request is UNDECODABLE:
-                    await _refuse(context, what)
+                    raise BadRequest(f"not a valid {what} message")
                 yield request
 
         if method.server_streaming:
             async def stream_stream(requests: AsyncIterator[Any],
                                     context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for reply in fn(checked(requests, context), context):
-                    yield reply
+                try:
+                    async for reply in fn(checked(requests, context), context):
+                        yield reply
+                except BadRequest as e:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             return stream_stream
 
         async def stream_unary(requests: AsyncIterator[Any],
                                context: grpc.aio.ServicerContext) -> Any:
-            return await fn(checked(requests, context), context)
+            try:
+                return await fn(checked(requests, context), context)
+            except BadRequest as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return stream_unary
 
     if method.server_streaming:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from common.grpcserve import BadRequest
 from common.names import check_name, split_instance_id
 from common.states import InstanceState
 from proto import formation_pb2 as pb
@@ -81,9 +82,13 @@ class AgentLinkService(pbg.AgentLinkServicer):
         finally:
             reader.cancel()
             self.s.agent_gone(entry, session)
+        bad = reader.result() if reader.done() and not reader.cancelled() else None
+        if bad is not None:
+            raise bad  # a bad frame: answered by the handler's own task (common/grpcserve.py)
 
     async def _read(self, entry: AgentEntry, messages: AsyncIterator[pb.AgentMessage],
-                    outbox: asyncio.Queue) -> None:
+                    outbox: asyncio.Queue) -> BadRequest | None:
+        """Take the agent's messages until it hangs up; a bad frame ends it, returned."""
         name = entry.record.name
         try:
             async for message in messages:
@@ -99,7 +104,10 @@ class AgentLinkService(pbg.AgentLinkServicer):
                             self.s.ignore_report(name, str(e))
                             continue
                         self.s.agent_status(name, status)
-        except (grpc.aio.AioRpcError, grpc.aio.AbortError, asyncio.CancelledError):
+        except BadRequest as e:
+            return e
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
             outbox.put_nowait(None)  # the agent hung up: end the sending side too
+        return None

@@ -23,6 +23,8 @@ from scheduler.world import World
 RowKey = tuple[str, str, int, str]  # (app, type, number, id): the order of `ctl ps`
 PAGE_ROWS = 5000          # rows per ListInstances reply unless the request asks fewer
 PAGE_BYTES = 2 * 2**20    # and at most this many bytes of rows (gRPC's default limit is 4 MiB)
+CACHED_REPLIES = 64       # distinct ListInstances requests whose replies are kept
+MAX_TOKEN = 512           # characters of a page token (a row key)
 
 
 def _order(key: InstanceKey) -> RowKey:
@@ -128,9 +130,13 @@ class ReadModels:
         of one type and state if given, after the row `token` names (ValueError if bad)."""
         if self._dirty:
             self._refresh()
+        if len(token) > MAX_TOKEN:
+            raise ValueError(f"invalid page token (longer than {MAX_TOKEN} characters)")
         request = (app, ptype, state, page_size, token)
         reply = self._replies.get(request)
         if reply is None:
+            if len(self._replies) >= CACHED_REPLIES:  # distinct requests must not pile up
+                self._replies.clear()
             reply = self._replies[request] = self._page(app, ptype, state, page_size, token)
         return reply
 

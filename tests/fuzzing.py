@@ -128,9 +128,7 @@ formations = message(pb.GetFormationRequest, app=apps)
 page_tokens: Field = (
     st.one_of(
         st.sampled_from(["", "fz-a/web/1/web.1", "fz-a/web/0/", "a/b/0/d", "fz-a/web/-1/x"]),
-        # well-formed tokens of rows that do not exist, each another one; small and after
-        # every row, since the scheduler keeps every distinct one (see the xfail in
-        # test_fuzz.py) and the RSS bound must hold at 20 times the examples
+        # well-formed tokens of rows that do not exist, each another one
         st.builds(lambda n, size: f"zz/web/{n}/web.{n}" + "x" * size, st.integers(0, 2**64),
                   st.sampled_from([0, 10, 1000]))),
     st.one_of(st.sampled_from(["////", "/", "fz-a", "a/b/c/d", "fz-a/web/1e3/x"]),
@@ -237,10 +235,8 @@ message_frames = st.one_of(
     st.just(frame(pb.AgentMessage())),  # no kind set
     hello_frames)                        # a second hello
 # A session: a hello first, then messages; or with no hello first, or a frame that is no
-# message anywhere. A frame that is no message after the hello sometimes leaves the stream
-# hanging (test_fuzz.py: test_garbage_after_hello_always_ends_the_stream, xfail): such
-# sessions are left out of `sessions` until that is fixed (set FUZZ_GARBAGE_AFTER_HELLO).
-FUZZ_GARBAGE_AFTER_HELLO = False
+# message anywhere (test_fuzz.py: test_garbage_after_hello_always_ends_the_stream).
+FUZZ_GARBAGE_AFTER_HELLO = True
 good_sessions = st.tuples(hello_frames, st.lists(message_frames, max_size=5)).map(
     lambda s: [s[0], *s[1]])
 garbage_first = st.tuples(raw_bytes, st.lists(st.one_of(message_frames, raw_bytes), max_size=3)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from common.appdef import ProcessType
 from common.states import AgentState, InstanceState
 from proto import formation_pb2 as pb
+from scheduler import readmodels
 from scheduler import reconciler as reconciler_module
 from scheduler.errors import Rejected
 from scheduler.placement import Assigned, InstanceKey
@@ -342,3 +343,14 @@ async def test_a_page_is_bounded_and_a_bad_token_is_refused(monkeypatch):
     for bad in ("x", "a/web/notanumber/web.1", "a/b/c"):
         with pytest.raises(ValueError):
             s.read.instances(token=bad)
+
+
+async def test_distinct_list_requests_do_not_pile_up():
+    s, _ = make()
+    for op in PRELUDE:
+        await apply(s, op)
+    for n in range(1000):
+        s.read.instances(token=f"a/web/{n}/web.{n}", page_size=n % 7)
+    assert len(s.read._replies) <= readmodels.CACHED_REPLIES
+    with pytest.raises(ValueError):
+        s.read.instances(token="a/web/1/web.1" + "x" * readmodels.MAX_TOKEN)

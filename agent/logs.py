@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from common.escape import escape
+
 MAX_LINE = 16 * 1024           # bytes; a longer line is cut here
 KEEP = 1000                    # lines of history kept per instance (for --tail) ...
 KEEP_BYTES = 1 << 20           # ... and at most this many bytes of them
@@ -41,16 +43,6 @@ FLOOD_PAUSE = 0.05             # seconds an instance over its budget is left to 
 
 # Reasons a line is dropped, the label of the agent's drop counters.
 RATE, STDOUT, FOLLOWER = "rate", "stdout", "follower"
-
-# Every C0 control but tab (newline never reaches a line), DEL and the C1 controls.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0a, 0x20),
-                                         *range(0x7f, 0xa0))}
-
-
-def escape(text: str) -> str:
-    """`text` with its control characters but tab shown as `\\x1b` etc.: safe for a terminal
-    (no ANSI or OSC sequence, no carriage return or backspace overwriting what came before)."""
-    return text.translate(_CONTROLS)
 
 
 @dataclass(frozen=True)

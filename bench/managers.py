@@ -191,18 +191,22 @@ class Circus(Manager):
 
 
 class Formation(Manager):
-    def __init__(self, kind: Kind, n: int, tmp: Path, agents: int = 1) -> None:
+    def __init__(self, kind: Kind, n: int, tmp: Path, agents: int = 1,
+                 isolation: str = "") -> None:
         super().__init__(kind, n, tmp)
         self.agents = agents
-        self.name = f"Formation ({agents} agent{'s' if agents > 1 else ''})"
+        self.isolation = isolation  # "" : the agent's default (a cgroup v2 per instance)
+        self.name = f"Formation ({agents} agent{'s' if agents > 1 else ''}" + \
+            (f", {isolation} isolation)" if isolation else ")")
 
     def open(self) -> None:
-        d = self.tmp / f"formation-{self.agents}"
+        d = self.tmp / f"formation-{self.agents}{self.isolation}"
         d.mkdir(exist_ok=True)
         (d / "Procfile").write_text(f"c: {self.kind.command}\n")
         (d / "formation.toml").write_text("[c]\nstop_timeout = 10\n")
+        env = {"FORMATION_ISOLATION": self.isolation} if self.isolation else {}
         self.cluster = Cluster(agents=self.agents, capacity=self.n, mode="local",
-                               workdir=str(d))
+                               workdir=str(d), agent_env=env)
         try:
             self.cluster.start()
         except BaseException:

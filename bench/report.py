@@ -130,10 +130,18 @@ NOTES = """
   gRPC threads, and shares the 2 cores with the scheduler, etcd and the measuring loop. The
   control plane adds a fixed ~20 ms before the first spawn (the scale is written to etcd, the
   assignments are written to etcd, then pushed).
+- **Containment costs start-up time.** By default each instance gets its own cgroup v2, and a
+  child moves itself into it before it execs, so nothing it forks can escape (docs/architecture.md).
+  That move is a write to `cgroup.procs`, which takes the kernel's global cgroup lock and waits
+  for an RCU grace period: about 1 ms when moves come in bursts, up to ~10–20 ms for a lone one
+  (a restart). The row with process-group isolation (`--isolation process-group`) is the same
+  agent without cgroups: the difference is the price of containment, and where it exceeds a
+  target below, that target was set before instances were contained. Python's `subprocess` has no
+  `clone3(CLONE_INTO_CGROUP)`, which would make the move free.
 - **Several agents on one machine** spawn in parallel on the 2 cores, which is why 4 agents can
   beat 1 for `sleep`; for Python children the children's own start-up dominates.
 - **Restarts** are immediate for a first crash (a pidfd wakes the agent, no polling), then back
-  off from 0.5 s to 30 s for a crash loop (docs/architecture.md), which is why a second kill of the same
+  off from 0.5 s to 30 s for a crash loop (docs/ctl.md), which is why a second kill of the same
   instance within 60 s waits 0.5 s; the benchmark kills distinct children.
 - **Python children** start in 2.4–3.3 s whoever spawns them (200 interpreters starting at once
   on 2 cores); run-to-run noise is larger than the differences between managers, so read those

@@ -129,7 +129,8 @@ def managers(kind: Kind, n: int, tmp: Path, which: set[str]) -> list[Manager]:
     out: list[Manager] = [Floor(kind, n, tmp)]
     if "peers" in which:
         out += [Supervisord(kind, n, tmp), Circus(kind, n, tmp, None), Circus(kind, n, tmp, 0.1)]
-    out += [Formation(kind, n, tmp, 1), Formation(kind, n, tmp, 4)]
+    out += [Formation(kind, n, tmp, 1), Formation(kind, n, tmp, 4),
+            Formation(kind, n, tmp, 1, isolation="process-group")]
     return out
 
 

@@ -10,16 +10,9 @@ import argparse
 import os
 import sys
 
-from common.appdef import (
-    AppDefError,
-    ProcessType,
-    check_release,
-    parse_env_file,
-    parse_env_line,
-    parse_procfile,
-    parse_settings,
-)
+from common.appdef import AppDefError, ProcessType, check_release
 from common.appdef_pb import type_to_pb
+from common.appfiles import parse_env_file, parse_env_line, parse_procfile, parse_settings
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json

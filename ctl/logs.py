@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from agent.logs import escape
+from common.escape import escape
 from common.names import InvalidName, check_name, split_instance_id
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError

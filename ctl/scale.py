@@ -11,7 +11,7 @@ import math
 import sys
 import time
 
-from common.appdef import normalise_type_name
+from common.appfiles import normalise_type_name
 from common.names import NAME_RE, InvalidName, check_count, check_name, parse_count
 from common.states import InstanceState
 from ctl.client import Client

@@ -16,15 +16,14 @@ import time
 import grpc
 
 from common.appdef import ProcessType, Release
-from common.states import InstanceState
-from proto import formation_pb2 as pb
 from scheduler import instruments
-from scheduler.agents import AgentEntry, AgentTable, Session
+from scheduler.agents import AgentTable
 from scheduler.errors import Rejected
 from scheduler.placement import Assigned, InstanceKey, Plan, plan
-from scheduler.push import LinkTimes, push, push_all
+from scheduler.push import LinkTimes, push_all
 from scheduler.readmodels import ReadModels
-from scheduler.records import AgentRecord, AppEvent, Snapshot, decode
+from scheduler.records import AppEvent, Snapshot, decode
+from scheduler.sessions import AgentEvents
 from scheduler.store import Conflict, Store, StoreUnavailable
 from scheduler.world import Apps, World
 
@@ -34,7 +33,7 @@ RETRY_UNAVAILABLE = 0.5  # seconds before the next pass when etcd did not answer
 RETRY_ERROR = 1.0        # seconds before the next pass after an unexpected error
 
 
-class Scheduler:
+class Scheduler(AgentEvents):
     """The scheduler's state and its reconcile loop."""
 
     def __init__(self, store: Store, times: LinkTimes, release_history: int = 50,
@@ -50,10 +49,6 @@ class Scheduler:
         self._app_revisions: dict[str, int] = {}  # "apps/..." key -> mod_revision applied
         self._apps_stale = False        # the watch was compacted away: re-read apps
         self._assignments_stale = False  # a write failed midway: re-read assignments
-
-    @property
-    def agents(self) -> AgentTable:
-        return self.world.agents
 
     # ---- start-up and etcd ---------------------------------------------------------
 
@@ -142,13 +137,6 @@ class Scheduler:
 
     def poke(self) -> None:
         self.wake.set()
-
-    def expire_agents(self) -> None:
-        """Agents whose heartbeat deadline passed are down: their rows say lost."""
-        for entry, reported in self.agents.expire():
-            log.warning("agent %s is down: no heartbeat for %.1fs", entry.record.name,
-                        self.agents.ttl)
-            self.read.touch_agent(entry.record.name, reported)
 
     async def reconcile(self) -> Plan:
         started = time.monotonic()
@@ -275,89 +263,3 @@ class Scheduler:
         for ptype, n in counts.items():
             self._app_revisions[f"apps/{app}/formation/{ptype}"] = revision
             self.world.apps.formation[(app, ptype)] = n
-
-    async def drain(self, name: str, undo: bool) -> pb.Agent:
-        async with self.lock:
-            if name not in self.agents.entries:
-                raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
-            record = self.agents.set_draining(name, not undo)
-            await self.store.put_agent(record)
-            self.agents.entries[name].record = record
-        self.poke()
-        return self.read.agent(name)
-
-    async def remove_agent(self, name: str, why: str = "asked to") -> None:
-        """Forget a down agent: its record goes from etcd and `ctl agents`."""
-        async with self.lock:
-            entry = self.agents.entries.get(name)
-            if entry is None:
-                raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
-            if not entry.down:
-                raise Rejected(f"agent {name!r} is not down: stop it first (drain it to move "
-                               f"its instances)", grpc.StatusCode.FAILED_PRECONDITION)
-            await self.store.delete_agent(name)
-            self.agents.forget(name)
-            self.read.touch(self.world.hosted.get(name, ()))
-        log.info("agent %s forgotten (%s)", name, why)
-        self.poke()
-
-    # ---- agent session events ----------------------------------------------------------
-
-    async def agent_hello(self, hello: pb.Hello) -> tuple[AgentEntry, Session]:
-        """Register (or re-register) an agent; returns its entry and new session."""
-        record = AgentRecord(hello.name, hello.address, hello.capacity,
-                             metrics_address=hello.metrics_address,
-                             api_address=hello.api_address, isolation=hello.isolation)
-        async with self.lock:
-            known = self.agents.entries.get(hello.name)
-            if known is not None:
-                record.state = known.record.state  # a drain outlives reconnects
-            if known is None or known.record != record:
-                await self.store.put_agent(record)
-            entry, session, replaced, touched = self.agents.hello(record, list(hello.instances))
-            if replaced is not None:  # a newer stream replaces an older one
-                replaced.outbox.put_nowait(None)
-            self.read.touch_agent(hello.name, touched)
-            log.info("agent %s connected from %s (capacity %d, running %d)", hello.name,
-                     hello.address, hello.capacity, len(hello.instances))
-            push(self.world, entry, self.times, force=True)
-        self.poke()
-        return entry, session
-
-    def agent_heartbeat(self, name: str) -> None:
-        if self.agents.heartbeat(name):
-            self.read.touch_agent(name)
-            self.poke()
-
-    def agent_status(self, name: str, status: pb.InstanceStatus) -> None:
-        key = InstanceKey(status.app, status.id)
-        entry = self.agents.entries[name]
-        given = entry.session.given if entry.session is not None else set()
-        hosted = self.world.hosted.get(name, ())
-        if key not in entry.reports and key not in hosted and key not in given:
-            self.ignore_report(name, f"{key.app}/{key.id} was never assigned to it")
-            return  # (given: it may still report one it was told to stop)
-        if status.state == InstanceState.STOPPED and key not in hosted:
-            given.discard(key)
-        self.agents.status(name, status)
-        self.read.touch((key,))
-        where = self.world.assignments.get(key)
-        # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
-        if (where is not None and where.previous and status.state == InstanceState.RUNNING) \
-                or (status.state == InstanceState.STOPPED and (where is None
-                                                              or where.agent != name)):
-            self.poke()
-
-    def ignore_report(self, name: str, why: str) -> None:
-        """A report the scheduler will not believe: counted, and said once per agent."""
-        instruments.IGNORED_REPORTS.inc()
-        entry = self.agents.entries.get(name)
-        if entry is not None and not entry.warned:
-            entry.warned = True
-            log.warning("agent %s: ignoring a report (%s); further ones are only counted "
-                        "(formation_ignored_reports_total)", name, why)
-
-    def agent_gone(self, entry: AgentEntry, session: Session) -> None:
-        if self.agents.gone(entry, session):
-            log.info("agent %s disconnected", entry.record.name)
-            self.poke()

@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.appdef import (
-    AppDefError,
-    Release,
-    normalise_type_name,
-    parse_env_file,
-    parse_procfile,
-    parse_settings,
-)
+from common.appdef import AppDefError, Release
+from common.appfiles import normalise_type_name, parse_env_file, parse_procfile, parse_settings
 from common.limits import MAX_COMMAND_BYTES, MAX_TYPES_PER_RELEASE
 
 

@@ -1,0 +1,132 @@
+"""What the scheduler does for agents: their session events (hello, heartbeat, status, gone),
+drain, forgetting a down agent, and marking agents down when their heartbeats stop. A part of
+the Scheduler (reconciler.py), kept apart so each file says one thing."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from common.states import InstanceState
+from proto import formation_pb2 as pb
+from scheduler import instruments
+from scheduler.agents import AgentEntry, AgentTable, Session
+from scheduler.errors import Rejected
+from scheduler.placement import InstanceKey
+from scheduler.push import LinkTimes, push
+from scheduler.readmodels import ReadModels
+from scheduler.records import AgentRecord
+from scheduler.store import Store
+from scheduler.world import World
+
+log = logging.getLogger("scheduler")
+
+
+class AgentEvents:
+    """The agents' side of the Scheduler; it provides these attributes."""
+
+    store: Store
+    times: LinkTimes
+    world: World
+    read: ReadModels
+    lock: asyncio.Lock
+    poke: Callable[[], None]
+
+    @property
+    def agents(self) -> AgentTable:
+        return self.world.agents
+
+    def expire_agents(self) -> None:
+        """Agents whose heartbeat deadline passed are down: their rows say lost."""
+        for entry, reported in self.agents.expire():
+            log.warning("agent %s is down: no heartbeat for %.1fs", entry.record.name,
+                        self.agents.ttl)
+            self.read.touch_agent(entry.record.name, reported)
+
+    async def drain(self, name: str, undo: bool) -> pb.Agent:
+        async with self.lock:
+            if name not in self.agents.entries:
+                raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
+            record = self.agents.set_draining(name, not undo)
+            await self.store.put_agent(record)
+            self.agents.entries[name].record = record
+        self.poke()
+        return self.read.agent(name)
+
+    async def remove_agent(self, name: str, why: str = "asked to") -> None:
+        """Forget a down agent: its record goes from etcd and `ctl agents`."""
+        async with self.lock:
+            entry = self.agents.entries.get(name)
+            if entry is None:
+                raise Rejected(f"no agent named {name!r}", grpc.StatusCode.NOT_FOUND)
+            if not entry.down:
+                raise Rejected(f"agent {name!r} is not down: stop it first (drain it to move "
+                               f"its instances)", grpc.StatusCode.FAILED_PRECONDITION)
+            await self.store.delete_agent(name)
+            self.agents.forget(name)
+            self.read.touch(self.world.hosted.get(name, ()))
+        log.info("agent %s forgotten (%s)", name, why)
+        self.poke()
+
+    # ---- agent session events ----------------------------------------------------------
+
+    async def agent_hello(self, hello: pb.Hello) -> tuple[AgentEntry, Session]:
+        """Register (or re-register) an agent; returns its entry and new session."""
+        record = AgentRecord(hello.name, hello.address, hello.capacity,
+                             metrics_address=hello.metrics_address,
+                             api_address=hello.api_address, isolation=hello.isolation)
+        async with self.lock:
+            known = self.agents.entries.get(hello.name)
+            if known is not None:
+                record.state = known.record.state  # a drain outlives reconnects
+            if known is None or known.record != record:
+                await self.store.put_agent(record)
+            entry, session, replaced, touched = self.agents.hello(record, list(hello.instances))
+            if replaced is not None:  # a newer stream replaces an older one
+                replaced.outbox.put_nowait(None)
+            self.read.touch_agent(hello.name, touched)
+            log.info("agent %s connected from %s (capacity %d, running %d)", hello.name,
+                     hello.address, hello.capacity, len(hello.instances))
+            push(self.world, entry, self.times, force=True)
+        self.poke()
+        return entry, session
+
+    def agent_heartbeat(self, name: str) -> None:
+        if self.agents.heartbeat(name):
+            self.read.touch_agent(name)
+            self.poke()
+
+    def agent_status(self, name: str, status: pb.InstanceStatus) -> None:
+        key = InstanceKey(status.app, status.id)
+        entry = self.agents.entries[name]
+        given = entry.session.given if entry.session is not None else set()
+        hosted = self.world.hosted.get(name, ())
+        if key not in entry.reports and key not in hosted and key not in given:
+            self.ignore_report(name, f"{key.app}/{key.id} was never assigned to it")
+            return  # (given: it may still report one it was told to stop)
+        if status.state == InstanceState.STOPPED and key not in hosted:
+            given.discard(key)
+        self.agents.status(name, status)
+        self.read.touch((key,))
+        where = self.world.assignments.get(key)
+        # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
+        if (where is not None and where.previous and status.state == InstanceState.RUNNING) \
+                or (status.state == InstanceState.STOPPED and (where is None
+                                                              or where.agent != name)):
+            self.poke()
+
+    def ignore_report(self, name: str, why: str) -> None:
+        """A report the scheduler will not believe: counted, and said once per agent."""
+        instruments.IGNORED_REPORTS.inc()
+        entry = self.agents.entries.get(name)
+        if entry is not None and not entry.warned:
+            entry.warned = True
+            log.warning("agent %s: ignoring a report (%s); further ones are only counted "
+                        "(formation_ignored_reports_total)", name, why)
+
+    def agent_gone(self, entry: AgentEntry, session: Session) -> None:
+        if self.agents.gone(entry, session):
+            log.info("agent %s disconnected", entry.record.name)
+            self.poke()

@@ -354,3 +354,20 @@ async def test_distinct_list_requests_do_not_pile_up():
     assert len(s.read._replies) <= readmodels.CACHED_REPLIES
     with pytest.raises(ValueError):
         s.read.instances(token="a/web/1/web.1" + "x" * readmodels.MAX_TOKEN)
+
+
+async def test_rows_of_a_down_agent_say_lost_until_the_next_pass():
+    s, _ = make()
+    await s.agent_hello(pb.Hello(name="n1", capacity=10))
+    await s.deploy("a", TYPES, {})
+    await s.reconcile()
+    web = InstanceKey("a", "web.1")
+    s.agent_status("n1", status(web, InstanceState.RUNNING, 1))
+    s.agents.entries["n1"].deadline = 0
+    s.expire_agents()
+    row = pb.ListInstancesReply.FromString(s.read.instances("a")).instances[0]
+    assert (row.state, row.reason) == (InstanceState.LOST, "agent n1 is down")
+    assert s.read.running[("a", "web")] == 0
+    await s.reconcile()  # nowhere else to go: pending, no longer lost
+    row = pb.ListInstancesReply.FromString(s.read.instances("a")).instances[0]
+    assert row.state == InstanceState.PENDING and not row.agent

@@ -32,6 +32,8 @@ def render(r: dict) -> str:
            "The floor is a bare asyncio loop that spawns the same children with nothing else "
            "(pidfd child watcher). supervisord runs with `startsecs=0`; circus at its default "
            "`check_delay` and at 0.1 s. Formation is measured from the `Scale` API call.\n"]
+    if r.get("skipped"):
+        out.append("Left out of this run after timing out: " + ", ".join(r["skipped"]) + ".\n")
     for kind, title in (("sleep", "`sleep 100000`"), ("python", "a trivial Python program")):
         rows = r["processes"].get(kind, {})
         if not rows:

@@ -7,6 +7,7 @@ the floor measured in the same run (the machines are shared and noisy).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -183,8 +184,18 @@ def main() -> None:
                 results["processes"].setdefault(kind_name, {})[m.name] = r
                 print(f"  start {r['start']['median']:.3f}s stop {r['stop']['median']:.3f}s",
                       file=sys.stderr, flush=True)
+            except TimeoutError:
+                if isinstance(m, (Formation, Floor)):
+                    raise
+                # A peer that wedges (circus has, now and then) is left out of this run, said
+                # in the report, rather than ending the whole run.
+                print(f"  {m.name} timed out: left out of this run", file=sys.stderr, flush=True)
+                results.setdefault("skipped", []).append(f"{m.name} ({kind_name})")
             finally:
                 m.close()
+                for pid in procs.scan(kind.prefix):  # what a wedged peer left behind
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
     if not args.skip_control_plane:
         from bench import controlplane
         results["control_plane"] = controlplane.run_all(tmp)

@@ -111,11 +111,15 @@ class AgentEvents:
         self.agents.status(name, status)
         self.read.touch((key,))
         where = self.world.assignments.get(key)
-        # A handoff may finish, or an at_most_once instance may now be placed elsewhere.
-        if (where is not None and where.previous and status.state == InstanceState.RUNNING) \
-                or (status.state == InstanceState.STOPPED and (where is None
-                                                              or where.agent != name)):
+        # A handoff may finish, or an at_most_once instance may now be placed elsewhere (only
+        # then: a pass over every instance for each copy stopped by a scale-down is waste).
+        if where is not None and where.previous and status.state == InstanceState.RUNNING:
             self.poke()
+        elif status.state == InstanceState.STOPPED and (where is None or where.agent != name):
+            release = self.world.apps.current_release(key.app)
+            ptype = release.types.get(key.type) if release is not None else None
+            if ptype is not None and ptype.at_most_once:
+                self.poke()
 
     def ignore_report(self, name: str, why: str) -> None:
         """A report the scheduler will not believe: counted, and said once per agent."""

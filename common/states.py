@@ -55,6 +55,11 @@ class AgentState(_AgentEnum):
         return self.name.lower()
 
 
+def is_instance_state(value: int) -> bool:
+    """Is this number one of InstanceState's (UNSPECIFIED included)?"""
+    return value in InstanceState._value2member_map_
+
+
 def instance_word(value: int) -> str:
     """The word of a state number off the wire; an unknown number is said as such."""
     try:

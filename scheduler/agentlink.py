@@ -13,7 +13,7 @@ import grpc
 
 from common.grpcserve import BadRequest
 from common.names import check_name, split_instance_id
-from common.states import InstanceState
+from common.states import InstanceState, is_instance_state
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentEntry, Session
@@ -31,8 +31,8 @@ def check_status(s: pb.InstanceStatus) -> None:
     """An instance status names a valid app and instance id, and sane numbers."""
     check_name("app", s.app)
     split_instance_id(s.id)
-    if s.state not in InstanceState.__members__.values() or s.state in (
-            InstanceState.UNSPECIFIED, InstanceState.LOST):
+    if not is_instance_state(s.state) or s.state in (InstanceState.UNSPECIFIED,
+                                                      InstanceState.LOST):
         raise ValueError(f"{s.app}/{s.id}: invalid state {s.state}")
     if s.release < 0 or s.pid < 0 or not 0 <= s.port <= 65535 or s.restarts < 0:
         raise ValueError(f"{s.app}/{s.id}: invalid release, pid, port or restarts")

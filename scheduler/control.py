@@ -10,7 +10,7 @@ import grpc
 
 from common.appdef_pb import release_from_pb
 from common.names import check_count, check_name, split_instance_id
-from common.states import InstanceState
+from common.states import is_instance_state
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.errors import Rejected, answer
@@ -74,7 +74,7 @@ class ControlService(pbg.ControlServicer):
                 check_name("app", request.app)
             if request.type:
                 check_name("process type", request.type)
-            if request.state not in InstanceState.__members__.values():
+            if not is_instance_state(request.state):
                 raise Rejected(f"unknown instance state {request.state}")
             if request.page_size < 0:
                 raise Rejected("page_size must be >= 0")

@@ -19,24 +19,16 @@ class Rejected(Exception):
         self.code = code
 
 
-def status_of(e: Exception) -> grpc.StatusCode | None:
-    """The status code an error is answered with, or None if it is not the client's to see
-    (a bug: it propagates and gRPC answers UNKNOWN, and it is logged)."""
-    if isinstance(e, Rejected):
-        return e.code
-    if isinstance(e, ValueError):  # InvalidName and AppDefError are ValueErrors
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(e, StoreUnavailable):
-        return grpc.StatusCode.UNAVAILABLE
-    return None
-
-
 async def answer(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run fn; abort the call with the mapped status on a known error."""
+    """Run fn; abort the call with the status of a known error. Any other error is a bug: it
+    propagates, is logged, and gRPC answers UNKNOWN."""
     try:
         return await fn()
-    except (Rejected, ValueError, StoreUnavailable) as e:
-        code = status_of(e)
-        assert code is not None
-        await context.abort(code, str(e))
-        raise  # unreachable: abort raises
+    except Rejected as e:
+        code, message = e.code, str(e)
+    except ValueError as e:  # InvalidName and AppDefError are ValueErrors
+        code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
+    except StoreUnavailable as e:
+        code, message = grpc.StatusCode.UNAVAILABLE, str(e)
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")

@@ -2,9 +2,11 @@
 many agents, back-to-back calls. Each case once stopped or broke the scheduler."""
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -20,29 +22,31 @@ from tests.cluster.harness import ROOT
 SLEEP = [type_to_pb(ProcessType("worker", "sleep 100000"))]
 
 
-def control(c) -> pbg.ControlStub:
-    return pbg.ControlStub(grpc.insecure_channel(c.listen))
+@contextlib.contextmanager
+def control(c) -> Iterator[pbg.ControlStub]:
+    with grpc.insecure_channel(c.listen) as channel:
+        yield pbg.ControlStub(channel)
 
 
 def test_200_releases_with_a_20kb_env_stop_nothing_and_recover(make_cluster):
     c = make_cluster(agents=1)
-    stub = control(c)
-    env = {f"V{i}": "x" * 1000 for i in range(20)}  # 20 KB
-    for _ in range(200):
-        stub.Deploy(pb.DeployRequest(app="big", types=SLEEP, env=env), timeout=10)
-    # Another app still gets what it asks for, and so does this one.
-    stub.Deploy(pb.DeployRequest(app="other", types=SLEEP), timeout=10)
-    stub.Scale(pb.ScaleRequest(app="other", counts={"worker": 2}), timeout=10)
-    stub.Scale(pb.ScaleRequest(app="big", counts={"worker": 1}), timeout=10)
-    c.wait_running({"worker.1", "worker.2"}, app="other")
-    c.wait_running({"worker.1"}, app="big")
-    # Only the last 50 releases (and any still assigned) are kept, and a restart recovers.
-    c.restart_scheduler()
-    assert c.client.formation("big").release == 200
-    c.ctl("scale", "worker=3", app="other")
-    c.wait_running({"worker.1", "worker.2", "worker.3"}, app="other")
-    log = c.log("scheduler")
-    assert "forgot releases" in log and "Traceback" not in log
+    with control(c) as stub:
+        env = {f"V{i}": "x" * 1000 for i in range(20)}  # 20 KB
+        for _ in range(200):
+            stub.Deploy(pb.DeployRequest(app="big", types=SLEEP, env=env), timeout=10)
+        # Another app still gets what it asks for, and so does this one.
+        stub.Deploy(pb.DeployRequest(app="other", types=SLEEP), timeout=10)
+        stub.Scale(pb.ScaleRequest(app="other", counts={"worker": 2}), timeout=10)
+        stub.Scale(pb.ScaleRequest(app="big", counts={"worker": 1}), timeout=10)
+        c.wait_running({"worker.1", "worker.2"}, app="other")
+        c.wait_running({"worker.1"}, app="big")
+        # Only the last 50 releases (and any still assigned) are kept, and a restart recovers.
+        c.restart_scheduler()
+        assert c.client.formation("big").release == 200
+        c.ctl("scale", "worker=3", app="other")
+        c.wait_running({"worker.1", "worker.2", "worker.3"}, app="other")
+        log = c.log("scheduler")
+        assert "forgot releases" in log and "Traceback" not in log
 
 
 def test_hellos_with_huge_fields_are_refused(cluster):
@@ -59,14 +63,14 @@ def test_hellos_with_huge_fields_are_refused(cluster):
 
 
 def test_deploy_then_scale_then_deploy_back_to_back_through_the_api(cluster):
-    stub = control(cluster)
-    for i in range(100):
-        app = f"app{i}"
-        assert stub.Deploy(pb.DeployRequest(app=app, types=SLEEP), timeout=10).version == 1
-        assert stub.Scale(pb.ScaleRequest(app=app, counts={"worker": 0}),
-                          timeout=10).counts == {"worker": 0}
-        assert stub.Deploy(pb.DeployRequest(app=app, types=SLEEP, env={"V": "2"}),
-                           timeout=10).version == 2
+    with control(cluster) as stub:
+        for i in range(100):
+            app = f"app{i}"
+            assert stub.Deploy(pb.DeployRequest(app=app, types=SLEEP), timeout=10).version == 1
+            assert stub.Scale(pb.ScaleRequest(app=app, counts={"worker": 0}),
+                              timeout=10).counts == {"worker": 0}
+            assert stub.Deploy(pb.DeployRequest(app=app, types=SLEEP, env={"V": "2"}),
+                               timeout=10).version == 2
 
 
 def test_ctl_ps_pages_past_4_mib_and_filters(make_cluster, tmp_path):
@@ -91,10 +95,11 @@ def test_ctl_ps_pages_past_4_mib_and_filters(make_cluster, tmp_path):
 
 def test_down_agents_are_forgotten_and_can_be_removed(make_cluster):
     c = make_cluster(agents=1, agent_ttl=2.0, scheduler_args=["--agent-forget-after", "3"])
-    stub = pbg.AgentLinkStub(grpc.insecure_channel(c.listen))
-    for name in ("ghost-1", "ghost-2"):  # say hello, then never a heartbeat
-        hello = pb.AgentMessage(hello=pb.Hello(name=name, capacity=1))
-        next(iter(stub.Connect(iter([hello]), timeout=5)))  # its (empty) list
+    with grpc.insecure_channel(c.listen) as channel:
+        stub = pbg.AgentLinkStub(channel)
+        for name in ("ghost-1", "ghost-2"):  # say hello, then never a heartbeat
+            hello = pb.AgentMessage(hello=pb.Hello(name=name, capacity=1))
+            next(iter(stub.Connect(iter([hello]), timeout=5)))  # its (empty) list
 
     def names() -> list[str]:
         return sorted(a.name for a in c.client.agents())

@@ -37,18 +37,15 @@ def status(key: InstanceKey, state: InstanceState, release: int) -> pb.InstanceS
 
 
 def last_list(s: Scheduler, name: str) -> list[str] | None:
-    """The ids in the last list queued for the agent, or None if none was."""
+    """The ids in the last list queued on the agent's session (it gets one at hello)."""
     session = s.agents.entries[name].session
-    if session is None:
-        return None
+    assert session is not None
     last = None
     while not session.outbox.empty():
         message = session.outbox.get_nowait()
         if message is not None and message.WhichOneof("kind") == "assignments":
             last = [f"{a.app}/{a.id}" for a in message.assignments.items]
-    if last is not None:
-        session.last_list = last  # type: ignore[attr-defined]
-    return getattr(session, "last_list", None)
+    return last
 
 
 def test_runs_release_is_running_on_that_release():

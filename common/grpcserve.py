@@ -15,8 +15,14 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from common.pki import Identity
+from common.tls import peer_identity
 from proto import formation_pb2 as pb
 
+# Who may call a method: (method name, the caller's identity) -> why not, or None if allowed.
+# Given only when the server uses TLS: a plaintext server (loopback, or --insecure) has no
+# identities to check.
+Policy = Callable[[str, Identity | None], str | None]
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
@@ -49,8 +55,27 @@ async def _refuse(context: grpc.aio.ServicerContext, what: str) -> None:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {what} message")
 
 
-def _wrap(method: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+async def _authorize(policy: Policy, name: str, context: grpc.aio.ServicerContext) -> None:
+    who = peer_identity(context)
+    why = policy(name, who)
+    if why is not None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED if who is None
+                            else grpc.StatusCode.PERMISSION_DENIED, why)
+
+
+def _wrap(method: Any, fn: Callable[..., Any], policy: Policy | None) -> Callable[..., Any]:
     what = method.input_type.name
+    if policy is not None:
+        inner = fn
+        if method.server_streaming:
+            async def fn(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await _authorize(policy, method.name, context)
+                async for reply in inner(request, context):
+                    yield reply
+        else:
+            async def fn(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await _authorize(policy, method.name, context)
+                return await inner(request, context)
     if method.client_streaming:
         async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
                           ) -> AsyncIterator[Any]:
@@ -99,23 +124,28 @@ _MAKERS = {(False, False): grpc.unary_unary_rpc_method_handler,
            (True, True): grpc.stream_stream_rpc_method_handler}
 
 
-def add_service(servicer: object, server: grpc.aio.Server, service: str) -> None:
-    """Serve `servicer`'s methods as formation.v1.<service>."""
+def add_service(servicer: object, server: grpc.aio.Server, service: str,
+                policy: Policy | None = None) -> None:
+    """Serve `servicer`'s methods as formation.v1.<service>, each call first allowed by
+    policy (if given): a refusal is PERMISSION_DENIED (UNAUTHENTICATED for no identity)."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name[service].methods:
         make = _MAKERS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
-            _wrap(method, getattr(servicer, method.name)),
+            _wrap(method, getattr(servicer, method.name), policy),
             request_deserializer=_decoder(getattr(pb, method.input_type.name)),
             response_serializer=_encode)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         f"formation.v1.{service}", handlers),))
 
 
-def bind(server: grpc.aio.Server, address: str) -> None:
-    """Listen on address (insecure), or raise OSError with one line if it cannot."""
+def bind(server: grpc.aio.Server, address: str,
+         credentials: grpc.ServerCredentials | None = None) -> None:
+    """Listen on address (with TLS if credentials are given), or raise OSError with one line
+    if it cannot."""
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
     except RuntimeError as e:
         raise OSError(f"cannot listen on {address}: {e}") from None
     if port == 0:

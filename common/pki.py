@@ -1,0 +1,218 @@
+"""The cluster's certificates: a CA, and certificates that bind a role and a name.
+
+A certificate issued here carries its identity twice, for two readers:
+- a URI SAN `spiffe://formation/ROLE/NAME`, which the scheduler and the agents read from the
+  peer of a call (gRPC reports it as the peer's `peer_spiffe_id`) to authorize it;
+- DNS SANs `ROLE.formation` and `NAME.ROLE.formation` (servers only), which a client names as the
+  TLS target, so that it checks the role (`scheduler.formation`) or the very peer it meant
+  (`a1.agent.formation`), whatever address it dialled: Nomad's `server.global.nomad`.
+`--san` adds host names and IP addresses for other tools (curl, etcd).
+
+Keys are EC P-256; certificates carry SKI/AKI and key usages; `operator` and `viewer`
+certificates are for clients only.
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from common.names import check_name
+
+ROLES = ("scheduler", "agent", "operator", "viewer")
+SERVER_ROLES = ("scheduler", "agent")
+TRUST_DOMAIN = "formation"
+URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
+CA_DAYS = 3650
+MAX_DAYS = 3650
+MAX_SANS = 64
+MAX_PEM_BYTES = 1 << 20  # a certificate, key or CA file larger than this is refused
+
+
+class PkiError(ValueError):
+    """A one-line reason: bad input, an unreadable file, a certificate that does not fit."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a peer is, as its certificate says."""
+    role: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.name}"
+
+
+def role_host(role: str, name: str = "") -> str:
+    """The DNS name a client checks a server's certificate against."""
+    return f"{name}.{role}.{TRUST_DOMAIN}" if name else f"{role}.{TRUST_DOMAIN}"
+
+
+def identity_uri(role: str, name: str) -> str:
+    return f"{URI_PREFIX}{role}/{name}"
+
+
+def parse_identity(uri: str) -> Identity | None:
+    """The identity a `spiffe://formation/ROLE/NAME` URI names, or None."""
+    if not uri.startswith(URI_PREFIX):
+        return None
+    role, sep, name = uri[len(URI_PREFIX):].partition("/")
+    if not sep or role not in ROLES:
+        return None
+    try:
+        check_name(role, name)
+    except ValueError:
+        return None
+    return Identity(role, name)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=not ca, content_commitment=False,
+                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                         key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False)
+
+
+def make_ca(common_name: str = "Formation cluster CA", days: int = CA_DAYS,
+            not_before: datetime.datetime | None = None) -> tuple[bytes, bytes]:
+    """A new self-signed CA: (certificate PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, TRUST_DOMAIN),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = (not_before or _now()) - datetime.timedelta(minutes=5)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def _san(text: str) -> x509.GeneralName:
+    """An IP address or a DNS name from --san."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if not (0 < len(text) <= 253 and text.isascii() and all(
+            0 < len(label) <= 63 and (label.replace("-", "").replace("_", "").isalnum()
+                                      or (label == "*" and i == 0))
+            for i, label in enumerate(labels))):
+        raise PkiError(f"--san {text[:80]!r} is neither an IP address nor a host name")
+    return x509.DNSName(text.lower())
+
+
+def public_der(public_key: Any) -> bytes:
+    """A public key's SubjectPublicKeyInfo, to compare a key with a certificate."""
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_ca(cert_pem: bytes, key_pem: bytes) -> tuple[x509.Certificate,
+                                                       ec.EllipticCurvePrivateKey]:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError as e:
+        raise PkiError(f"not a CA certificate and key: {e}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or (
+            public_der(key.public_key()) != public_der(cert.public_key())):
+        raise PkiError("the CA key does not belong to the CA certificate")
+    return cert, key
+
+
+def issue(ca_pem: bytes, ca_key_pem: bytes, role: str, name: str, sans: list[str] = (),  # type: ignore[assignment]
+          days: int = 365, not_before: datetime.datetime | None = None) -> tuple[bytes, bytes]:
+    """A certificate for NAME in ROLE, signed by the CA: (certificate PEM, key PEM)."""
+    if role not in ROLES:
+        raise PkiError(f"role must be one of {', '.join(ROLES)}, not {role[:40]!r}")
+    try:
+        check_name(f"{role}", name)
+    except ValueError as e:
+        raise PkiError(str(e)) from None
+    if not 1 <= days <= MAX_DAYS:
+        raise PkiError(f"--days must be from 1 to {MAX_DAYS}, not {days}")
+    if len(sans) > MAX_SANS:
+        raise PkiError(f"at most {MAX_SANS} --san, not {len(sans)}")
+    ca_cert, ca_key = load_ca(ca_pem, ca_key_pem)
+    start = (not_before or _now()) - datetime.timedelta(minutes=5)
+    end = start + datetime.timedelta(days=days)
+    if end > ca_cert.not_valid_after_utc:
+        raise PkiError(f"the CA expires on {ca_cert.not_valid_after_utc:%Y-%m-%d}, before "
+                       f"{days} days from now: use fewer --days or a new CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = role in SERVER_ROLES
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(role, name))]
+    if server:
+        names += [x509.DNSName(role_host(role)), x509.DNSName(role_host(role, name))]
+    names += [_san(s) for s in sans]
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH]
+                                                   if server or sans else [])
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, TRUST_DOMAIN),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                ca_ski), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def cert_identity(cert_pem: bytes) -> Identity | None:
+    """The identity a certificate is bound to (its formation URI SAN), or None."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    found = [i for u in sans.get_values_for_type(x509.UniformResourceIdentifier)
+             if (i := parse_identity(u)) is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def expiry(cert_pem: bytes) -> float:
+    """When the (first) certificate in cert_pem expires, in Unix seconds."""
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Create path with mode 0600 (never an existing file: O_EXCL) and write data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def write_public(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

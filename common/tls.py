@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import Gauge
 
 from common.net import split_hostport
-from common.pki import (MAX_PEM_BYTES, Identity, PkiError, cert_identity, parse_identity,
-                        public_der)
+from common.pki import MAX_PEM_BYTES, Identity, PkiError, cert_identity, parse_identity, public_der
 
 log = logging.getLogger("tls")
 

@@ -13,13 +13,17 @@ certificates are for clients only.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -38,6 +42,10 @@ MAX_PEM_BYTES = 1 << 20  # a certificate, key or CA file larger than this is ref
 
 class PkiError(ValueError):
     """A one-line reason: bad input, an unreadable file, a certificate that does not fit."""
+
+
+class CaError(PkiError):
+    """The CA itself cannot sign: not a CA, a key that is not its own, expired."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ def _key_usage(ca: bool) -> x509.KeyUsage:
 def make_ca(common_name: str = "Formation cluster CA", days: int = CA_DAYS,
             not_before: datetime.datetime | None = None) -> tuple[bytes, bytes]:
     """A new self-signed CA: (certificate PEM, key PEM)."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= CA_DAYS:
+        raise PkiError(f"a CA lives from 1 to {CA_DAYS} days, not {days!r}")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, TRUST_DOMAIN),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -108,19 +118,51 @@ def make_ca(common_name: str = "Formation cluster CA", days: int = CA_DAYS,
     return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
 def _san(text: str) -> x509.GeneralName:
     """An IP address or a DNS name from --san."""
+    shown = repr(text[:80]) + ("…" if len(text) > 80 else "")
     try:
-        return x509.IPAddress(ipaddress.ip_address(text))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         pass
-    labels = text.split(".")
-    if not (0 < len(text) <= 253 and text.isascii() and all(
-            0 < len(label) <= 63 and (label.replace("-", "").replace("_", "").isalnum()
-                                      or (label == "*" and i == 0))
-            for i, label in enumerate(labels))):
-        raise PkiError(f"--san {text[:80]!r} is neither an IP address nor a host name")
-    return x509.DNSName(text.lower())
+    else:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+            raise PkiError(f"--san {shown}: an IPv6 address with a zone cannot be certified")
+        return x509.IPAddress(ip)
+    host = text.lower()
+    labels = host.split(".")
+    if not (len(host) <= 253 and host.isascii()
+            and all(_LABEL.fullmatch(label) for label in labels[int(labels[0] == "*"):])
+            and not labels[-1].isdigit()  # 10.0.0.256 is a mistyped address, not a name
+            and (labels[0] != "*" or len(labels) >= 3)):
+        raise PkiError(f"--san {shown} is neither an IP address nor a host name")
+    if labels[-1] == TRUST_DOMAIN:
+        raise PkiError(f"--san {shown}: names under .{TRUST_DOMAIN} are given by the role "
+                       "(a certificate must not answer for another role or name)")
+    return x509.DNSName(host)
+
+
+def check_request(role: str, name: str, sans: Sequence[str] = (),
+                  days: int = 365) -> list[x509.GeneralName]:
+    """Check what `issue` is asked for, before any file is read: the extra SANs, or PkiError."""
+    if not isinstance(role, str) or role not in ROLES:
+        raise PkiError(f"role must be one of {', '.join(ROLES)}, not {str(role)[:40]!r}")
+    try:
+        check_name(role, name)
+    except ValueError as e:
+        raise PkiError(str(e)) from None
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise PkiError(f"--days must be a whole number from 1 to {MAX_DAYS}, not {days!r}")
+    if len(sans) > MAX_SANS:
+        raise PkiError(f"at most {MAX_SANS} --san, not {len(sans)}")
+    out: list[x509.GeneralName] = []
+    for s in sans:
+        if (general := _san(s)) not in out:
+            out.append(general)
+    return out
 
 
 def public_der(public_key: Any) -> bytes:
@@ -131,48 +173,62 @@ def public_der(public_key: Any) -> bytes:
 
 def load_ca(cert_pem: bytes, key_pem: bytes) -> tuple[x509.Certificate,
                                                        ec.EllipticCurvePrivateKey]:
+    """The CA certificate and its key, checked to be a CA and a pair; CaError if not."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         key = serialization.load_pem_private_key(key_pem, password=None)
-    except ValueError as e:
-        raise PkiError(f"not a CA certificate and key: {e}") from None
+        cert_key = public_der(cert.public_key())
+    # TypeError: an encrypted key; UnsupportedAlgorithm: a key type this build cannot read
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise CaError(f"not a PEM CA certificate and unencrypted key: {reason}") from None
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        is_ca = False
+    if not is_ca:
+        raise CaError("the CA certificate is not a CA (no BasicConstraints CA:TRUE)")
     if not isinstance(key, ec.EllipticCurvePrivateKey) or (
-            public_der(key.public_key()) != public_der(cert.public_key())):
-        raise PkiError("the CA key does not belong to the CA certificate")
+            public_der(key.public_key()) != cert_key):
+        raise CaError("the CA key does not belong to the CA certificate")
     return cert, key
 
 
-def issue(ca_pem: bytes, ca_key_pem: bytes, role: str, name: str, sans: list[str] = (),  # type: ignore[assignment]
-          days: int = 365, not_before: datetime.datetime | None = None) -> tuple[bytes, bytes]:
-    """A certificate for NAME in ROLE, signed by the CA: (certificate PEM, key PEM)."""
-    if role not in ROLES:
-        raise PkiError(f"role must be one of {', '.join(ROLES)}, not {role[:40]!r}")
+def _ski(cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
+    """The CA's SKI, as it states it (or as RFC 5280 would compute it, if it states none)."""
     try:
-        check_name(f"{role}", name)
-    except ValueError as e:
-        raise PkiError(str(e)) from None
-    if not 1 <= days <= MAX_DAYS:
-        raise PkiError(f"--days must be from 1 to {MAX_DAYS}, not {days}")
-    if len(sans) > MAX_SANS:
-        raise PkiError(f"at most {MAX_SANS} --san, not {len(sans)}")
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except (x509.ExtensionNotFound, x509.DuplicateExtension):
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+
+
+def issue(ca_pem: bytes, ca_key_pem: bytes, role: str, name: str, sans: Sequence[str] = (),
+          days: int = 365, not_before: datetime.datetime | None = None) -> tuple[bytes, bytes]:
+    """A certificate for NAME in ROLE, signed by the CA: (certificate PEM, key PEM).
+    PkiError for a bad request; CaError for a CA that cannot sign."""
+    extra = check_request(role, name, sans, days)
     ca_cert, ca_key = load_ca(ca_pem, ca_key_pem)
-    start = (not_before or _now()) - datetime.timedelta(minutes=5)
-    end = start + datetime.timedelta(days=days)
+    now = not_before or _now()
+    if ca_cert.not_valid_after_utc <= now:
+        raise CaError(f"the CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}: make a new one")
+    # Never valid before the CA is: a verifier would refuse the chain in that gap.
+    start = max(now - datetime.timedelta(minutes=5), ca_cert.not_valid_before_utc)
+    end = now + datetime.timedelta(days=days)
     if end > ca_cert.not_valid_after_utc:
-        raise PkiError(f"the CA expires on {ca_cert.not_valid_after_utc:%Y-%m-%d}, before "
-                       f"{days} days from now: use fewer --days or a new CA")
+        raise PkiError(f"--days {days} ends after the CA does "
+                       f"({ca_cert.not_valid_after_utc:%Y-%m-%d}): use fewer days or a new CA")
     key = ec.generate_private_key(ec.SECP256R1())
     server = role in SERVER_ROLES
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(role, name))]
     if server:
         names += [x509.DNSName(role_host(role)), x509.DNSName(role_host(role, name))]
-    names += [_san(s) for s in sans]
+    names += [n for n in extra if n not in names]  # the role's own names first, no repeats
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH]
-                                                   if server or sans else [])
+                                                   if server or extra else [])
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, TRUST_DOMAIN),
                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
                          x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    ca_ski = _ski(ca_cert)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(start).not_valid_after(end)
@@ -189,11 +245,12 @@ def issue(ca_pem: bytes, ca_key_pem: bytes, role: str, name: str, sans: list[str
 
 
 def cert_identity(cert_pem: bytes) -> Identity | None:
-    """The identity a certificate is bound to (its formation URI SAN), or None."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
+    """The identity a certificate is bound to (its formation URI SAN), or None (also for
+    something that is not a certificate, or one with two identities)."""
     try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
         return None
     found = [i for u in sans.get_values_for_type(x509.UniformResourceIdentifier)
              if (i := parse_identity(u)) is not None]
@@ -205,14 +262,29 @@ def expiry(cert_pem: bytes) -> float:
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
 
 
+def _write_new(path: str, data: bytes, mode: int, exact: bool) -> None:
+    """Create path (never an existing file or a symlink: O_EXCL) and write data; a file that
+    could not be written whole is removed, so no half a key or certificate is left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if exact:
+                os.fchmod(f.fileno(), mode)  # a key is 0600 whatever the umask
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
 def write_private(path: str, data: bytes) -> None:
     """Create path with mode 0600 (never an existing file: O_EXCL) and write data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    _write_new(path, data, 0o600, exact=True)
 
 
 def write_public(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    """Create path with mode 0644 (less if the umask says so) and write data."""
+    _write_new(path, data, 0o644, exact=False)

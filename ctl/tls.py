@@ -92,9 +92,10 @@ def read_file(path: str, what: str) -> bytes:
                        f"{shown(path)} is missing): run `ctl tls init` first") from None
     except OSError as e:
         raise CtlError(f"cannot read the {what} {shown(path)}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+        os.close(fd)
+        raise CtlError(f"the {what} {shown(path)} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise CtlError(f"the {what} {shown(path)} is not a regular file")
         try:
             data = f.read(pki.MAX_PEM_BYTES + 1)
         except OSError as e:

@@ -13,6 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.logs import LogLine, LogSink, Match
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
+from common.pki import Identity
+from common.tls import Credentials
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
@@ -60,12 +62,22 @@ class AgentApiService(pbg.AgentApiServicer):
                 self.sink.unfollow(follower)
 
 
-async def serve(listen: str, sink: LogSink, name: str) -> grpc.aio.Server:
+def only_the_scheduler(method: str, who: Identity | None) -> str | None:
+    """With TLS, only a scheduler's certificate may read this agent's logs."""
+    if who is not None and who.role == "scheduler":
+        return None
+    return f"{who.role} may not read an agent's logs" if who else \
+        "a certificate naming a formation role is required"
+
+
+async def serve(listen: str, sink: LogSink, name: str, tls: Credentials | None = None
+                ) -> grpc.aio.Server:
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    add_service(AgentApiService(sink, name), server, "AgentApi")
+    add_service(AgentApiService(sink, name), server, "AgentApi",
+                only_the_scheduler if tls else None)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bind(server, listen)
+    bind(server, listen, tls.server_credentials() if tls else None)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return server

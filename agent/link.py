@@ -16,6 +16,8 @@ import grpc
 
 from agent.supervisor import Supervisor
 from common.limits import AGENT_REDIAL_MAX, HEARTBEAT, MAX_LIST_BYTES, SILENCE_LIMIT
+from common.pki import role_host
+from common.tls import Credentials, target
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
@@ -39,8 +41,10 @@ def with_env(lists: pb.Assignments) -> list[pb.Assignment]:
 
 class SchedulerLink:
     def __init__(self, addresses: list[str], hello: pb.Hello, supervisor: Supervisor,
-                 on_contact: Callable[[float], None] = lambda deadline: None) -> None:
+                 on_contact: Callable[[float], None] = lambda deadline: None,
+                 tls: Credentials | None = None) -> None:
         self.addresses = addresses
+        self.tls = tls  # each dial takes the certificate as its files are then
         self.hello = hello
         self.supervisor = supervisor
         self.outbox: asyncio.Queue[pb.AgentMessage | None] | None = None
@@ -139,7 +143,7 @@ class SchedulerLink:
                     return
                 yield message
 
-        async with grpc.aio.insecure_channel(address, options=LINK_OPTIONS) as channel:
+        async with self._channel(address) as channel:
             call = self._call = pbg.AgentLinkStub(channel).Connect(outgoing())
             self.outbox = outbox
             beats = asyncio.create_task(self._heartbeats(outbox))
@@ -164,6 +168,13 @@ class SchedulerLink:
                 self.outbox = None
                 beats.cancel()
                 call.cancel()
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(address, options=LINK_OPTIONS)
+        # Whatever address was dialled, the peer must hold a scheduler's certificate.
+        return grpc.aio.secure_channel(address, self.tls.channel_credentials(),
+                                       options=LINK_OPTIONS + target(role_host("scheduler")))
 
     async def _heartbeats(self, outbox: asyncio.Queue) -> None:
         while True:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-from typing import NoReturn
 
 from agent import api, cgroups, metrics, simulate
 from agent.launcher import OsLauncher
@@ -17,10 +16,13 @@ from agent.logs import LogSink
 from agent.ports import PortPool, ephemeral_range, parse_range
 from agent.runner import base_environment
 from agent.supervisor import Supervisor
+from common import tls
+from common.cli import OneLineParser
 from common.httpserve import metrics_route, serve
 from common.logsetup import setup_logging
 from common.names import InvalidName, check_name
 from common.net import split_hostport
+from common.pki import Identity
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -46,13 +48,6 @@ def local_address_towards(host: str) -> str:
         return "127.0.0.1"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad usage: one line on stderr (`formation-agent: error: ...`), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def whole_number(flag: str, text: str, most: int) -> int:
     """text as a number from 0 to most, or ValueError naming the flag."""
     text = text.strip()
@@ -75,8 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="address others reach this host at (env FORMATION_ADVERTISE)")
     p.add_argument("--port-range", default=env("FORMATION_PORT_RANGE", "5000-5999"),
                    help="ports for $PORT, A-B (env FORMATION_PORT_RANGE)")
-    p.add_argument("--listen", default=env("FORMATION_AGENT_LISTEN", "0.0.0.0:7071"),
-                   help="gRPC HOST:PORT the scheduler reads logs and health from "
+    p.add_argument("--listen", default=env("FORMATION_AGENT_LISTEN", ""),
+                   help="gRPC HOST:PORT the scheduler reads logs and health from: "
+                        "0.0.0.0:7071 with TLS, 127.0.0.1:7071 without "
                         "(env FORMATION_AGENT_LISTEN)")
     p.add_argument("--metrics-listen", default=env("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
@@ -89,8 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(env FORMATION_ISOLATION)")
     p.add_argument("--workdir", default=env("FORMATION_WORKDIR", os.getcwd()),
                    help="directory instances run in (env FORMATION_WORKDIR)")
+    tls.add_flags(p)
     args = p.parse_args(argv)
     try:
+        args.tls = tls.paths_from(args)
+        args.listen = args.listen or ("0.0.0.0:7071" if args.tls else "127.0.0.1:7071")
+        split_hostport(args.listen)
+        tls.check_listen("--listen", args.listen, args.tls is not None, args.insecure)
         args.name = check_name("agent", args.name or default_name())
         args.capacity = whole_number("--capacity", args.capacity, MAX_CAPACITY)
         args.simulate = whole_number("--simulate", args.simulate, MAX_SIMULATED)
@@ -131,11 +132,29 @@ def make_hello(args: argparse.Namespace, isolation: cgroups.Isolation) -> pb.Hel
                     isolation=isolation.mode)
 
 
+def credentials(args: argparse.Namespace) -> tls.Credentials | None:
+    """This agent's TLS material, which must be an agent certificate of its own name; exit 1
+    with one line if not."""
+    if args.tls is None:
+        return None
+    try:
+        found = tls.Credentials(args.tls)
+    except tls.TlsError as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
+    if found.identity != Identity("agent", args.name):
+        log.error("%s names %s, not agent %s: issue one with `ctl tls issue agent %s`",
+                  args.tls.cert, found.identity, args.name, args.name)
+        raise SystemExit(1)
+    return found
+
+
 async def run(args: argparse.Namespace) -> None:
     if args.simulate:
         await simulate.run_simulated(args.simulate, args.name, args.addresses, args.capacity,
-                                     args.advertise)
+                                     args.advertise, args.tls)
         return
+    creds = credentials(args)
     use_pidfd_child_watcher()
     try:
         isolation = cgroups.choose(args.isolation, args.name)
@@ -149,13 +168,13 @@ async def run(args: argparse.Namespace) -> None:
     supervisor = Supervisor(launcher, sink, PortPool(args.ports), args.workdir,
                             base_environment())
     try:
-        server = await api.serve(args.listen, sink, args.name)
+        server = await api.serve(args.listen, sink, args.name, creds)
     except (OSError, RuntimeError) as e:
         log.error("cannot serve on --listen %s: %s", args.listen, e)
         launcher.close_guardian()
         raise SystemExit(1) from None
     hello = make_hello(args, isolation)
-    link = SchedulerLink(args.addresses, hello, supervisor, launcher.heard_scheduler)
+    link = SchedulerLink(args.addresses, hello, supervisor, launcher.heard_scheduler, creds)
     metrics.install(metrics.AgentCollector(supervisor, link, sink, args.capacity))
     if args.metrics_listen:
         await serve(args.metrics_listen, {"/metrics": metrics_route})
@@ -173,6 +192,8 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if creds is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: creds.reload(force=True))
     await stop.wait()
     log.info("stopping %d instances", len(supervisor.runners))
     tasks[0].cancel()  # no new assignments while stopping

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from agent.link import SchedulerLink
 from common.states import InstanceState
+from common.tls import Credentials, TlsPaths
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -45,10 +46,16 @@ class SimulatedSupervisor:
 
 
 async def run_simulated(count: int, base: str, addresses: list[str], capacity: int,
-                        advertise: str) -> None:
+                        advertise: str, paths: TlsPaths | None = None) -> None:
+    """With TLS, each simulated agent needs a certificate of its own name: `{name}` in the
+    --tls-cert and --tls-key paths stands for it (for example `certs/{name}.pem`)."""
     log.warning("SIMULATED agents (benchmark aid): %d agents, nothing will be run", count)
     links = []
     for i in range(1, count + 1):
-        hello = pb.Hello(name=f"{base}-{i}", address=advertise, capacity=capacity)
-        links.append(SchedulerLink(addresses, hello, SimulatedSupervisor()))  # type: ignore
+        name = f"{base}-{i}"
+        hello = pb.Hello(name=name, address=advertise, capacity=capacity)
+        creds = None if paths is None else Credentials(TlsPaths(
+            paths.ca, paths.cert.replace("{name}", name), paths.key.replace("{name}", name)))
+        links.append(SchedulerLink(addresses, hello, SimulatedSupervisor(),  # type: ignore
+                                   tls=creds))
     await asyncio.gather(*(link.run() for link in links))

@@ -7,3 +7,5 @@ import os
 # "epoll_wait error: Bad file descriptor" and may hang or abort before it execs. Nothing of ours
 # uses gRPC in a forked child, so gRPC's fork support stays off (read when gRPC starts).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# gRPC's C core logs a failed TLS handshake on stderr; ctl says it in its own one line.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")

@@ -7,6 +7,8 @@ from typing import Any
 
 import grpc
 
+from common.pki import role_host
+from common.tls import Material, TlsError, TlsPaths, load, target
 from ctl.errors import RUNTIME, USAGE, CtlError
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
@@ -16,12 +18,24 @@ REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITIO
 TIMEOUT = 10.0
 
 
+DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+# Words of gRPC's UNAVAILABLE details that mean the TLS handshake failed, not the network.
+HANDSHAKE = ("ssl", "tls", "handshake", "certificate", "hostname verification", "socket closed")
+
+
 class Client:
-    def __init__(self, addresses: str, timeout: float = TIMEOUT) -> None:
+    def __init__(self, addresses: str, tls: TlsPaths | None = None,
+                 timeout: float = TIMEOUT) -> None:
         self.addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         if not self.addresses:
             raise CtlError("no scheduler address given", USAGE)
         self.timeout = timeout
+        self.tls: Material | None = None
+        if tls is not None:
+            try:
+                self.tls = load(tls)
+            except TlsError as e:
+                raise CtlError(str(e), USAGE) from None
         self._channel: grpc.Channel | None = None
         self._stub: pbg.ControlStub | None = None
 
@@ -29,11 +43,33 @@ class Client:
         if self._channel is not None:
             self._channel.close()
 
+    def _open(self, address: str, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+        if self.tls is None:
+            return grpc.insecure_channel(address, options=options)
+        m = self.tls
+        # The scheduler's certificate must be a scheduler's of our CA, whatever address.
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(m.ca, m.key, m.cert),
+                                   options=(options or []) + target(role_host("scheduler")))
+
+    def _unreachable(self, e: grpc.RpcError | None) -> CtlError:
+        where = ",".join(self.addresses)
+        detail = (e.details() or "") if e is not None else ""
+        if any(word in detail.lower() for word in HANDSHAKE):
+            mine = "with TLS" if self.tls else "without TLS"
+            return CtlError(f"cannot reach the scheduler at {where}: the TLS handshake failed "
+                            f"({mine}; check --tls-ca/--tls-cert/--tls-key and that the "
+                            f"scheduler's certificate is of the same CA)")
+        if detail and "etcd" in detail:
+            return CtlError(f"scheduler at {where}: {detail}", RUNTIME)
+        return CtlError(f"cannot reach the scheduler at {where}", RUNTIME)
+
     def _fail(self, e: grpc.RpcError) -> CtlError:
         if e.code() in REJECTED:
             return CtlError(e.details() or e.code().name, USAGE)
+        if e.code() in DENIED:
+            return CtlError(f"permission denied: {e.details() or e.code().name}")
         if e.code() == grpc.StatusCode.UNAVAILABLE:
-            return CtlError(f"cannot reach the scheduler at {','.join(self.addresses)}")
+            return self._unreachable(e)
         return CtlError(f"scheduler error: {e.details() or e.code().name}")
 
     def logs(self, request: pb.LogsRequest) -> Iterator[pb.LogLine]:
@@ -42,7 +78,7 @@ class Client:
         for address in self.addresses:
             # No BDP probing: a paused `ctl logs -f` must not grow its window to tens of MB
             # (the scheduler's per-reader budget is what bounds a slow reader).
-            channel = grpc.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
+            channel = self._open(address, options=[("grpc.http2.bdp_probe", 0)])
             try:
                 stream = pbg.ControlStub(channel).Logs(
                     request, timeout=None if request.follow else self.timeout)
@@ -62,28 +98,22 @@ class Client:
         order = self.addresses if self._stub is None else [None]
         for address in order:
             if address is not None:
-                self._channel = grpc.insecure_channel(address)
+                self._channel = self._open(address)
                 self._stub = pbg.ControlStub(self._channel)
             assert self._stub is not None
             try:
                 return method(self._stub)(request, timeout=self.timeout)
             except grpc.RpcError as e:
-                if e.code() in REJECTED:
-                    raise CtlError(e.details() or e.code().name, USAGE) from None
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE,
                                     grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise CtlError(f"scheduler error: {e.details() or e.code().name}") from None
+                    raise self._fail(e) from None
                 last = e
                 self.close()
                 self._stub = None
-        where = ",".join(self.addresses)
-        detail = last.details() if last is not None else ""
         if last is not None and last.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise CtlError(f"scheduler at {where} did not answer within {self.timeout:.0f}s",
-                           RUNTIME)
-        if detail and "etcd" in detail:
-            raise CtlError(f"scheduler at {where}: {detail}", RUNTIME)
-        raise CtlError(f"cannot reach the scheduler at {where}", RUNTIME)
+            raise CtlError(f"scheduler at {','.join(self.addresses)} did not answer within "
+                           f"{self.timeout:.0f}s", RUNTIME)
+        raise self._unreachable(last)
 
     def deploy(self, request: pb.DeployRequest) -> pb.DeployReply:
         return self._call(lambda s: s.Deploy, request)

@@ -1,8 +1,11 @@
 """`ctl dev [PROCFILE] [--agents N] [--scale TYPE=N,...]`: the whole cluster on this machine.
 
 Starts etcd (temporary data dir), a scheduler and N agents on loopback as its own children,
-deploys the Procfile, scales it, and streams every log line like foreman. Ctrl-C (or SIGTERM)
-stops the agents (and so their instances), the scheduler and etcd, and removes the data dir.
+with mutual TLS between them (a throwaway CA in the temporary dir), deploys the Procfile,
+scales it, and streams every log line like foreman. While it runs, `ctl` in another terminal
+finds it by itself (ctl/context.py: the scheduler and an operator certificate). Ctrl-C (or
+SIGTERM) stops the agents (and so their instances), the scheduler and etcd, and removes the
+temporary dir and the context.
 """
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import tempfile
 import time
 
 from common.net import is_free
-from ctl import deploy, scale
+from ctl import context, deploy, scale
 from ctl.client import Client
+from ctl.devcerts import DevCerts
 from ctl.errors import USAGE, CtlError
 from ctl.localcluster import ClusterError, Launch, Part, free_port, wait_port
 
@@ -74,16 +78,20 @@ def run(args: argparse.Namespace) -> int:
         parts.append(etcd)
         wait_port("127.0.0.1", etcd_port, 20, etcd.proc)
         listen = listen_address()
+        certs = DevCerts(os.path.join(tmp.name, "tls"))
         parts.append(launch.scheduler(f"http://127.0.0.1:{etcd_port}", listen,
-                                      metrics=f"127.0.0.1:{free_port()}"))
+                                      metrics=f"127.0.0.1:{free_port()}",
+                                      tls=certs.issue("scheduler", "scheduler")))
         wait_port("127.0.0.1", int(listen.rsplit(":", 1)[1]), 20, parts[-1].proc)
         for i in range(1, args.agents + 1):
             lo = FIRST_APP_PORT + (i - 1) * PORTS_PER_AGENT
             parts.append(launch.agent(f"agent-{i}", listen, args.capacity,
                                       f"{lo}-{lo + PORTS_PER_AGENT - 1}", workdir,
                                       listen=f"127.0.0.1:{free_port()}", advertise="127.0.0.1",
-                                      metrics=f"127.0.0.1:{free_port()}"))
-        client = Client(listen)
+                                      metrics=f"127.0.0.1:{free_port()}",
+                                      tls=certs.issue("agent", f"agent-{i}")))
+        operator = certs.issue("operator", "dev")
+        client = Client(listen, operator)
         deadline = time.monotonic() + 30
         while sum(a.connected for a in client.agents()) < args.agents:
             if time.monotonic() > deadline:
@@ -94,9 +102,11 @@ def run(args: argparse.Namespace) -> int:
         if counts:
             client.scale(args.app, counts)
         client.close()
-        say(f"{args.app} v{version} deployed on {args.agents} agents; scheduler at {listen}")
-        if listen != "127.0.0.1:7070":
-            say(f"in another terminal: export FORMATION_SCHEDULER={listen}")
+        where = context.write(context.Context(listen, operator.ca, operator.cert, operator.key,
+                                              os.getpid()))
+        say(f"{args.app} v{version} deployed on {args.agents} agents; scheduler at {listen} "
+            "(mutual TLS)")
+        say(f"ctl in another terminal finds this cluster by itself ({where})")
         say("try `ctl ps`, `ctl scale web=5`; Ctrl-C stops everything")
         while True:
             for part in parts:
@@ -117,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             p.stop()
         for p in reversed([p for p in parts if p not in agents]):
             p.stop()
+        context.remove(os.getpid())
         tmp.cleanup()
         say("stopped")
     return 0

@@ -7,11 +7,12 @@ import os
 import sys
 
 from common.names import InvalidName, check_name
-from ctl import agents, deploy, dev, drain, formation, logs, ps, scale
+from common.tls import TlsPaths, paths_from
+from ctl import agents, context, deploy, dev, drain, formation, logs, ps, scale, tls
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 
-COMMANDS = (deploy, scale, ps, formation, agents, drain, logs, dev)
+COMMANDS = (deploy, scale, ps, formation, agents, drain, logs, dev, tls)
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,9 +27,17 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     """The global options, accepted before or after the subcommand."""
     p = Parser(add_help=False)
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    env = os.environ.get
     p.add_argument("--scheduler", metavar="HOST:PORT[,...]",
-                   default=d(os.environ.get("FORMATION_SCHEDULER", "127.0.0.1:7070")),
-                   help="scheduler address(es) (env FORMATION_SCHEDULER)")
+                   default=d(env("FORMATION_SCHEDULER", "")),
+                   help="scheduler address(es) (env FORMATION_SCHEDULER); default: the "
+                        "running `ctl dev` cluster if there is one, else 127.0.0.1:7070")
+    p.add_argument("--tls-ca", metavar="FILE", default=d(env("FORMATION_TLS_CA", "")),
+                   help="the cluster CA certificate (env FORMATION_TLS_CA)")
+    p.add_argument("--tls-cert", metavar="FILE", default=d(env("FORMATION_TLS_CERT", "")),
+                   help="your certificate, operator or viewer (env FORMATION_TLS_CERT)")
+    p.add_argument("--tls-key", metavar="FILE", default=d(env("FORMATION_TLS_KEY", "")),
+                   help="your private key (env FORMATION_TLS_KEY)")
     p.add_argument("-a", "--app", metavar="NAME",
                    default=d(os.environ.get("FORMATION_APP", "default")),
                    help="app name (env FORMATION_APP, default 'default')")
@@ -44,6 +53,22 @@ def parser() -> Parser:
     return top
 
 
+def connection(args: argparse.Namespace) -> tuple[str, TlsPaths | None]:
+    """The scheduler address(es) and TLS files: as given, else the running `ctl dev`'s."""
+    try:
+        paths = paths_from(args)
+    except ValueError as e:
+        raise CtlError(str(e), USAGE) from None
+    if args.scheduler:
+        return args.scheduler, paths
+    found = context.read()
+    if found is None:
+        return "127.0.0.1:7070", paths
+    if paths is None and found.tls_cert:
+        paths = TlsPaths(found.tls_ca, found.tls_cert, found.tls_key)
+    return found.scheduler, paths
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if not getattr(args, "run", None):
@@ -52,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_name("app", args.app)
         if getattr(args, "needs_client", True):
-            client = Client(args.scheduler)
+            client = Client(*connection(args))
             try:
                 code = args.run(args, client)
             finally:

@@ -14,6 +14,7 @@ import grpc
 from common.grpcserve import BadRequest
 from common.names import check_name, split_instance_id
 from common.states import InstanceState, is_instance_state
+from common.tls import peer_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentEntry, Session
@@ -56,8 +57,9 @@ def check_hello(h: pb.Hello) -> None:
 
 
 class AgentLinkService(pbg.AgentLinkServicer):
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, tls: bool = False) -> None:
         self.s = scheduler
+        self.tls = tls  # with TLS, an agent may say hello only under its certificate's name
 
     async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SchedulerMessage]:
@@ -66,6 +68,14 @@ class AgentLinkService(pbg.AgentLinkServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
             return  # abort raises; this says so to mypy
         hello = first.hello
+        if self.tls:
+            who = peer_identity(context)
+            if who is None or who.role != "agent" or who.name != hello.name:
+                log.warning("refused a hello as agent %r from %s (certificate of %s)",
+                            hello.name[:64], context.peer(), who)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"{who} may not connect as agent {hello.name[:64]!r}")
+                return
 
         async def register() -> tuple[AgentEntry, Session]:
             check_hello(hello)

@@ -19,9 +19,9 @@ from scheduler.reconciler import Scheduler
 
 
 class ControlService(pbg.ControlServicer):
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, channels: AgentChannels | None = None) -> None:
         self.s = scheduler
-        self.channels = AgentChannels()
+        self.channels = channels or AgentChannels()
 
     async def Logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
                    ) -> AsyncIterator[pb.LogLine]:

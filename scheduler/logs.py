@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 import grpc
 from prometheus_client import Counter
 
+from common.pki import role_host
+from common.tls import Credentials, target
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentTable
@@ -28,6 +30,7 @@ log = logging.getLogger("scheduler.logs")
 MAX_TAIL = 100_000         # most lines of history a request may ask for; more: INVALID_ARGUMENT
 FOLLOWER_LINES = 10_000    # lines queued for one ctl follower, at most ...
 FOLLOWER_BYTES = 4 << 20   # ... and bytes; beyond, dropped and told to it as `missed`
+MAX_CHANNELS = 4096        # agent API channels kept open; the oldest is dropped beyond
 LINE_COST = 128            # bytes a queued line is counted for besides its text
 
 DROPPED_LINES = Counter("formation_log_follower_lines_dropped",
@@ -37,15 +40,35 @@ DROPPED_BYTES = Counter("formation_log_follower_bytes_dropped",
 
 
 class AgentChannels:
-    """One gRPC channel per agent API address, reused across requests."""
+    """One gRPC channel per agent (name and API address), reused across requests.
 
-    def __init__(self) -> None:
-        self.channels: dict[str, grpc.aio.Channel] = {}
+    With TLS, the scheduler shows its own certificate and checks that the agent's is the
+    certificate of that very agent (`NAME.agent.formation`), whatever address it advertised.
+    When the scheduler's certificate files change, the channels are opened anew with the new
+    one (open streams keep theirs)."""
 
-    def stub(self, address: str) -> pbg.AgentApiStub:
-        channel = self.channels.get(address)
+    def __init__(self, tls: Credentials | None = None) -> None:
+        self.tls = tls
+        self.version = tls.version if tls else 0
+        self.channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+
+    def stub(self, name: str, address: str) -> pbg.AgentApiStub:
+        if self.tls is not None and (self.tls.reload() or self.tls.version != self.version):
+            # Not closed: that would cancel the streams on them. A dropped channel is freed
+            # with its last call.
+            self.version = self.tls.version
+            self.channels = {}
+        key = (name, address)
+        channel = self.channels.get(key)
         if channel is None:
-            channel = self.channels[address] = grpc.aio.insecure_channel(address)
+            if len(self.channels) >= MAX_CHANNELS:  # agents come and go by the thousand
+                self.channels.pop(next(iter(self.channels)))
+            if self.tls is None:
+                channel = grpc.aio.insecure_channel(address)
+            else:
+                channel = grpc.aio.secure_channel(address, self.tls.channel_credentials(),
+                                                  options=target(role_host("agent", name)))
+            self.channels[key] = channel
         return pbg.AgentApiStub(channel)
 
 
@@ -90,14 +113,14 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
     history_req = pb.LogsRequest(app=request.app, selector=request.selector, tail=tail)
     history: list[pb.LogLine] = []
 
-    async def read_history(address: str) -> None:
+    async def read_history(name: str, address: str) -> None:
         try:
-            async for line in channels.stub(address).Logs(history_req, timeout=10):
+            async for line in channels.stub(name, address).Logs(history_req, timeout=10):
                 history.append(line)
         except grpc.aio.AioRpcError as e:
             log.info("logs from %s: %s", address, e.code().name)
 
-    await asyncio.gather(*(read_history(a.api_address) for a in agents))
+    await asyncio.gather(*(read_history(a.name, a.api_address) for a in agents))
     history.sort(key=lambda line: line.time)
     for line in history[-tail:] if tail > 0 else []:
         yield line
@@ -108,14 +131,14 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
     queue = Follower()
     follow_req = pb.LogsRequest(app=request.app, selector=request.selector, follow=True)
 
-    async def follow(address: str) -> None:
+    async def follow(name: str, address: str) -> None:
         try:
-            async for line in channels.stub(address).Logs(follow_req):
+            async for line in channels.stub(name, address).Logs(follow_req):
                 queue.put(line)
         except grpc.aio.AioRpcError as e:
             log.info("following logs of %s ended: %s", address, e.code().name)
 
-    tasks = [asyncio.create_task(follow(a.api_address)) for a in agents]
+    tasks = [asyncio.create_task(follow(a.name, a.api_address)) for a in agents]
     try:
         while True:  # until ctl goes away (the call is cancelled)
             yield await queue.get()

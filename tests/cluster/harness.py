@@ -7,6 +7,9 @@ Modes:
   loopback  one loopback address per host (127.0.0.2, …): the fallback where namespaces can't be
             made; cutting a host off is not possible there
 
+Every connection is mutual TLS (a throwaway CA in the run's directory), unless a test asks for
+`tls=False`: then the parts run plaintext, with --insecure where a host is not loopback.
+
 Every process the cluster starts carries FTEST_RUN=<run id> in its environment, and so does
 every instance and every child of one: teardown finds them in /proc and reports leaks.
 """
@@ -26,8 +29,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import grpc
+
 from common.states import InstanceState
+from common.tls import TlsPaths, load, target
 from ctl.client import Client
+from ctl.devcerts import DevCerts
 from ctl.localcluster import Launch, Part, etcd_binary, free_port, wait_port
 from tests.cluster import procs
 from tests.cluster.network import Host, Network, namespaces_possible
@@ -73,7 +80,8 @@ class Cluster:
     def __init__(self, agents: int = 2, capacity: int = 20, agent_ttl: float = 10.0,
                  etcd: str | None = None, workdir: str = EXAMPLES, mode: str = "local",
                  etcd_members: int = 1, scheduler_args: Sequence[str] = (),
-                 spare_hosts: int = 0, agent_env: dict[str, str] | None = None) -> None:
+                 spare_hosts: int = 0, agent_env: dict[str, str] | None = None,
+                 tls: bool = True) -> None:
         if mode == "auto":
             mode = default_mode()
         if etcd and mode != "local":
@@ -102,6 +110,8 @@ class Cluster:
         self._port_base = random.randrange(10_000, 25_000, 300)
         self._agent_listen: dict[str, str] = {}
         self.metrics: dict[str, str] = {}  # part -> HOST:PORT of its /metrics
+        self.certs = DevCerts(os.path.join(self.tmp, "tls")) if tls else None
+        self.insecure = [] if tls or mode == "local" else ["--insecure"]
 
     # ---- life -----------------------------------------------------------------
 
@@ -173,10 +183,11 @@ class Cluster:
     def start_scheduler(self) -> Part:
         if "scheduler" not in self.metrics:
             self.metrics["scheduler"] = f"{self.hosts[CONTROL].address}:{self._port(9100)}"
-        part = self.launch(CONTROL).scheduler(self.etcd_url, self.listen,
-                                              metrics=self.metrics["scheduler"],
-                                              agent_ttl=self.agent_ttl, prefix=self.prefix,
-                                              extra=self.scheduler_args)
+        part = self.launch(CONTROL).scheduler(
+            self.etcd_url, self.listen, metrics=self.metrics["scheduler"],
+            agent_ttl=self.agent_ttl, prefix=self.prefix,
+            extra=[*self.insecure, *self.scheduler_args],
+            tls=self.tls_for("scheduler", "scheduler", self.hosts[CONTROL].address))
         self.parts["scheduler"] = part
         host, port = self.listen.rsplit(":", 1)
         wait_port(host, int(port), 20, part.proc)
@@ -216,9 +227,10 @@ class Cluster:
         launch = self.launch(name)
         launch.env.update({**self.agent_env, **(env or {})})
         part = launch.agent(name, self.listen, capacity or self.capacity,
-                                       self._agent_ports[name], self.workdir,
-                                       listen=self._agent_listen[name], advertise=host.address,
-                                       metrics=self.metrics[name])
+                            self._agent_ports[name], self.workdir,
+                            listen=self._agent_listen[name], advertise=host.address,
+                            metrics=self.metrics[name], extra=self.insecure,
+                            tls=self.tls_for("agent", name, host.address))
         self.parts[name] = part
         return part
 
@@ -269,16 +281,48 @@ class Cluster:
 
     # ---- using it ----------------------------------------------------------------
 
+    def tls_for(self, role: str, name: str, *sans: str) -> TlsPaths | None:
+        """The certificate files of NAME in ROLE (issued on first use); None without TLS."""
+        return self.certs.issue(role, name, sans or ("127.0.0.1",)) if self.certs else None
+
+    def tls_env(self, role: str = "operator", name: str = "tester") -> dict[str, str]:
+        """FORMATION_TLS_* for a ctl of ROLE (empty without TLS)."""
+        paths = self.tls_for(role, name)
+        if paths is None:
+            return {}
+        return {"FORMATION_TLS_CA": paths.ca, "FORMATION_TLS_CERT": paths.cert,
+                "FORMATION_TLS_KEY": paths.key}
+
+    def agent_api(self, name: str) -> str:
+        """HOST:PORT of an agent's own gRPC API (logs, health)."""
+        return self._agent_listen[name]
+
+    def channel(self, address: str = "", role: str = "operator", name: str = "tester",
+                options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+        """A raw gRPC channel to the scheduler (or, given an agent's name as `address`, to
+        that agent's API), as a client of ROLE would open it."""
+        server = "scheduler"
+        if address in self._agent_listen:
+            address, server = self._agent_listen[address], f"{address}.agent"
+        address = address or self.listen
+        paths = self.tls_for(role, name)
+        if paths is None:
+            return grpc.insecure_channel(address, options=list(options))
+        m = load(paths)
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(m.ca, m.key, m.cert),
+                                   options=[*options, *target(f"{server}.formation")])
+
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.listen, timeout=5)
+            self._client = Client(self.listen, self.tls_for("operator", "tester"), timeout=5)
         return self._client
 
     def ctl(self, *args: str, check: bool = True, app: str = "default",
-            timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run the real `ctl` CLI against this cluster."""
-        env = {**os.environ, "FORMATION_SCHEDULER": self.listen, "FORMATION_APP": app}
+            timeout: float = 60, role: str = "operator") -> subprocess.CompletedProcess:
+        """Run the real `ctl` CLI against this cluster (as ROLE)."""
+        env = {**os.environ, "FORMATION_SCHEDULER": self.listen, "FORMATION_APP": app,
+               **self.tls_env(role, role if role != "operator" else "tester")}
         result = subprocess.run([sys.executable, "-m", "ctl", *args], capture_output=True,
                                 text=True, env=env, cwd=ROOT, timeout=timeout)
         if check and result.returncode != 0:

@@ -1,0 +1,44 @@
+"""Who may call what on the scheduler, by the role bound in the caller's certificate.
+
+    role       Control                              AgentLink
+    operator   everything                           -
+    viewer     GetFormation, ListInstances,         -
+               ListAgents (not Logs: apps print
+               secrets; docs/security.md)
+    agent      -                                    Connect, as its own name only
+    scheduler  -                                    -
+
+Checked only when the scheduler serves TLS; a plaintext scheduler (loopback, or --insecure)
+trusts whoever can reach it. The name check of an agent's hello is in agentlink.py: the
+policy sees the method, not the message.
+"""
+from __future__ import annotations
+
+from common.pki import Identity
+
+READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents"})
+# What a refusal says the caller may not do: "viewer may not scale".
+ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the formation",
+           "ListInstances": "list instances", "ListAgents": "list agents",
+           "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
+           "Connect": "connect as an agent"}
+
+
+def _refusal(who: Identity | None, method: str) -> str:
+    if who is None:
+        return "a certificate naming a formation role is required"
+    return f"{who.role} may not {ACTIONS.get(method, method)}"
+
+
+def control(method: str, who: Identity | None) -> str | None:
+    """The Control service: operators do anything, viewers read (not logs)."""
+    if who is not None and (who.role == "operator"
+                            or (who.role == "viewer" and method in READ_ONLY)):
+        return None
+    return _refusal(who, method)
+
+
+def agent_link(method: str, who: Identity | None) -> str | None:
+    """The AgentLink service: agents only."""
+    return None if who is not None and who.role == "agent" else _refusal(who, method)
+

@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aetcd
 import aetcd.exceptions
@@ -17,6 +16,9 @@ import aetcd.rpc
 import aetcd.utils
 
 from common.appdef import Release
+from common.tls import TlsError
+from scheduler.etcdclient import Endpoint, EtcdAuth, EtcdClient, explain
+from scheduler.etcdclient import parse_endpoints as parse_endpoints  # its home until TLS came
 from scheduler.placement import Assigned, InstanceKey
 from scheduler.records import AgentRecord, AppEvent, Snapshot, assigned_json, decode
 
@@ -30,6 +32,16 @@ PAGE_KEYS = 2048    # keys per page elsewhere (agents and assignments are small)
 MAX_RECEIVE = 64 * 2**20  # bytes of one etcd response the client accepts
 
 
+def _token_expired(text: str) -> bool:
+    """etcd's ErrInvalidAuthToken and ErrAuthOldRevision: get a new token and retry."""
+    return "invalid auth token" in text or "auth store is old" in text
+
+
+def _refused(text: str) -> bool:
+    return any(s in text for s in ("authentication failed", "permission denied",
+                                   "user name is empty", "authentication is not enabled"))
+
+
 class StoreUnavailable(RuntimeError):
     """No etcd endpoint answered."""
 
@@ -38,59 +50,82 @@ class Conflict(RuntimeError):
     """A guarded write found a key changed since the revision it was planned on."""
 
 
-def parse_endpoints(urls: str) -> list[tuple[str, int]]:
-    """`http://h1:2379,http://h2:2379` -> [(h1, 2379), (h2, 2379)]."""
-    out = []
-    for url in filter(None, (u.strip() for u in urls.split(","))):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if not parts.hostname:
-            raise ValueError(f"invalid etcd URL {url!r}")
-        out.append((parts.hostname, parts.port or 2379))
-    if not out:
-        raise ValueError("no etcd URL given")
-    return out
-
-
 class Store:
-    """Typed reads and batched writes over one or more etcd endpoints (fails over between them)."""
+    """Typed reads and batched writes over one or more etcd endpoints (fails over between them),
+    over TLS and as a user if `auth` says so."""
 
-    def __init__(self, endpoints: list[tuple[str, int]], prefix: str = "/formation",
-                 timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: Sequence[Endpoint], prefix: str = "/formation",
+                 timeout: float = 5.0, auth: EtcdAuth | None = None) -> None:
         self.prefix = prefix.rstrip("/")
-        self._endpoints = endpoints
+        self._endpoints = [Endpoint(*e) for e in endpoints]  # plain (host, port) pairs too
         self._timeout = timeout
+        self._auth = auth or EtcdAuth()
         self._index = 0
         self._client = self._new_client()
         self.request_seconds: Callable[[str, float], None] = lambda op, s: None
 
-    def _new_client(self) -> aetcd.Client:
-        host, port = self._endpoints[self._index]
-        return aetcd.Client(host=host, port=port, timeout=self._timeout,
-                            options={"grpc.max_receive_message_length": MAX_RECEIVE})
+    def _new_client(self) -> EtcdClient:
+        return EtcdClient(self._endpoints[self._index], self._auth, timeout=self._timeout,
+                          options={"grpc.max_receive_message_length": MAX_RECEIVE})
+
+    async def _replace(self, failed: EtcdClient, next_endpoint: bool) -> None:
+        """A new client (a new connection, authenticated again) instead of `failed`, unless
+        a concurrent call replaced it already."""
+        if failed is not self._client:
+            return
+        if next_endpoint:
+            self._index = (self._index + 1) % len(self._endpoints)
+        self._client = self._new_client()
+        await failed.close()
 
     async def close(self) -> None:
         await self._client.close()
 
+    @property
+    def _target(self) -> str:
+        return self._client.target
+
     async def _call(self, op: str, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
-        """Run fn against the current endpoint, failing over to the others once each."""
+        """Run fn against the current endpoint, failing over to the others once each. A token
+        etcd calls expired (its --auth-token-ttl of idleness) is renewed once per call by a
+        new connection; a refused user is StoreUnavailable with etcd's reason."""
         last: Exception | None = None
-        for _ in range(len(self._endpoints)):
+        tries, renewed, stale = len(self._endpoints), False, 0
+        while tries > 0:
+            client = self._client
             started = time.monotonic()
             try:
-                result = await fn(self._client)
+                await client.connect()  # first, so failures to authenticate are told apart
+                result = await fn(client)
                 self.request_seconds(op, time.monotonic() - started)
                 return result
-            except (aetcd.exceptions.ConnectionFailedError,
-                    aetcd.exceptions.ConnectionTimeoutError, TimeoutError) as e:
+            except TlsError as e:  # files that changed since the start and cannot be used
+                raise StoreUnavailable(f"etcd {self._target}: {e}") from None
+            except (aetcd.exceptions.ClientError, TimeoutError) as e:
+                text = str(e)
+                if client is not self._client and stale < 3:  # replaced by another call
+                    stale += 1
+                    continue
+                if self._auth.user and not renewed and _token_expired(text):
+                    renewed = True
+                    log.info("etcd %s: auth token expired (%s); authenticating again",
+                             self._target, explain(e))
+                    await self._replace(client, next_endpoint=False)
+                    continue
+                if _refused(text):  # every endpoint shares the users: no failing over
+                    who = f"user {self._auth.user}" if self._auth.user else "this client"
+                    raise StoreUnavailable(f"etcd {self._target} refused {who}: "
+                                           f"{explain(e)}") from None
+                if not isinstance(e, (aetcd.exceptions.ConnectionFailedError,
+                                      aetcd.exceptions.ConnectionTimeoutError, TimeoutError)):
+                    raise
                 last = e
-                log.warning("etcd %s:%d failed after %.2fs: %s", *self._endpoints[self._index],
-                            time.monotonic() - started, type(e).__name__)
-                if len(self._endpoints) > 1:
-                    await self._client.close()
-                    self._index = (self._index + 1) % len(self._endpoints)
-                    self._client = self._new_client()
-        host, port = self._endpoints[self._index]
-        raise StoreUnavailable(f"etcd unavailable ({host}:{port}): {last}")
+                tries -= 1
+                if len(self._endpoints) > 1:  # with one endpoint the caller says it
+                    log.warning("etcd %s failed after %.2fs: %s", self._target,
+                                time.monotonic() - started, explain(e))
+                    await self._replace(client, next_endpoint=True)
+        raise StoreUnavailable(f"etcd unavailable ({self._target}): {explain(last)}")
 
     def key(self, *parts: str) -> bytes:
         return "/".join((self.prefix, *parts)).encode()
@@ -213,6 +248,14 @@ class Store:
 
     # ---- watch --------------------------------------------------------------
 
+    async def _watch(self, c: aetcd.Client, after_revision: int) -> Any:
+        # A watch made with a token etcd no longer knows (expired, or etcd restarted) is
+        # created, then cancelled, and aetcd drops the cancel: it would wait forever. A read
+        # first renews the token, or fails and _call authenticates again.
+        if self._auth.user:
+            await c.get(self.key("apps"))
+        return await c.watch_prefix(self.key("apps", ""), start_revision=after_revision + 1)
+
     async def watch_apps(self, after_revision: int, on_event: Callable[[AppEvent], None],
                          on_lost: Callable[[], None]) -> None:
         """Call on_event for every change under apps/ made after after_revision (this
@@ -227,8 +270,7 @@ class Store:
         while True:
             try:
                 # B023: the lambda is called (and awaited) before revision changes
-                watch = await self._call("watch", lambda c: c.watch_prefix(
-                    self.key("apps", ""), start_revision=revision + 1))  # noqa: B023
+                watch = await self._call("watch", lambda c: self._watch(c, revision))  # noqa: B023
                 delay = 0.2
                 async for event in watch:
                     revision = max(revision, event.kv.mod_revision)

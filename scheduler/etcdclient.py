@@ -103,8 +103,9 @@ def load_tls(auth: EtcdAuth) -> TlsMaterial:
     if not auth.ca:
         return TlsMaterial()
     ca = _read_ca(auth.ca)
-    try:
-        expiry = x509.load_pem_x509_certificate(ca).not_valid_after_utc.timestamp()
+    try:  # a bundle (a CA being replaced) expires with its first CA to expire
+        expiry = min(c.not_valid_after_utc.timestamp()
+                     for c in x509.load_pem_x509_certificates(ca))
     except ValueError as e:
         raise TlsError(f"the etcd CA certificate {auth.ca} is not a PEM certificate: "
                        f"{str(e).splitlines()[0][:120]}") from None

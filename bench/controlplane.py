@@ -1,5 +1,6 @@
 """The control plane at scale: pure placement on 1,000 agents, and a real scheduler and etcd
-driving 200 simulated agents (formation-agent --simulate, a benchmark aid) to 10,000 instances."""
+driving 200 simulated agents (formation-agent --simulate, a benchmark aid) to 10,000 instances,
+plaintext and over mutual TLS side by side."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +11,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bench import procs
+from bench import procs, simagents
 from scheduler.placement import AgentView, plan
 from tests.cluster import Cluster, wait_for
-from tests.cluster.harness import CONTROL
 
 
 def placement(rounds: int = 5) -> dict:
@@ -44,39 +46,70 @@ def etcd_requests(url: str) -> float:
                if line.startswith("grpc_server_handled_total{"))
 
 
-def simulated(tmp: Path, agents: int = 200, instances: int = 10_000, types: int = 10) -> dict:
+MODES = (("plaintext", False), ("tls", True))
+
+
+@contextmanager
+def simulated_cluster(d: Path, tls: bool, agents: int, per_agent: int) -> Iterator[Cluster]:
+    """A cluster (plaintext or mutual TLS) with `agents` simulated agents and d/Procfile."""
+    with Cluster(agents=0, mode="local", workdir=str(d), tls=tls) as c:
+        simagents.start(c, agents, per_agent)
+        c.ctl("deploy", str(d / "Procfile"))
+        yield c
+
+
+def cycle(c: Cluster, instances: int, types: int) -> dict:
+    """One scale 0 → `instances` reported running → 0, measured."""
+    sched = c.parts["scheduler"].pid
+    etcd = c.etcd_endpoints[0]
+    cpu0, _, _ = procs.stat(sched)
+    req0 = etcd_requests(etcd)
+    counts = {f"t{i}": instances // types for i in range(types)}
+    t0 = time.monotonic()
+    c.client.scale("default", counts)
+    wait_for(lambda: sum(t.running for t in c.client.formation("default").types)
+             == instances, 300, interval=0.05, what="all simulated instances running")
+    up = time.monotonic() - t0
+    cpu1, _, peak = procs.stat(sched)
+    req1 = etcd_requests(etcd)
+    t0 = time.monotonic()
+    c.client.scale("default", {t: 0 for t in counts})
+    wait_for(lambda: not c.client.instances("default"), 300, interval=0.05)
+    return {"up": up, "down": time.monotonic() - t0, "cpu": cpu1 - cpu0, "peak": peak,
+            "etcd": req1 - req0}
+
+
+def simulated(tmp: Path, agents: int = 200, instances: int = 10_000, types: int = 10,
+              rounds: int = 3) -> dict:
+    """The same scale-up on two clusters side by side, one plaintext and one over mutual TLS,
+    `rounds` times each, alternating (and alternating which goes first), so that a busy machine
+    slows both alike. Each mode: medians, and every round under "all"."""
     d = tmp / "simulated"
     d.mkdir(exist_ok=True)
     (d / "Procfile").write_text("".join(f"t{i}: sleep 1\n" for i in range(types)))
     per_agent = instances // agents * 2
-    with Cluster(agents=0, mode="local", workdir=str(d)) as c:
-        sim = c.launch(CONTROL).start("simulated", [
-            sys.executable, "-m", "agent", "--name", "sim", "--simulate", str(agents),
-            "--scheduler", c.listen, "--capacity", str(per_agent), "--advertise", "127.0.0.1"])
-        c.parts["agent-simulated"] = sim
-        wait_for(lambda: sum(a.connected for a in c.client.agents()) == agents, 60,
-                 what="simulated agents")
-        c.ctl("deploy", str(d / "Procfile"))
-        sched = c.parts["scheduler"].pid
-        etcd = c.etcd_endpoints[0]
-        cpu0, _, _ = procs.stat(sched)
-        req0 = etcd_requests(etcd)
-        counts = {f"t{i}": instances // types for i in range(types)}
-        t0 = time.monotonic()
-        c.client.scale("default", counts)
-        wait_for(lambda: sum(t.running for t in c.client.formation("default").types)
-                 == instances, 300, interval=0.05, what="all simulated instances running")
-        up = time.monotonic() - t0
-        cpu1, _, peak = procs.stat(sched)
-        req1 = etcd_requests(etcd)
-        t0 = time.monotonic()
-        c.client.scale("default", {t: 0 for t in counts})
-        wait_for(lambda: not c.client.instances("default"), 300, interval=0.05)
-        down = time.monotonic() - t0
-    return {"agents": agents, "instances": instances, "seconds_to_running": up,
-            "placements_per_second": instances / up, "seconds_to_zero": down,
-            "scheduler_cpu_seconds": cpu1 - cpu0, "scheduler_peak_rss_mib": peak / 2**20,
-            "etcd_requests": req1 - req0}
+    runs: dict[str, list[dict]] = {mode: [] for mode, _ in MODES}
+    with ExitStack() as stack:
+        clusters = {mode: stack.enter_context(simulated_cluster(d, tls, agents, per_agent))
+                    for mode, tls in MODES}
+        for r in range(rounds):
+            for mode in (list(clusters) if r % 2 == 0 else list(reversed(clusters))):
+                runs[mode].append(cycle(clusters[mode], instances, types))
+                print(f"  {mode}: {runs[mode][-1]['up']:.3f} s to running", file=sys.stderr,
+                      flush=True)
+    out: dict = {"agents": agents, "instances": instances, "rounds": rounds}
+    for mode, cycles in runs.items():
+        up = [x["up"] for x in cycles]
+        out[mode] = {"seconds_to_running": statistics.median(up), "min": min(up),
+                     "max": max(up), "placements_per_second": instances / statistics.median(up),
+                     "seconds_to_zero": statistics.median(x["down"] for x in cycles),
+                     "scheduler_cpu_seconds": statistics.median(x["cpu"] for x in cycles),
+                     "scheduler_peak_rss_mib": max(x["peak"] for x in cycles) / 2**20,
+                     "etcd_requests": statistics.median(x["etcd"] for x in cycles),
+                     "all": cycles}
+    out["tls_vs_plaintext"] = (out["tls"]["seconds_to_running"]
+                               / out["plaintext"]["seconds_to_running"])
+    return out
 
 
 PARTS = ("placement", "simulated", "read_models")
@@ -88,7 +121,7 @@ def run_all(tmp: Path, parts: tuple[str, ...] = PARTS) -> dict:
         print("[control plane] placement ...", file=sys.stderr, flush=True)
         out["placement"] = placement()
     if "simulated" in parts:
-        print("[control plane] 200 simulated agents ...", file=sys.stderr, flush=True)
+        print("[control plane] 200 simulated agents, plaintext and TLS ...", file=sys.stderr, flush=True)
         out["simulated"] = simulated(tmp)
     if "read_models" in parts:
         from bench import readmodels

@@ -6,6 +6,9 @@ benchmark aid) run 10,000 instances, then
 
 Every client that loads the scheduler is a process of its own (multiprocessing, spawn) running
 a tight loop of the synchronous gRPC stub, so the measuring side's GIL is not the bottleneck.
+The cluster runs mutual TLS, as the harness does by default: each reader connects once, as a
+viewer (its own certificate of the cluster's CA, the channel `Cluster.channel` would open), and
+keeps its connection, so the figures hold the per-message crypto but no handshake.
 Everything is bounded in time and every process started here is joined or killed.
 
 Just these: `python -m bench.controlplane --only read_models [--out FILE]` (about a minute).
@@ -19,28 +22,43 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from bench import procs
+from bench import procs, simagents
+from common.tls import TlsPaths
 from tests.cluster import Cluster, wait_for
-from tests.cluster.harness import CONTROL
 
 APP = "default"
 SMALL = "s"          # a small type of its own, scaled 1 <-> 2 so the 10,000 stay
 CALL_TIMEOUT = 10.0  # per RPC, in the clients
 READY_TIMEOUT = 60.0  # for the client processes to start and make a first call
+READER = ("viewer", "bench-reader")  # GetFormation and ListInstances are a viewer's to call
 
 
-def _client(address: str, method: str, ready, go, stop, counts, slot: int,
-            duration: float) -> None:
+def _channel(address: str, tls: TlsPaths | None) -> Any:  # a grpc.Channel (untyped)
+    """What Cluster.channel opens, in a process of its own: plaintext, or mutual TLS checking
+    the scheduler's role (not its address)."""
+    import grpc
+
+    from common.pki import role_host
+    from common.tls import load, target
+
+    if tls is None:
+        return grpc.insecure_channel(address)
+    m = load(tls)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(m.ca, m.key, m.cert),
+                               options=target(role_host("scheduler")))
+
+
+def _client(address: str, tls: TlsPaths | None, method: str, ready, go, stop, counts,
+            slot: int, duration: float) -> None:
     """One client process: a first call, then wait for `go` (holding the start time), then
     call as fast as it can until start + duration or `stop`; counts[slot] = calls completed
     in the window."""
-    import grpc
-
     from proto import formation_pb2 as pb
     from proto import formation_pb2_grpc as pbg
 
-    channel = grpc.insecure_channel(address)
+    channel = _channel(address, tls)
     try:
         stub = pbg.ControlStub(channel)
         call, request = {"GetFormation": (stub.GetFormation, pb.GetFormationRequest(app=APP)),
@@ -68,15 +86,16 @@ def _client(address: str, method: str, ready, go, stop, counts, slot: int,
 
 
 @contextmanager
-def clients(address: str, method: str, count: int, duration: float) -> Iterator[dict]:
+def clients(c: Cluster, method: str, count: int, duration: float) -> Iterator[dict]:
     """Start `count` client processes; once all made a first call, they run for `duration`
     seconds (or until the block ends). Yields a dict that holds, after the block, the calls
     completed, the window's length and calls/s. The processes are joined or killed."""
+    tls = c.tls_for(*READER)
     ctx = mp.get_context("spawn")
     ready, go = ctx.Value("i", 0), ctx.Value("d", 0.0)
     stop, counts = ctx.Event(), ctx.Array("q", count)
     workers = [ctx.Process(target=_client, daemon=True, name=f"bench-{method}-{i}",
-                         args=(address, method, ready, go, stop, counts, i, duration))
+                         args=(c.listen, tls, method, ready, go, stop, counts, i, duration))
              for i in range(count)]
     out: dict = {"method": method, "clients": count}
     try:
@@ -109,9 +128,9 @@ def clients(address: str, method: str, count: int, duration: float) -> Iterator[
                 p.join(timeout=5)
 
 
-def rate(address: str, method: str, count: int, duration: float) -> dict:
+def rate(c: Cluster, method: str, count: int, duration: float) -> dict:
     """calls/s of `method` from `count` concurrent client processes for `duration` seconds."""
-    with clients(address, method, count, duration) as out:
+    with clients(c, method, count, duration) as out:
         time.sleep(duration)
     if any(c == 0 for c in out["per_client"]):
         raise RuntimeError(f"a {method} client completed no call: {out['per_client']}")
@@ -139,7 +158,7 @@ def scale_latency(c: Cluster, scales: int, gap: float) -> dict:
 
 def scale_under_readers(c: Cluster, readers: int, scales: int, gap: float) -> dict:
     budget = scales * (gap + 2 * CALL_TIMEOUT) + 30  # the readers outlive the scales
-    with clients(c.listen, "ListInstances", readers, budget) as load:
+    with clients(c, "ListInstances", readers, budget) as load:
         out = scale_latency(c, scales, gap)
     out.update(readers=readers, reader_calls=load["calls"],
                reader_calls_per_second=load["calls_per_second"])
@@ -152,7 +171,7 @@ def simulated_cluster(tmp: Path, agents: int, instances: int, types: int = 10):
     d.mkdir(exist_ok=True)
     (d / "Procfile").write_text("".join(f"t{i}: sleep 1\n" for i in range(types))
                                 + f"{SMALL}: sleep 1\n")
-    return d, Cluster(agents=0, mode="local", workdir=str(d))
+    return d, Cluster(agents=0, mode="local", workdir=str(d), tls=True)  # mutual TLS
 
 
 def tails(c: Cluster, lines: int = 15) -> None:
@@ -175,13 +194,7 @@ def run(tmp: Path, agents: int = 100, instances: int = 10_000, types: int = 10,
     total = instances + 1
     with cluster as c:
         try:
-            sim = c.launch(CONTROL).start("simulated", [
-                sys.executable, "-m", "agent", "--name", "sim", "--simulate", str(agents),
-                "--scheduler", c.listen, "--capacity", str(instances // agents * 2),
-                "--advertise", "127.0.0.1"])
-            c.parts["agent-simulated"] = sim
-            wait_for(lambda: sum(a.connected for a in c.client.agents()) == agents, 60,
-                     what="simulated agents")
+            simagents.start(c, agents, instances // agents * 2)
             c.ctl("deploy", str(d / "Procfile"))
             c.client.scale(APP, {**{f"t{i}": instances // types for i in range(types)},
                                  SMALL: 1})
@@ -190,7 +203,8 @@ def run(tmp: Path, agents: int = 100, instances: int = 10_000, types: int = 10,
         except Exception:
             tails(c)
             raise
-        out: dict = {"agents": agents, "instances": total, "load_before": os.getloadavg()}
+        out: dict = {"agents": agents, "instances": total, "tls": c.certs is not None,
+                     "load_before": os.getloadavg()}
         sched = c.parts["scheduler"].pid
 
         def phase(key: str, what: str, fn, *args) -> None:
@@ -200,9 +214,9 @@ def run(tmp: Path, agents: int = 100, instances: int = 10_000, types: int = 10,
             out[key]["scheduler_cpu_seconds"] = procs.stat(sched)[0] - cpu0
 
         phase("get_formation_1", f"GetFormation, 1 client, {duration:g} s",
-              rate, c.listen, "GetFormation", 1, duration)
+              rate, c, "GetFormation", 1, duration)
         phase("get_formation_n", f"GetFormation, {clients_} clients, {duration:g} s",
-              rate, c.listen, "GetFormation", clients_, duration)
+              rate, c, "GetFormation", clients_, duration)
         for g in (out["get_formation_1"], out["get_formation_n"]):
             g["scheduler_cpu_ms_per_call"] = g["scheduler_cpu_seconds"] / g["calls"] * 1000
         phase("scale_idle", f"{scales} scales, no readers", scale_latency, c, scales, gap)

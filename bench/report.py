@@ -4,21 +4,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.fmt import f, ratio, spread
+from bench.report_tls import api_round_trip, control_plane_notes, simulated_rows
+
 FLOOR = "floor (bare asyncio)"
-
-
-def f(x: float, unit: str = "s") -> str:
-    if unit == "ms":
-        return f"{x * 1000:.1f} ms"
-    return f"{x:.3f} s" if x < 10 else f"{x:.1f} s"
-
-
-def spread(s: dict, unit: str = "s") -> str:
-    return f"{f(s['median'], unit)} ({f(s['min'], unit)}–{f(s['max'], unit)})"
-
-
-def ratio(x: float, base: float | None) -> str:
-    return f"{x / base:.2f}×" if base else "—"
 
 
 def render(r: dict) -> str:
@@ -31,7 +20,10 @@ def render(r: dict) -> str:
            "written its marker file (Python). Raw figures: `bench/results.json`.\n",
            "The floor is a bare asyncio loop that spawns the same children with nothing else "
            "(pidfd child watcher). supervisord runs with `startsecs=0`; circus at its default "
-           "`check_delay` and at 0.1 s. Formation is measured from the `Scale` API call.\n"]
+           "`check_delay` and at 0.1 s. Formation is measured from the `Scale` API call, "
+           "with mutual TLS between its scheduler, agents and clients (its default; etcd is "
+           "plaintext here) except in the rows marked plaintext, which measure what TLS "
+           "costs.\n"]
     if r.get("skipped"):
         out.append("Left out of this run after timing out: " + ", ".join(r["skipped"]) + ".\n")
     for kind, title in (("sleep", "`sleep 100000`"), ("python", "a trivial Python program")):
@@ -68,11 +60,7 @@ def render(r: dict) -> str:
                 cpu = ", ".join(f"{k} {v:.2f} %" for k, v in fp["idle_cpu_percent"].items())
                 out.append(f"| {name} | {fp['rss_mib']:.1f} MiB | {fp['rss0_mib']:.1f} MiB | "
                            f"{fp['per_instance_kib']:.0f} KiB | {cpu} |")
-        rt = sleep.get("Formation (1 agent)", {}).get("api_round_trip")
-        if rt:
-            out.append(f"\n## `ctl scale c=+1` → running, through the API\n\n"
-                       f"p50 {f(rt['p50'], 'ms')}, p99 {f(rt['p99'], 'ms')} over "
-                       f"{len(rt['all'])} rounds.")
+    out += api_round_trip(r.get("api_round_trip") or {})
     out += control_plane(r.get("control_plane") or {})
     fo = r.get("failover")
     if fo:
@@ -100,13 +88,7 @@ def control_plane(cp: dict) -> list[str]:
         out.append(f"| placement, +10 % on top of that | {f(pl['change_10pct_seconds'])} "
                    f"({pl['per_1000_change_ms']:.1f} ms per 1,000 new) |")
     if sim:
-        out.append(f"| {sim['agents']} simulated agents, scale 0 → {sim['instances']:,} "
-                   f"reported running | {f(sim['seconds_to_running'])}: "
-                   f"{sim['placements_per_second']:,.0f} placements/s |")
-        out.append(f"| … and back to 0 | {f(sim['seconds_to_zero'])} |")
-        out.append(f"| scheduler CPU for the scale-up | {sim['scheduler_cpu_seconds']:.2f} s |")
-        out.append(f"| scheduler peak resident memory | {sim['scheduler_peak_rss_mib']:.0f} MiB |")
-        out.append(f"| etcd requests for the scale-up | {sim['etcd_requests']:.0f} |")
+        out += simulated_rows(sim)
     if rm:
         where = f"{rm['instances']:,} instances on {rm['agents']} simulated agents"
         for g in (rm["get_formation_1"], rm["get_formation_n"]):
@@ -120,7 +102,7 @@ def control_plane(cp: dict) -> list[str]:
                             f"({sr['reader_calls_per_second']:,.0f} calls/s)")):
             out.append(f"| `Scale` acknowledged, {who} | p50 {f(x['p50'], 'ms')}, "
                        f"p95 {f(x['p95'], 'ms')}, max {f(x['max'], 'ms')} over {x['n']} |")
-    return out
+    return out + control_plane_notes(sim, rm)
 
 
 NOTES = """
@@ -170,8 +152,8 @@ TARGETS: list[tuple[Any, ...]] = [
      0.5, "%"),
     ("scheduler CPU idle with 200",
      lambda r: _sleep(r)["footprint"]["idle_cpu_percent"]["scheduler"], 0.5, "%"),
-    ("scale +1 → running, p50", lambda r: _sleep(r)["api_round_trip"]["p50"] * 1000, 50, "ms"),
-    ("scale +1 → running, p99", lambda r: _sleep(r)["api_round_trip"]["p99"] * 1000, 150, "ms"),
+    ("scale +1 → running, p50", lambda r: _api(r, "tls")["p50"] * 1000, 50, "ms"),
+    ("scale +1 → running, p99", lambda r: _api(r, "tls")["p99"] * 1000, 150, "ms"),
     ("placement of 100,000", lambda r: r["control_plane"]["placement"]["fresh_100k_seconds"],
      1.0, "s"),
     ("placement +10 %", lambda r: r["control_plane"]["placement"]["change_10pct_seconds"],
@@ -181,13 +163,31 @@ TARGETS: list[tuple[Any, ...]] = [
     ("lost agent → replaced, worst, ttl 10 s",
      lambda r: r["failover"][1]["replace"]["worst"], 11.0, "s"),
     ("placements/s end to end, 200 simulated agents",
-     lambda r: r["control_plane"]["simulated"]["placements_per_second"], 3000, "", AT_LEAST),
+     lambda r: _sim(r, "tls")["placements_per_second"], 3000, "", AT_LEAST),
     ("`GetFormation` calls/s, 10,000 instances, 8 clients",
      lambda r: r["control_plane"]["read_models"]["get_formation_n"]["calls_per_second"],
      2000, "", AT_LEAST),
     ("`Scale` acknowledged, 8 `ListInstances` readers, p95",
      lambda r: r["control_plane"]["read_models"]["scale_readers"]["p95"] * 1000, 20, "ms"),
 ]
+
+
+# Targets measured with mutual TLS, which must hold with it: label -> the same figure measured
+# plaintext in the same run, shown beside it with the ratio TLS / plaintext.
+PLAINTEXT = {
+    "scale +1 → running, p50": lambda r: _api(r, "plaintext")["p50"] * 1000,
+    "scale +1 → running, p99": lambda r: _api(r, "plaintext")["p99"] * 1000,
+    "placements/s end to end, 200 simulated agents":
+        lambda r: _sim(r, "plaintext")["placements_per_second"],
+}
+
+
+def _api(r: dict, mode: str) -> dict:
+    return r["api_round_trip"]["scale"][mode]
+
+
+def _sim(r: dict, mode: str) -> dict:
+    return r["control_plane"]["simulated"][mode]
 
 
 def _sleep(r: dict) -> dict:
@@ -212,12 +212,30 @@ def targets(r: dict) -> list[str]:
             value = read(r)
         except (KeyError, IndexError, ZeroDivisionError):
             continue
-        if how == [AT_LEAST]:
+        at_least = how == [AT_LEAST]
+        u = f" {unit}" if unit else ""
+        if at_least:
             verdict = "met" if value >= goal else f"missed by {(1 - value / goal) * 100:.0f} %"
-            u = f" {unit}" if unit else ""
-            out.append(f"| {label} | {value:,.0f}{u} | ≥ {goal:,g}{u} | {verdict} |")
-            continue
-        ok = value <= goal
-        verdict = "met" if ok else f"missed by {(value / goal - 1) * 100:.0f} %"
-        out.append(f"| {label} | {value:.2f} {unit} | ≤ {goal:g} {unit} | {verdict} |")
+            want = f"≥ {goal:,g}{u}"
+        else:
+            verdict = "met" if value <= goal else f"missed by {(value / goal - 1) * 100:.0f} %"
+            want = f"≤ {goal:g}{u}"
+        plain = _plaintext(r, label)
+        shown = f"{label}, mutual TLS" if plain is not None else label
+        out.append(f"| {shown} | {_value(value, u, at_least)} | {want} | {verdict} |")
+        if plain is not None:
+            out.append(f"| {label}, plaintext | {_value(plain, u, at_least)} | "
+                       "(for comparison) | |")
+            out.append(f"| {label}, TLS / plaintext | {ratio(value, plain)} | | |")
     return out
+
+
+def _plaintext(r: dict, label: str) -> float | None:
+    try:
+        return PLAINTEXT[label](r) if label in PLAINTEXT else None
+    except (KeyError, IndexError, ZeroDivisionError):
+        return None
+
+
+def _value(value: float, u: str, at_least: bool) -> str:
+    return f"{value:,.0f}{u}" if at_least else f"{value:.2f}{u}"

@@ -1,5 +1,6 @@
 """`make bench`: Formation against supervisord, circus and the floor, measured side by side in
-one run, plus the control plane at scale. Writes docs/benchmarks.md and bench/results.json.
+one run, plus the API round trip and the control plane at scale, each of those two plaintext and
+over mutual TLS side by side. Writes docs/benchmarks.md and bench/results.json.
 
 Every figure is a median with min-max over several rounds and, where there is one, a ratio to
 the floor measured in the same run (the machines are shared and noisy).
@@ -20,9 +21,9 @@ from pathlib import Path
 
 from bench import procs
 from bench.managers import Circus, Floor, Formation, Kind, Manager, Supervisord
-from common.states import InstanceState
 
 ROOT = Path(__file__).resolve().parent.parent
+FORMATION_1 = "Formation (1 agent)"  # an --only that matches this name runs the API part too
 
 
 def poll(condition, timeout: float, interval: float = 0.005) -> float:
@@ -111,21 +112,6 @@ def footprint(m: Manager, kind: Kind, n: int, idle_seconds: float, rss0: int) ->
             "per_instance_kib": (rss - rss0) / n / 1024, "idle_cpu_percent": cpu}
 
 
-def api_round_trip(m: Formation, rounds: int) -> dict:
-    client = m.cluster.client
-    times = []
-    client.scale("default", {"c": 0})
-    for count in range(1, rounds + 1):
-        t0 = time.monotonic()
-        client.scale("default", {"c": count})
-        iid = f"c.{count}"
-        poll(lambda iid=iid: any(i.id == iid and i.state == InstanceState.RUNNING
-                         for i in client.instances("default")), 30, interval=0.001)
-        times.append(time.monotonic() - t0)
-    client.scale("default", {"c": 0})
-    return {"p50": pct(times, 0.5), "p99": pct(times, 0.99), "all": times}
-
-
 def managers(kind: Kind, n: int, tmp: Path, which: set[str]) -> list[Manager]:
     out: list[Manager] = [Floor(kind, n, tmp)]
     if "peers" in which:
@@ -143,7 +129,8 @@ def main() -> None:
     p.add_argument("--idle", type=float, default=5.0)
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--only", default="", help="run only managers whose name contains this; "
-                   "'controlplane': only the control-plane part (as python -m bench.controlplane)")
+                   "'controlplane': only the control-plane part (as python -m bench.controlplane); "
+                   "'api': only the API round trip, plaintext and TLS (as python -m bench.api)")
     p.add_argument("--kinds", default="sleep,python")
     p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("--out", type=Path, help="default: bench/results.json for a full run, a "
@@ -154,13 +141,15 @@ def main() -> None:
     partial = bool(args.only or args.skip_control_plane or args.no_peers
                    or args.kinds != "sleep,python")
     control_plane_only = args.only == "controlplane"
+    api_only = args.only == "api"
+    one_part = control_plane_only or api_only
     started = time.monotonic()
     rng = random.Random(1)
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
                      "n": args.n, "rounds": args.rounds, "processes": {}}
     tmp = Path(tempfile.mkdtemp(prefix="formation-bench-"))
     which = set() if args.no_peers else {"peers"}
-    for kind_name in ([] if control_plane_only else args.kinds.split(",")):
+    for kind_name in ([] if one_part else args.kinds.split(",")):
         for token, m in enumerate(managers(Kind(kind_name, tmp, 0), args.n, tmp, which)):
             if args.only not in m.name:
                 continue
@@ -172,15 +161,12 @@ def main() -> None:
                 time.sleep(1)  # let it finish starting before its empty footprint is read
                 rss0 = manager_rss(m)
                 r = start_stop(m, kind, args.n, args.rounds)
-                if kind_name == "sleep":
-                    if not (isinstance(m, Formation) and m.agents > 1):
-                        r["restart"] = restarts(m, kind, args.n, args.kills, rng)
-                        m.scale(0)
-                        poll(lambda kind=kind: not procs.scan(kind.prefix), 60)
-                        m.settle()
-                        r["footprint"] = footprint(m, kind, args.n, args.idle, rss0)
-                    if isinstance(m, Formation) and m.agents == 1:
-                        r["api_round_trip"] = api_round_trip(m, 30)
+                if kind_name == "sleep" and not (isinstance(m, Formation) and m.agents > 1):
+                    r["restart"] = restarts(m, kind, args.n, args.kills, rng)
+                    m.scale(0)
+                    poll(lambda kind=kind: not procs.scan(kind.prefix), 60)
+                    m.settle()
+                    r["footprint"] = footprint(m, kind, args.n, args.idle, rss0)
                 results["processes"].setdefault(kind_name, {})[m.name] = r
                 print(f"  start {r['start']['median']:.3f}s stop {r['stop']['median']:.3f}s",
                       file=sys.stderr, flush=True)
@@ -196,10 +182,13 @@ def main() -> None:
                 for pid in procs.scan(kind.prefix):  # what a wedged peer left behind
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-    if not args.skip_control_plane:
+    if api_only or (not control_plane_only and args.only in FORMATION_1):  # "" is in it
+        from bench import api
+        results["api_round_trip"] = api.run(tmp)
+    if not (args.skip_control_plane or api_only):
         from bench import controlplane
         results["control_plane"] = controlplane.run_all(tmp)
-    if not control_plane_only:
+    if not one_part:
         from bench import failover
         results["failover"] = [failover.one_ttl(2.0, 3), failover.one_ttl(10.0, 2)]
     results["elapsed_seconds"] = time.monotonic() - started
@@ -207,7 +196,8 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2))
     from bench import report
     if partial and not args.docs:
-        print("\n".join(report.control_plane(results.get("control_plane") or {})
+        print("\n".join(report.api_round_trip(results.get("api_round_trip") or {})
+                         + report.control_plane(results.get("control_plane") or {})
                          + report.targets(results)))
         print(f"wrote {out} (a partial run: docs/benchmarks.md left alone; --docs writes it)",
               file=sys.stderr)

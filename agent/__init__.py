@@ -1,1 +1,6 @@
 """Formation's agent: runs its assigned instances as foreground children on one machine."""
+import os
+
+# gRPC's C core logs every failed TLS handshake (a port scan, a peer of another CA) at info
+# level on stderr; the daemons say what matters in their own log lines.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.logs import LogLine, LogSink, Match
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
-from common.pki import Identity
+from common.identity import Identity
 from common.tls import Credentials
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg

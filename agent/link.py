@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from agent.supervisor import Supervisor
+from common.identity import role_host
 from common.limits import AGENT_REDIAL_MAX, HEARTBEAT, MAX_LIST_BYTES, SILENCE_LIMIT
-from common.pki import role_host
 from common.tls import Credentials, target
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg

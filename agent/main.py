@@ -19,10 +19,10 @@ from agent.supervisor import Supervisor
 from common import tls
 from common.cli import OneLineParser
 from common.httpserve import metrics_route, serve
+from common.identity import Identity
 from common.logsetup import setup_logging
 from common.names import InvalidName, check_name
 from common.net import split_hostport
-from common.pki import Identity
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")

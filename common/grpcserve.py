@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from common.pki import Identity
+from common.identity import Identity
 from common.tls import peer_identity
 from proto import formation_pb2 as pb
 
@@ -63,19 +63,28 @@ async def _authorize(policy: Policy, name: str, context: grpc.aio.ServicerContex
                             else grpc.StatusCode.PERMISSION_DENIED, why)
 
 
-def _wrap(method: Any, fn: Callable[..., Any], policy: Policy | None) -> Callable[..., Any]:
+def _guarded(method: Any, handler: Callable[..., Any], policy: Policy | None
+             ) -> Callable[..., Any]:
+    """handler, run only once policy allows the caller: before anything of the request is
+    looked at, so a caller who may not call a method learns nothing else from it."""
+    if policy is None:
+        return handler
+    if method.server_streaming:
+        async def streaming(request: Any, context: grpc.aio.ServicerContext
+                            ) -> AsyncIterator[Any]:
+            await _authorize(policy, method.name, context)
+            async for reply in handler(request, context):
+                yield reply
+        return streaming
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _authorize(policy, method.name, context)
+        return await handler(request, context)
+    return unary
+
+
+def _wrap(method: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
     what = method.input_type.name
-    if policy is not None:
-        inner = fn
-        if method.server_streaming:
-            async def fn(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await _authorize(policy, method.name, context)
-                async for reply in inner(request, context):
-                    yield reply
-        else:
-            async def fn(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await _authorize(policy, method.name, context)
-                return await inner(request, context)
     if method.client_streaming:
         async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
                           ) -> AsyncIterator[Any]:
@@ -132,7 +141,7 @@ def add_service(servicer: object, server: grpc.aio.Server, service: str,
     for method in pb.DESCRIPTOR.services_by_name[service].methods:
         make = _MAKERS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
-            _wrap(method, getattr(servicer, method.name), policy),
+            _guarded(method, _wrap(method, getattr(servicer, method.name)), policy),
             request_deserializer=_decoder(getattr(pb, method.input_type.name)),
             response_serializer=_encode)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(

@@ -19,7 +19,6 @@ import ipaddress
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -28,16 +27,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common import identity
+from common.identity import (
+    ROLES,
+    SERVER_ROLES,
+    TRUST_DOMAIN,
+    Identity,
+    identity_uri,
+    parse_identity,
+    role_host,
+)
 from common.names import check_name
 
-ROLES = ("scheduler", "agent", "operator", "viewer")
-SERVER_ROLES = ("scheduler", "agent")
-TRUST_DOMAIN = "formation"
-URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
+# The identity names stay importable from here too.
+MAX_PEM_BYTES = identity.MAX_PEM_BYTES
+URI_PREFIX = identity.URI_PREFIX
+
 CA_DAYS = 3650
 MAX_DAYS = 3650
 MAX_SANS = 64
-MAX_PEM_BYTES = 1 << 20  # a certificate, key or CA file larger than this is refused
 
 
 class PkiError(ValueError):
@@ -46,39 +54,6 @@ class PkiError(ValueError):
 
 class CaError(PkiError):
     """The CA itself cannot sign: not a CA, a key that is not its own, expired."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a peer is, as its certificate says."""
-    role: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.role} {self.name}"
-
-
-def role_host(role: str, name: str = "") -> str:
-    """The DNS name a client checks a server's certificate against."""
-    return f"{name}.{role}.{TRUST_DOMAIN}" if name else f"{role}.{TRUST_DOMAIN}"
-
-
-def identity_uri(role: str, name: str) -> str:
-    return f"{URI_PREFIX}{role}/{name}"
-
-
-def parse_identity(uri: str) -> Identity | None:
-    """The identity a `spiffe://formation/ROLE/NAME` URI names, or None."""
-    if not uri.startswith(URI_PREFIX):
-        return None
-    role, sep, name = uri[len(URI_PREFIX):].partition("/")
-    if not sep or role not in ROLES:
-        return None
-    try:
-        check_name(role, name)
-    except ValueError:
-        return None
-    return Identity(role, name)
 
 
 def _now() -> datetime.datetime:

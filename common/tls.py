@@ -18,12 +18,11 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from prometheus_client import Gauge
 
+from common import certinfo
+from common.identity import MAX_PEM_BYTES, Identity, parse_identity
 from common.net import split_hostport
-from common.pki import MAX_PEM_BYTES, Identity, PkiError, cert_identity, parse_identity, public_der
 
 log = logging.getLogger("tls")
 
@@ -110,32 +109,30 @@ class Material:
 
 
 def load(paths: TlsPaths) -> Material:
-    """Read and check the three files; TlsError with one line if they do not fit together."""
+    """Read and check the three files; TlsError with one line if they do not fit together.
+
+    The CA file may hold several CA certificates (while a CA is being replaced, docs/
+    security.md): peers of any of them are trusted, and its expiry is the earliest. That the
+    certificate is a CA's is checked by name here (a helpful message at start-up); its
+    signature is checked where it matters, by every peer at each handshake."""
     ca, cert, key = (_read(paths.ca, "CA certificate"), _read(paths.cert, "certificate"),
                      _read(paths.key, "key"))
     try:
-        ca_cert = x509.load_pem_x509_certificate(ca)
-        own = x509.load_pem_x509_certificate(cert)
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError) as e:
-        raise TlsError(f"not PEM certificates and an unencrypted key ({paths.cert}, "
-                       f"{paths.key}, {paths.ca}): {str(e).splitlines()[0][:120]}") from None
-    if public_der(private.public_key()) != public_der(own.public_key()):
-        raise TlsError(f"the key {paths.key} does not belong to the certificate {paths.cert}")
-    try:
-        own.verify_directly_issued_by(ca_cert)
-    except Exception:  # noqa: BLE001 - InvalidSignature, ValueError, TypeError: all mean "no"
-        raise TlsError(f"the certificate {paths.cert} is not issued by the CA {paths.ca}"
-                       ) from None
+        own = certinfo.leaf(paths.cert)
+        cas = certinfo.authorities(ca, paths.ca)
+        certinfo.check_pair(paths.cert, paths.key)
+    except certinfo.CertError as e:
+        raise TlsError(str(e)) from None
+    if own.issuer not in {c.subject for c in cas}:
+        raise TlsError(f"the certificate {paths.cert} is not issued by the CA {paths.ca}")
     now = time.time()
-    if own.not_valid_after_utc.timestamp() < now:
-        raise TlsError(f"the certificate {paths.cert} expired on "
-                       f"{_day(own.not_valid_after_utc.timestamp())}")
-    if own.not_valid_before_utc.timestamp() > now:
+    if own.not_after < now:
+        raise TlsError(f"the certificate {paths.cert} expired on {_day(own.not_after)}")
+    if own.not_before > now:
         raise TlsError(f"the certificate {paths.cert} is not valid before "
-                       f"{_day(own.not_valid_before_utc.timestamp())}")
-    return Material(ca, cert, key, cert_identity(cert), own.not_valid_after_utc.timestamp(),
-                    ca_cert.not_valid_after_utc.timestamp())
+                       f"{_day(own.not_before)}")
+    return Material(ca, cert, key, own.identity, own.not_after,
+                    min(c.not_after for c in cas))
 
 
 def _stamp(paths: TlsPaths) -> tuple:
@@ -240,6 +237,6 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
         return None
 
 
-__all__ = ["CERT_EXPIRY", "Credentials", "Material", "PkiError", "TlsError", "TlsPaths",
+__all__ = ["CERT_EXPIRY", "Credentials", "Material", "TlsError", "TlsPaths",
            "add_flags", "check_listen", "is_loopback", "load", "paths_from", "peer_identity",
            "target"]

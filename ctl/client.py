@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from common.pki import role_host
+from common.identity import role_host
 from common.tls import Material, TlsError, TlsPaths, load, target
 from ctl.errors import RUNTIME, USAGE, CtlError
 from proto import formation_pb2 as pb

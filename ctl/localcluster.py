@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from common.tls import TlsPaths
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -69,6 +71,12 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | Non
     raise ClusterError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
+def tls_flags(tls: TlsPaths | None) -> list[str]:
+    if tls is None:
+        return []
+    return ["--tls-ca", tls.ca, "--tls-cert", tls.cert, "--tls-key", tls.key]
+
+
 @dataclass
 class Part:
     """One started process: what it is and how to stop it."""
@@ -112,8 +120,11 @@ class Launch:
         return Part(name, proc, None if isinstance(out, int) else out)
 
     def etcd(self, data_dir: str, host: str, client_port: int, peer_port: int,
-             member: str = "default", cluster: str = "") -> Part:
-        client = f"http://{host}:{client_port}"
+             member: str = "default", cluster: str = "",
+             tls: tuple[str, str, str] | None = None) -> Part:
+        """`tls` (CA, certificate, key files): clients speak https and must show a certificate
+        of that CA (peers stay http)."""
+        client = f"{'https' if tls else 'http'}://{host}:{client_port}"
         peer = f"http://{host}:{peer_port}"
         argv = [etcd_binary(), "--name", member, "--data-dir", data_dir,
                 "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -121,22 +132,26 @@ class Launch:
                 "--initial-cluster", cluster or f"{member}={peer}",
                 "--initial-cluster-state", "new", "--log-level", "error",
                 "--heartbeat-interval", "100", "--election-timeout", "1000"]
+        if tls:
+            argv += ["--client-cert-auth", "--trusted-ca-file", tls[0], "--cert-file", tls[1],
+                     "--key-file", tls[2]]
         return self.start(f"etcd-{member}", argv)
 
     def scheduler(self, etcd: str, listen: str, metrics: str = "", agent_ttl: float = 10.0,
-                  prefix: str = "/formation", extra: Sequence[str] = ()) -> Part:
+                  prefix: str = "/formation", extra: Sequence[str] = (),
+                  tls: TlsPaths | None = None) -> Part:
         argv = [self.python, "-m", "scheduler", "--etcd", etcd, "--listen", listen,
-                "--agent-ttl", str(agent_ttl), "--prefix", prefix, *extra]
+                "--agent-ttl", str(agent_ttl), "--prefix", prefix, *tls_flags(tls), *extra]
         if metrics:
             argv += ["--metrics-listen", metrics]
         return self.start("scheduler", argv)
 
     def agent(self, name: str, scheduler: str, capacity: int, port_range: str, workdir: str,
-              listen: str, advertise: str = "", metrics: str = "", extra: Sequence[str] = ()
-              ) -> Part:
+              listen: str, advertise: str = "", metrics: str = "", extra: Sequence[str] = (),
+              tls: TlsPaths | None = None) -> Part:
         argv = [self.python, "-m", "agent", "--name", name, "--scheduler", scheduler,
                 "--capacity", str(capacity), "--port-range", port_range, "--workdir", workdir,
-                "--listen", listen, *extra]
+                "--listen", listen, *tls_flags(tls), *extra]
         if advertise:
             argv += ["--advertise", advertise]
         if metrics:

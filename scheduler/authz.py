@@ -14,7 +14,7 @@ policy sees the method, not the message.
 """
 from __future__ import annotations
 
-from common.pki import Identity
+from common.identity import Identity
 
 READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents"})
 # What a refusal says the caller may not do: "viewer may not scale".

@@ -20,9 +20,9 @@ import aetcd.exceptions
 import aetcd.rpc
 import aetcd.watcher
 import grpc
-from cryptography import x509
 
-from common.pki import MAX_PEM_BYTES
+from common import certinfo
+from common.identity import MAX_PEM_BYTES
 from common.tls import CERT_EXPIRY, TlsError, TlsPaths, load
 
 PASSWORD_ENV = "FORMATION_ETCD_PASSWORD"
@@ -104,11 +104,9 @@ def load_tls(auth: EtcdAuth) -> TlsMaterial:
         return TlsMaterial()
     ca = _read_ca(auth.ca)
     try:  # a bundle (a CA being replaced) expires with its first CA to expire
-        expiry = min(c.not_valid_after_utc.timestamp()
-                     for c in x509.load_pem_x509_certificates(ca))
-    except ValueError as e:
-        raise TlsError(f"the etcd CA certificate {auth.ca} is not a PEM certificate: "
-                       f"{str(e).splitlines()[0][:120]}") from None
+        expiry = min(c.not_after for c in certinfo.authorities(ca, auth.ca))
+    except certinfo.CertError as e:
+        raise TlsError(f"the etcd CA certificate: {e}") from None
     CERT_EXPIRY.labels("etcd-ca").set(expiry)
     return TlsMaterial(ca=ca)
 

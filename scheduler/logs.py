@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 from prometheus_client import Counter
 
-from common.pki import role_host
+from common.identity import role_host
 from common.tls import Credentials, target
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg

@@ -11,17 +11,20 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from common import tls
+from common.cli import OneLineParser
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
 from common.limits import AGENT_REDIAL_MAX, HEARTBEAT
 from common.logsetup import setup_logging
 from common.net import split_hostport
-from scheduler import discovery, metrics
+from scheduler import authz, discovery, etcdclient, metrics
 from scheduler.agentlink import AgentLinkService
 from scheduler.control import ControlService
+from scheduler.logs import AgentChannels
 from scheduler.push import LinkTimes
 from scheduler.reconciler import Scheduler
-from scheduler.store import Store, parse_endpoints
+from scheduler.store import Store
 
 log = logging.getLogger("scheduler")
 
@@ -43,14 +46,16 @@ def number(flag: str, text: str, low: float, high: float, integer: bool = False)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="formation-scheduler",
+    p = OneLineParser(prog="formation-scheduler",
                                 description="Formation's scheduler: keeps the formation running.")
     p.add_argument("--etcd", default=env_default("FORMATION_ETCD", "http://127.0.0.1:2379"),
                    help="etcd URL[,URL...] (env FORMATION_ETCD)")
     p.add_argument("--prefix", default=env_default("FORMATION_ETCD_PREFIX", "/formation"),
                    help="etcd key prefix (env FORMATION_ETCD_PREFIX)")
-    p.add_argument("--listen", default=env_default("FORMATION_LISTEN", "0.0.0.0:7070"),
-                   help="gRPC HOST:PORT for ctl and agents (env FORMATION_LISTEN)")
+    etcdclient.add_flags(p)
+    p.add_argument("--listen", default=env_default("FORMATION_LISTEN", ""),
+                   help="gRPC HOST:PORT for ctl and agents: 0.0.0.0:7070 with TLS, "
+                        "127.0.0.1:7070 without (env FORMATION_LISTEN)")
     p.add_argument("--metrics-listen", default=env_default("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
     p.add_argument("--agent-ttl", default=env_default("FORMATION_AGENT_TTL", "10"),
@@ -67,9 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=env_default("FORMATION_AGENT_FORGET_AFTER", "86400"),
                    help="seconds after which a down agent is forgotten, 1 to 31536000 "
                         "(env FORMATION_AGENT_FORGET_AFTER)")
+    tls.add_flags(p)
     args = p.parse_args(argv)
     try:
-        args.endpoints = parse_endpoints(args.etcd)
+        args.tls = tls.paths_from(args)
+        args.listen = args.listen or ("0.0.0.0:7070" if args.tls else "127.0.0.1:7070")
+        tls.check_listen("--listen", args.listen, args.tls is not None, args.insecure)
+        args.endpoints, args.etcd_auth = etcdclient.from_args(args)
         split_hostport(args.listen)
         if args.metrics_listen:
             split_hostport(args.metrics_listen)
@@ -90,18 +99,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    store = Store(args.endpoints, args.prefix)
+    store = Store(args.endpoints, args.prefix, auth=args.etcd_auth)
     scheduler = Scheduler(store, LinkTimes(args.agent_ttl, args.fence_after),
                           release_history=args.release_history,
                           forget_after=args.agent_forget_after)
     metrics.install(scheduler)
+    try:
+        credentials = tls.Credentials(args.tls) if args.tls else None
+    except tls.TlsError as e:
+        log.error("%s", e)
+        await store.close()
+        raise SystemExit(1) from None
+    secure = credentials is not None
+    if credentials is not None and (credentials.identity is None
+                                    or credentials.identity.role != "scheduler"):
+        log.error("%s is not a scheduler's certificate (it names %s): issue one with "
+                  "`ctl tls issue scheduler NAME`", args.tls.cert, credentials.identity)
+        await store.close()
+        raise SystemExit(1)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    add_service(ControlService(scheduler), server, "Control")
-    add_service(AgentLinkService(scheduler), server, "AgentLink")
+    add_service(ControlService(scheduler, AgentChannels(credentials)), server, "Control",
+                authz.control if secure else None)
+    add_service(AgentLinkService(scheduler, tls=secure), server, "AgentLink",
+                authz.agent_link if secure else None)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:  # bound before recovery (which waits for etcd), so a taken port fails at once
-        bind(server, args.listen)
+        bind(server, args.listen, credentials.server_credentials() if credentials else None)
     except OSError as e:
         log.error("%s", e)
         await store.close()
@@ -117,7 +141,9 @@ async def run(args: argparse.Namespace) -> None:
             "/metrics": metrics_route,
             "/sd/agents": lambda: discovery.agents(scheduler),
             "/sd/instances": lambda: discovery.instances(scheduler)})
-    log.info("listening on %s (etcd %s, agent ttl %.1fs)", args.listen, args.etcd, args.agent_ttl)
+    log.info("listening on %s with %s (etcd %s, agent ttl %.1fs)", args.listen,
+             f"mutual TLS as {credentials.identity}" if credentials else "no TLS",
+             args.etcd, args.agent_ttl)
 
     tasks = [asyncio.create_task(scheduler.run(), name="reconcile"),
              asyncio.create_task(store.watch_apps(revision, scheduler.app_event,
@@ -134,6 +160,8 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if credentials is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
     await stop.wait()
     for t in failed:
         log.error("task %s ended: %r", t.get_name(), t.exception())

@@ -1,6 +1,7 @@
 """`ctl dev`: the embedded default brings the example up, and Ctrl-C leaves nothing behind."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import sys
 import uuid
 
 from common.states import InstanceState
+from common.tls import TlsPaths
 from ctl.client import Client
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import ROOT
@@ -16,17 +18,21 @@ from tests.cluster.harness import ROOT
 
 def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
     run_id = uuid.uuid4().hex[:12]
+    where = tmp_path / "context.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMATION_")}
+    env.update(FTEST_RUN=run_id, FORMATION_CONTEXT=str(where))
     with open(tmp_path / "dev.log", "w") as out:  # the child keeps its own copy
         dev = subprocess.Popen(
             [sys.executable, "-m", "ctl", "dev", "examples/Procfile", "--agents", "2",
              "--scale", "web=2,worker=1"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "FTEST_RUN": run_id}, start_new_session=True)
+            env=env, start_new_session=True)
     try:
-        def address():
-            m = re.search(r"scheduler at (\S+)", (tmp_path / "dev.log").read_text())
-            return m and m.group(1)
-        listen = wait_for(address, 30, what="ctl dev to come up")
-        client = Client(listen)
+        # ctl in another terminal finds the cluster and its operator certificate by itself.
+        found = wait_for(lambda: where.exists() and json.loads(where.read_text()), 30,
+                         what="ctl dev to write its context")
+        assert found["pid"] == dev.pid and (where.stat().st_mode & 0o777) == 0o600
+        client = Client(found["scheduler"], TlsPaths(found["tls_ca"], found["tls_cert"],
+                                                     found["tls_key"]))
 
         def converged():
             rows = client.instances("default")
@@ -34,6 +40,10 @@ def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
                 ["web.1", "web.2", "worker.1"] and all(procs.alive(i.pid) for i in rows)
         wait_for(converged, 20, what="the example to run")
         client.close()
+        ps = subprocess.run([sys.executable, "-m", "ctl", "ps"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+        assert ps.returncode == 0 and "worker.1" in ps.stdout, ps.stderr
+        assert "(mutual TLS)" in (tmp_path / "dev.log").read_text()
         # Logs are streamed like foreman: instance lines with their prefix.
         wait_for(lambda: re.search(r"\d\d:\d\d:\d\d worker\.1 \| worker\.1 tick \d",
                                    (tmp_path / "dev.log").read_text()), 10,
@@ -45,6 +55,7 @@ def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
         assert "Traceback" not in log, log[-3000:]
         left = procs.with_env("FTEST_RUN", run_id)
         assert not left, f"ctl dev left processes behind: {left}"
+        assert not where.exists()  # the context goes with the cluster
     finally:
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)

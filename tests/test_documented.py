@@ -146,11 +146,12 @@ def test_apps_are_isolated(shared, tmp_path):
 def test_scheduler_addresses_are_tried_in_order(shared, etcd_url, tmp_path):
     d = app_dir(tmp_path / "app", "worker: sleep 100000\n")
     shared.ctl("deploy", str(d / "Procfile"), app="order")
-    with Cluster(agents=0, etcd=etcd_url) as other:  # another scheduler: "order" unknown there
+    # Another scheduler ("order" unknown there) of the same CA: one certificate for both.
+    with Cluster(agents=0, etcd=etcd_url, certs=shared.certs) as other:
         dead = f"127.0.0.1:{_closed_port()}"
 
         def formation(addresses: str, how: str) -> subprocess.CompletedProcess:
-            env = {**os.environ, "FORMATION_APP": "order"}
+            env = {**os.environ, "FORMATION_APP": "order", **shared.tls_env()}
             env.pop("FORMATION_SCHEDULER", None)
             args = ["--scheduler", addresses] if how == "flag" else []
             if how == "env":

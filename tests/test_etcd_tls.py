@@ -289,7 +289,7 @@ def test_etcd_flag_combinations(pki):
             (("https://h",), {"env": env}, "--etcd-user is not"),
             (("http://h", pki.ca), {}, "https://"),
             (("https://h", "/nonexistent/ca.pem"), {}, "cannot read"),
-            (("https://h", pki.client_key), {}, "not a PEM certificate"),
+            (("https://h", pki.client_key), {}, "not a PEM CA certificate"),
             (("https://h", pki.ca, pki.other, pki.other_key), {}, "not issued by"),
             (("https://h", pki.ca, pki.client, pki.other_key), {}, "does not belong")):
         with pytest.raises(ValueError, match=words):

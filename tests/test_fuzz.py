@@ -78,9 +78,9 @@ class Fuzzed:
 
 @pytest.fixture(scope="module")
 def fuzzed(etcd_url: str) -> Iterator[Fuzzed]:
-    with Cluster(agents=1, capacity=0, etcd=etcd_url) as c, \
-            grpc.insecure_channel(c.listen) as channel, \
-            grpc.insecure_channel(c._agent_listen["agent-1"]) as agent_channel:
+    # Plaintext: the fuzzer plays ctl, agents and the scheduler at once, on loopback.
+    with Cluster(agents=1, capacity=0, etcd=etcd_url, tls=False) as c, \
+            c.channel() as channel, c.channel("agent-1") as agent_channel:
         f = Fuzzed(c, channel, agent_channel, {})
         # Warm up every path once, so the baseline holds what any first call allocates.
         for app in fuzzing.FZ_APPS:
@@ -282,7 +282,7 @@ def test_garbage_after_hello_always_ends_the_stream(make_cluster):
     scheduler/agentlink.py's `_read` task, not the handler's; the handler then returns."""
     c = make_cluster(agents=0)  # a scheduler of its own: how often it hangs depends on load
     hello = fuzzing.frame(pb.AgentMessage(hello=pb.Hello(name="fz-agent-2", capacity=2)))
-    with grpc.insecure_channel(c.listen) as channel:
+    with c.channel(role="agent", name="fz-agent-2") as channel:
         stream = channel.stream_stream("/formation.v1.AgentLink/Connect")
         for attempt in range(1000):  # it hung 1 to 8 times in 100; a good one takes ~2 ms
             with pytest.raises(grpc.RpcError) as e:

@@ -20,7 +20,7 @@ GARBAGE = b"\xff\xff\xff\xff"  # field 0x1fffffff... with wire type 7: no protob
 @pytest.mark.parametrize("method", ["Control/Scale", "Control/Deploy", "Control/ListInstances",
                                     "Control/GetFormation"])
 def test_garbage_bytes_get_invalid_argument(cluster, method):
-    with grpc.insecure_channel(cluster.listen) as channel:
+    with cluster.channel() as channel:
         call = channel.unary_unary(f"/formation.v1.{method}")
         with pytest.raises(grpc.RpcError) as e:
             call(GARBAGE, timeout=5)
@@ -30,13 +30,12 @@ def test_garbage_bytes_get_invalid_argument(cluster, method):
 
 
 def test_garbage_on_the_agent_link_and_agent_api_gets_invalid_argument(cluster):
-    with grpc.insecure_channel(cluster.listen) as channel:
+    with cluster.channel(role="agent", name="agent-9") as channel:
         stream = channel.stream_stream("/formation.v1.AgentLink/Connect")
         with pytest.raises(grpc.RpcError) as e:
             list(stream(iter([GARBAGE]), timeout=5))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
-    agent_api = cluster._agent_listen["agent-1"]
-    with grpc.insecure_channel(agent_api) as channel:
+    with cluster.channel("agent-1", role="scheduler", name="scheduler") as channel:
         logs = channel.unary_stream("/formation.v1.AgentApi/Logs")
         with pytest.raises(grpc.RpcError) as e:
             list(logs(GARBAGE, timeout=5))
@@ -52,7 +51,7 @@ def test_a_second_daemon_on_a_taken_port_fails_to_start(cluster, tmp_path):
     assert f"cannot listen on {cluster.listen}" in second.stdout, second.stdout
     agent = subprocess.run(
         [sys.executable, "-m", "agent", "--name", "intruder", "--scheduler", cluster.listen,
-         "--listen", cluster._agent_listen["agent-1"], "--workdir", str(tmp_path)],
+         "--listen", cluster.agent_api("agent-1"), "--workdir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert agent.returncode == 1, agent
     assert "cannot listen" in agent.stdout + agent.stderr
@@ -60,8 +59,9 @@ def test_a_second_daemon_on_a_taken_port_fails_to_start(cluster, tmp_path):
 
 
 def _link(cluster, *messages: pb.AgentMessage) -> list[pb.SchedulerMessage]:
-    """Play an agent: send messages on one AgentLink stream, then hang up; return replies."""
-    with grpc.insecure_channel(cluster.listen) as channel:
+    """Play an agent (with a certificate of the name it says hello as): send messages on one
+    AgentLink stream, then hang up; return replies."""
+    with cluster.channel(role="agent", name=messages[0].hello.name) as channel:
         stream = pbg.AgentLinkStub(channel).Connect(iter(messages), timeout=5)
         replies = []
         try:

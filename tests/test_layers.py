@@ -4,6 +4,8 @@ imports made only for type checking)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +66,13 @@ def test_no_file_is_a_giant():
              for p in (ROOT / package).glob("*.py")}
     # About 300 lines: a long one-name-per-line import list may take a module a little over.
     assert {p: n for p, n in sizes.items() if n > 330} == {}
+
+
+def test_the_daemons_do_not_load_cryptography():
+    """`cryptography` costs a process about 12 MiB; the daemons read their TLS files with
+    `ssl` (common/certinfo.py), and only ctl makes certificates."""
+    for module in ("scheduler.main", "agent.main"):
+        code = (f"import sys, {module}; "
+                "sys.exit(any(m.split('.')[0] == 'cryptography' for m in sys.modules))")
+        assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60
+                              ).returncode == 0, f"{module} imports cryptography"

@@ -24,7 +24,7 @@ SLEEP = [type_to_pb(ProcessType("worker", "sleep 100000"))]
 
 @contextlib.contextmanager
 def control(c) -> Iterator[pbg.ControlStub]:
-    with grpc.insecure_channel(c.listen) as channel:
+    with c.channel() as channel:
         yield pbg.ControlStub(channel)
 
 
@@ -50,7 +50,7 @@ def test_200_releases_with_a_20kb_env_stop_nothing_and_recover(make_cluster):
 
 
 def test_hellos_with_huge_fields_are_refused(cluster):
-    with grpc.insecure_channel(cluster.listen) as channel:
+    with cluster.channel(role="agent", name="huge") as channel:
         stub = pbg.AgentLinkStub(channel)
         for _ in range(4):
             hello = pb.Hello(name="huge", capacity=1, address="a" * 1_200_000)
@@ -95,11 +95,11 @@ def test_ctl_ps_pages_past_4_mib_and_filters(make_cluster, tmp_path):
 
 def test_down_agents_are_forgotten_and_can_be_removed(make_cluster):
     c = make_cluster(agents=1, agent_ttl=2.0, scheduler_args=["--agent-forget-after", "3"])
-    with grpc.insecure_channel(c.listen) as channel:
-        stub = pbg.AgentLinkStub(channel)
-        for name in ("ghost-1", "ghost-2"):  # say hello, then never a heartbeat
+    with c.channel(role="agent", name="ghost-1") as one, \
+            c.channel(role="agent", name="ghost-2") as two:
+        for name, channel in (("ghost-1", one), ("ghost-2", two)):  # hello, then no heartbeat
             hello = pb.AgentMessage(hello=pb.Hello(name=name, capacity=1))
-            next(iter(stub.Connect(iter([hello]), timeout=5)))  # its (empty) list
+            next(iter(pbg.AgentLinkStub(channel).Connect(iter([hello]), timeout=5)))  # its list
 
     def names() -> list[str]:
         return sorted(a.name for a in c.client.agents())

@@ -129,7 +129,8 @@ def test_followers_that_do_not_read_cost_bounded_memory_and_learn_what_they_miss
     # No BDP probing: else grpc may grow the window of a stream that nobody reads to tens of
     # MB on loopback, and lines pile up in this process instead of queueing in the daemons.
     options = [("grpc.http2.bdp_probe", 0)]
-    channels = [grpc.insecure_channel(a, options) for a in (c.listen, c._agent_listen["agent-1"])]
+    channels = [c.channel(options=options),
+                c.channel("agent-1", role="scheduler", name="scheduler", options=options)]
     request = pb.LogsRequest(app="default", selector="big", follow=True)
     # Three followers of each daemon that read nothing (the calls start at once).
     streams = [pbg.ControlStub(channels[0]).Logs(request) for _ in range(3)]
@@ -197,7 +198,7 @@ def test_tail_is_bounded(make_cluster):
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad
         assert "Traceback" not in bad.stderr and "100000" in bad.stderr
     assert c.ctl("logs", "--tail", "100000").returncode == 0
-    with grpc.insecure_channel(c._agent_listen["agent-1"]) as channel:
+    with c.channel("agent-1", role="scheduler", name="scheduler") as channel:
         with pytest.raises(grpc.RpcError) as e:
             list(pbg.AgentApiStub(channel).Logs(pb.LogsRequest(tail=100_001), timeout=5))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -205,7 +206,7 @@ def test_tail_is_bounded(make_cluster):
 
 def test_the_scheduler_refuses_a_larger_tail(make_cluster):
     c = make_cluster(agents=1)
-    with grpc.insecure_channel(c.listen) as channel:
+    with c.channel() as channel:
         with pytest.raises(grpc.RpcError) as e:
             list(pbg.ControlStub(channel).Logs(pb.LogsRequest(tail=100_001), timeout=5))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import urllib.request
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.cluster import wait_for
 
 
 def test_grpc_health_service_on_scheduler_and_agents(cluster):
-    for address in [cluster.listen, *cluster._agent_listen.values()]:
-        with grpc.insecure_channel(address) as channel:
+    for address in ["", *cluster.agent_names]:  # the scheduler, then each agent's API
+        with cluster.channel(address, role="scheduler", name="scheduler") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                               timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, address

@@ -242,4 +242,4 @@ def test_secure_by_default_plaintext_listens_on_loopback_only(tmp_path):
                         "--etcd", "http://127.0.0.1:9"], capture_output=True, text=True,
                        cwd=ROOT, timeout=30)
     out = r.stdout + r.stderr  # the daemons log to stdout
-    assert r.returncode == 1 and "Traceback" not in out and "not PEM" in out, out
+    assert r.returncode == 1 and "Traceback" not in out and "not a PEM" in out, out

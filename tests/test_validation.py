@@ -230,7 +230,7 @@ def deployed(etcd_url):
     pytest.param(r, m) for _, r, m, _ in BAD],
     ids=BAD_IDS)
 def test_the_api_refuses_with_invalid_argument_and_changes_nothing(deployed, req, message):
-    with grpc.insecure_channel(deployed.listen) as channel:
+    with deployed.channel() as channel:
         stub = pbg.ControlStub(channel)
         before = stub.GetFormation(pb.GetFormationRequest(app="bad"), timeout=10).release
         with pytest.raises(grpc.RpcError) as e:

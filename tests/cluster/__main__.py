@@ -55,15 +55,19 @@ def main() -> None:
     up.add_argument("--etcd-members", type=int, default=1)
     up.add_argument("--agent-ttl", type=float, default=10.0)
     up.add_argument("--capacity", type=int, default=50)
+    up.add_argument("--no-tls", action="store_true", help="plaintext (--insecure) parts")
     args = p.parse_args()
     mode = default_mode() if args.mode == "auto" else args.mode
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with Cluster(agents=args.hosts, mode=mode, etcd_members=args.etcd_members,
-                 agent_ttl=args.agent_ttl, capacity=args.capacity, workdir=EXAMPLES) as c:
+                 agent_ttl=args.agent_ttl, capacity=args.capacity, workdir=EXAMPLES,
+                 tls=not args.no_tls) as c:
         print(f"mode {mode}: scheduler {c.listen}, etcd {c.etcd_url}")
         for name, host in c.hosts.items():
             print(f"  {name:10} {host.address:16} {host.ns or ''}")
-        print(f"export FORMATION_SCHEDULER={c.listen}   # then: ctl deploy examples/Procfile")
+        exports = {"FORMATION_SCHEDULER": c.listen, **c.tls_env()}
+        print(" ".join(["export", *(f"{k}={v}" for k, v in exports.items())]))
+        print("# then: ctl deploy examples/Procfile")
         print("logs in", c.tmp, "(kept: FTEST_KEEP_LOGS=1)")
         try:
             for line in sys.stdin:

@@ -81,7 +81,7 @@ class Cluster:
                  etcd: str | None = None, workdir: str = EXAMPLES, mode: str = "local",
                  etcd_members: int = 1, scheduler_args: Sequence[str] = (),
                  spare_hosts: int = 0, agent_env: dict[str, str] | None = None,
-                 tls: bool = True) -> None:
+                 tls: bool = True, certs: DevCerts | None = None) -> None:
         if mode == "auto":
             mode = default_mode()
         if etcd and mode != "local":
@@ -110,7 +110,8 @@ class Cluster:
         self._port_base = random.randrange(10_000, 25_000, 300)
         self._agent_listen: dict[str, str] = {}
         self.metrics: dict[str, str] = {}  # part -> HOST:PORT of its /metrics
-        self.certs = DevCerts(os.path.join(self.tmp, "tls")) if tls else None
+        # certs: another cluster's CA, so one client certificate is good for both.
+        self.certs = (certs or DevCerts(os.path.join(self.tmp, "tls"))) if tls else None
         self.insecure = [] if tls or mode == "local" else ["--insecure"]
 
     # ---- life -----------------------------------------------------------------

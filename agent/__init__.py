@@ -3,4 +3,6 @@ import os
 
 # gRPC's C core logs every failed TLS handshake (a port scan, a peer of another CA) at info
 # level on stderr; the daemons say what matters in their own log lines.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# (Not passed on to instances: agent/runner.py's base_environment leaves out what we set.)
+OWN_ENVIRONMENT = {} if "GRPC_VERBOSITY" in os.environ else {"GRPC_VERBOSITY": "ERROR"}
+os.environ.update(OWN_ENVIRONMENT)

@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol
 
-from agent import instruments
+from agent import OWN_ENVIRONMENT, instruments
 from agent.cgroups import GONE_TIMEOUT
 from agent.events import (
     AcquirePort,
@@ -318,4 +318,5 @@ class InstanceRunner:
 
 def base_environment() -> dict[str, str]:
     """What instances inherit from the agent: its environment without its own settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("FORMATION_")}
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("FORMATION_") and k not in OWN_ENVIRONMENT}

@@ -65,15 +65,14 @@ def authorities(pem: bytes, path: str) -> list[CertInfo]:
     return found
 
 
-def _no_password() -> bytes:
-    raise CertError("the key is encrypted: give an unencrypted key (mode 0600)")
-
-
 def check_pair(cert_path: str, key_path: str) -> None:
     """CertError unless the key belongs to the certificate."""
+    def no_password() -> bytes:  # asked only for an encrypted key: never prompt
+        raise CertError(f"the key {key_path} is encrypted: give an unencrypted key (mode 0600)")
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(cert_path, key_path, password=_no_password)
+        ctx.load_cert_chain(cert_path, key_path, password=no_password)
     except ssl.SSLError as e:
         if "KEY_VALUES_MISMATCH" in str(e):
             raise CertError(f"the key {key_path} does not belong to the certificate "
@@ -81,6 +80,48 @@ def check_pair(cert_path: str, key_path: str) -> None:
         raise CertError(f"{key_path} is not a PEM private key ({_reason(e)})") from None
     except OSError as e:
         raise CertError(f"cannot read {key_path}: {e.strerror}") from None
+
+
+def check_chain(cert_path: str, key_path: str, ca_pem: bytes) -> None:
+    """CertError unless a peer trusting ca_pem would accept the certificate as a client's
+    (its signature, its dates, its key usage): a TLS handshake with itself, in memory."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_path, key_path)
+    server.verify_mode = ssl.CERT_REQUIRED
+    server.load_verify_locations(cadata=ca_pem.decode("ascii"))
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE  # only the server's view of the client matters here
+    client.load_cert_chain(cert_path, key_path)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    ends = [server.wrap_bio(to_server, to_client, server_side=True),
+            client.wrap_bio(to_client, to_server)]
+    done = [False, False]
+    for _ in range(10):  # a handshake takes a few flights
+        for i, end in enumerate(ends):
+            if done[i]:
+                continue
+            try:
+                end.do_handshake()
+                done[i] = True
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except ssl.SSLError as e:
+                if i == 1:  # the client sees the server's refusal as an alert
+                    continue
+                raise CertError(f"{cert_path} is not accepted with the CA: {_reason(e)}"
+                                ) from None
+        if all(done):
+            # TLS 1.3: the server checks the client's certificate after the client finished.
+            try:
+                ends[0].read(1)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+            except ssl.SSLError as e:
+                raise CertError(f"{cert_path} is not accepted with the CA: {_reason(e)}"
+                                ) from None
+            return
+    raise CertError(f"{cert_path}: the check of its chain did not finish")
 
 
 def _reason(e: Exception) -> str:

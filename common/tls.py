@@ -112,9 +112,7 @@ def load(paths: TlsPaths) -> Material:
     """Read and check the three files; TlsError with one line if they do not fit together.
 
     The CA file may hold several CA certificates (while a CA is being replaced, docs/
-    security.md): peers of any of them are trusted, and its expiry is the earliest. That the
-    certificate is a CA's is checked by name here (a helpful message at start-up); its
-    signature is checked where it matters, by every peer at each handshake."""
+    security.md): peers of any of them are trusted, and its expiry is the earliest."""
     ca, cert, key = (_read(paths.ca, "CA certificate"), _read(paths.cert, "certificate"),
                      _read(paths.key, "key"))
     try:
@@ -123,14 +121,17 @@ def load(paths: TlsPaths) -> Material:
         certinfo.check_pair(paths.cert, paths.key)
     except certinfo.CertError as e:
         raise TlsError(str(e)) from None
-    if own.issuer not in {c.subject for c in cas}:
-        raise TlsError(f"the certificate {paths.cert} is not issued by the CA {paths.ca}")
     now = time.time()
     if own.not_after < now:
         raise TlsError(f"the certificate {paths.cert} expired on {_day(own.not_after)}")
     if own.not_before > now:
         raise TlsError(f"the certificate {paths.cert} is not valid before "
                        f"{_day(own.not_before)}")
+    try:
+        certinfo.check_chain(paths.cert, paths.key, ca)
+    except certinfo.CertError as e:
+        raise TlsError(f"the certificate {paths.cert} is not issued by the CA {paths.ca} "
+                       f"({str(e).rpartition(': ')[2]})") from None
     return Material(ca, cert, key, own.identity, own.not_after,
                     min(c.not_after for c in cas))
 

@@ -57,7 +57,8 @@ def test_logs_follow_streams_new_lines(make_cluster, tmp_path):
     with open(tmp_path / "follow.log", "w") as out:  # the child keeps its own copy
         follow = subprocess.Popen([sys.executable, "-m", "ctl", "logs", "-f", "--tail", "0"],
                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  env={**os.environ, "FORMATION_SCHEDULER": c.listen},
+                                  env={**os.environ, "FORMATION_SCHEDULER": c.listen,
+                                       **c.tls_env()},
                                   start_new_session=True)
     try:
         def seen(instance: str) -> int:

@@ -9,6 +9,7 @@ descriptor instead of the generated add_*_to_server, so that
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from proto import formation_pb2 as pb
 # Given only when the server uses TLS: a plaintext server (loopback, or --insecure) has no
 # identities to check.
 Policy = Callable[[str, Identity | None], str | None]
+log = logging.getLogger("grpc.policy")
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
@@ -59,6 +61,7 @@ async def _authorize(policy: Policy, name: str, context: grpc.aio.ServicerContex
     who = peer_identity(context)
     why = policy(name, who)
     if why is not None:
+        log.warning("refused %s from %s: %s", name, context.peer(), why)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED if who is None
                             else grpc.StatusCode.PERMISSION_DENIED, why)
 

@@ -3,6 +3,7 @@ calls the scheduler's narrow API; a change is acknowledged only once it is in et
 answered from the read models (readmodels.py), kept up to date as the world changes."""
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,11 +12,21 @@ import grpc
 from common.appdef_pb import release_from_pb
 from common.names import check_count, check_name, split_instance_id
 from common.states import is_instance_state
+from common.tls import peer_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.errors import Rejected, answer
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
 from scheduler.reconciler import Scheduler
+
+log = logging.getLogger("scheduler.control")
+
+
+def audit(context: grpc.aio.ServicerContext, what: str) -> None:
+    """One line per accepted change, naming who made it (with TLS: the certificate's role and
+    name), like an audit log: `operator alice: scaled shop web=3`."""
+    who = peer_identity(context)
+    log.info("%s: %s", who if who is not None else f"plaintext caller {context.peer()}", what)
 
 
 class ControlService(pbg.ControlServicer):
@@ -45,6 +56,8 @@ class ControlService(pbg.ControlServicer):
             app = check_name("app", request.app)
             types, env = release_from_pb(request)
             version = await self.s.deploy(app, types, env)
+            audit(context, f"deployed {app} v{version}: {len(types)} process types, "
+                           f"{len(env)} env variables")  # their names and values never
             return pb.DeployReply(version=version)
         return await answer(context, run)
 
@@ -57,7 +70,10 @@ class ControlService(pbg.ControlServicer):
             for ptype, n in request.counts.items():
                 check_name("process type", ptype)
                 check_count(ptype, n)
-            return pb.ScaleReply(counts=await self.s.scale(app, dict(request.counts)))
+            counts = await self.s.scale(app, dict(request.counts))
+            audit(context, f"scaled {app} " + " ".join(
+                f"{t}={n}" for t, n in sorted(request.counts.items())))
+            return pb.ScaleReply(counts=counts)
         return await answer(context, run)
 
     async def GetFormation(self, request: pb.GetFormationRequest,
@@ -90,6 +106,7 @@ class ControlService(pbg.ControlServicer):
                           context: grpc.aio.ServicerContext) -> pb.RemoveAgentReply:
         async def run() -> pb.RemoveAgentReply:
             await self.s.remove_agent(check_name("agent", request.agent))
+            audit(context, f"removed agent {request.agent}")
             return pb.RemoveAgentReply()
         return await answer(context, run)
 
@@ -97,6 +114,8 @@ class ControlService(pbg.ControlServicer):
                     ) -> pb.DrainReply:
         async def run() -> pb.DrainReply:
             name = check_name("agent", request.agent)
-            return pb.DrainReply(agent=await self.s.drain(name, request.undo))
+            agent = await self.s.drain(name, request.undo)
+            audit(context, f"{'undrained' if request.undo else 'drained'} agent {name}")
+            return pb.DrainReply(agent=agent)
         return await answer(context, run)
 

@@ -109,6 +109,10 @@ def test_roles_viewer_reads_but_may_not_change_and_agents_only_link(deployed):
         assert code_of(lambda: next(call)) == grpc.StatusCode.PERMISSION_DENIED
     assert counts(c) == before
     assert "evil" not in {a.name for a in c.client.agents()}
+    # Like an audit log: who changed what, and who was refused.
+    log = c.log("scheduler")
+    assert "operator tester: scaled default worker=1" in log
+    assert "refused Scale from" in log and "viewer may not scale" in log
 
 
 def test_an_agent_certificate_may_not_say_hello_as_another_agent(deployed):

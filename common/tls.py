@@ -86,7 +86,8 @@ def check_listen(flag: str, address: str, tls: bool, insecure: bool) -> None:
                          "on a network you trust")
 
 
-def _read(path: str, what: str) -> bytes:
+def read_pem(path: str, what: str) -> bytes:
+    """A PEM file's bytes, at most MAX_PEM_BYTES; TlsError with one line naming `what`."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_PEM_BYTES + 1)
@@ -113,8 +114,8 @@ def load(paths: TlsPaths) -> Material:
 
     The CA file may hold several CA certificates (while a CA is being replaced, docs/
     security.md): peers of any of them are trusted, and its expiry is the earliest."""
-    ca, cert, key = (_read(paths.ca, "CA certificate"), _read(paths.cert, "certificate"),
-                     _read(paths.key, "key"))
+    ca, cert, key = (read_pem(paths.ca, "CA certificate"), read_pem(paths.cert, "certificate"),
+                     read_pem(paths.key, "key"))
     try:
         own = certinfo.leaf(paths.cert)
         cas = certinfo.authorities(ca, paths.ca)

@@ -22,8 +22,7 @@ import aetcd.watcher
 import grpc
 
 from common import certinfo
-from common.identity import MAX_PEM_BYTES
-from common.tls import CERT_EXPIRY, TlsError, TlsPaths, load
+from common.tls import CERT_EXPIRY, TlsError, TlsPaths, load, read_pem
 
 PASSWORD_ENV = "FORMATION_ETCD_PASSWORD"
 
@@ -82,17 +81,6 @@ class TlsMaterial:
     key: bytes | None = None
 
 
-def _read_ca(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PEM_BYTES + 1)
-    except OSError as e:
-        raise TlsError(f"cannot read the etcd CA certificate {path}: {e.strerror}") from None
-    if len(data) > MAX_PEM_BYTES:
-        raise TlsError(f"the etcd CA certificate {path} is larger than {MAX_PEM_BYTES} bytes")
-    return data
-
-
 def load_tls(auth: EtcdAuth) -> TlsMaterial:
     """Read and check the files (TlsError, one line, if unusable) and export their expiry."""
     if auth.cert:
@@ -102,7 +90,7 @@ def load_tls(auth: EtcdAuth) -> TlsMaterial:
         return TlsMaterial(m.ca, m.cert, m.key)
     if not auth.ca:
         return TlsMaterial()
-    ca = _read_ca(auth.ca)
+    ca = read_pem(auth.ca, "etcd CA certificate")
     try:  # a bundle (a CA being replaced) expires with its first CA to expire
         expiry = min(c.not_after for c in certinfo.authorities(ca, auth.ca))
     except certinfo.CertError as e:

@@ -157,7 +157,6 @@ class Credentials:
         self._stamp = _stamp(paths)
         self.material = load(paths)  # TlsError at start-up: the daemon refuses to start
         self.version = 1
-        self.reloads = 0
         self._served = 0
         self._gauge()
 
@@ -183,9 +182,12 @@ class Credentials:
                 return False
             if material == self.material:
                 return False
+            if material.identity != self.material.identity:  # a renewal, not a new part
+                log.warning("TLS files changed to a certificate of %s, not of %s: not used",
+                            material.identity, self.material.identity)
+                return False
             self.material = material
             self.version += 1
-            self.reloads += 1
         log.info("TLS certificate reloaded from %s (%s, expires %s)", self.paths.cert,
                  material.identity, _day(material.expiry))
         self._gauge()

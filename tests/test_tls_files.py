@@ -89,6 +89,10 @@ def test_rotation_takes_a_whole_pair_only(certs, tmp_path):
     assert creds.reload() and creds.material.cert == cert and creds.version == 2
     os.unlink(paths.key)  # a file gone: the material in use stays
     assert not creds.reload() and creds.material.cert == cert
+    other = certs.issue("agent", "a1")  # another part's pair: a renewal keeps role and name
+    write(paths.cert, open(other.cert, "rb").read())  # noqa: SIM115
+    write(paths.key, open(other.key, "rb").read())  # noqa: SIM115
+    assert not creds.reload() and creds.material.cert == cert
 
 
 def test_the_listen_rule():

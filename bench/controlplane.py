@@ -125,7 +125,8 @@ def run_all(tmp: Path, parts: tuple[str, ...] = PARTS) -> dict:
         out["simulated"] = simulated(tmp)
     if "read_models" in parts:
         from bench import readmodels
-        out["read_models"] = readmodels.run(tmp)
+        out["read_models"] = readmodels.run(tmp)  # mutual TLS, and the same plaintext:
+        out["read_models_plaintext"] = readmodels.run(tmp, tls=False)
     return out
 
 

@@ -40,7 +40,7 @@ def _channel(address: str, tls: TlsPaths | None) -> Any:  # a grpc.Channel (unty
     the scheduler's role (not its address)."""
     import grpc
 
-    from common.pki import role_host
+    from common.identity import role_host
     from common.tls import load, target
 
     if tls is None:
@@ -165,13 +165,14 @@ def scale_under_readers(c: Cluster, readers: int, scales: int, gap: float) -> di
     return out
 
 
-def simulated_cluster(tmp: Path, agents: int, instances: int, types: int = 10):
+def simulated_cluster(tmp: Path, agents: int, instances: int, types: int = 10,
+                      tls: bool = True):
     """A Cluster (enter it) whose Procfile has `types` types t0… and SMALL."""
-    d = tmp / "readmodels"
+    d = tmp / ("readmodels" if tls else "readmodels-plaintext")
     d.mkdir(exist_ok=True)
     (d / "Procfile").write_text("".join(f"t{i}: sleep 1\n" for i in range(types))
                                 + f"{SMALL}: sleep 1\n")
-    return d, Cluster(agents=0, mode="local", workdir=str(d), tls=True)  # mutual TLS
+    return d, Cluster(agents=0, mode="local", workdir=str(d), tls=tls)
 
 
 def tails(c: Cluster, lines: int = 15) -> None:
@@ -186,11 +187,12 @@ def tails(c: Cluster, lines: int = 15) -> None:
 
 
 def run(tmp: Path, agents: int = 100, instances: int = 10_000, types: int = 10,
-        clients_: int = 8, duration: float = 5.0, scales: int = 30, gap: float = 0.4) -> dict:
+        clients_: int = 8, duration: float = 5.0, scales: int = 30, gap: float = 0.4,
+        tls: bool = True) -> dict:
     def say(what: str) -> None:
         print(f"[control plane] read models: {what} ...", file=sys.stderr, flush=True)
 
-    d, cluster = simulated_cluster(tmp, agents, instances, types)
+    d, cluster = simulated_cluster(tmp, agents, instances, types, tls)
     total = instances + 1
     with cluster as c:
         try:

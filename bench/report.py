@@ -81,7 +81,7 @@ def control_plane(cp: dict) -> list[str]:
     if not cp:
         return []
     out = ["\n## The control plane at scale\n", "| scenario | figure |\n|---|---|"]
-    pl, sim, rm = cp.get("placement"), cp.get("simulated"), cp.get("read_models")
+    pl, sim = cp.get("placement"), cp.get("simulated")
     if pl:
         out.append(f"| placement, 100,000 instances of 10 types on 1,000 agents | "
                    f"{f(pl['fresh_100k_seconds'])} ({pl['per_1000_fresh_ms']:.1f} ms per 1,000) |")
@@ -89,20 +89,23 @@ def control_plane(cp: dict) -> list[str]:
                    f"({pl['per_1000_change_ms']:.1f} ms per 1,000 new) |")
     if sim:
         out += simulated_rows(sim)
-    if rm:
+    for key, mode in (("read_models", "mutual TLS"), ("read_models_plaintext", "plaintext")):
+        rm = cp.get(key)
+        if not rm:
+            continue
         where = f"{rm['instances']:,} instances on {rm['agents']} simulated agents"
         for g in (rm["get_formation_1"], rm["get_formation_n"]):
             who = "1 client" if g["clients"] == 1 else f"{g['clients']} client processes"
-            out.append(f"| `GetFormation`, {where}, {who} | {g['calls_per_second']:,.0f} "
-                       f"calls/s over {g['seconds']:.0f} s (scheduler CPU "
-                       f"{g['scheduler_cpu_ms_per_call']:.1f} ms per call) |")
+            out.append(f"| `GetFormation`, {where}, {who}, {mode} | "
+                       f"{g['calls_per_second']:,.0f} calls/s over {g['seconds']:.0f} s "
+                       f"(scheduler CPU {g['scheduler_cpu_ms_per_call']:.1f} ms per call) |")
         sr = rm["scale_readers"]
         for x, who in ((rm["scale_idle"], "no readers"),
                        (sr, f"{sr['readers']} processes reading `ListInstances` in a loop "
                             f"({sr['reader_calls_per_second']:,.0f} calls/s)")):
-            out.append(f"| `Scale` acknowledged, {who} | p50 {f(x['p50'], 'ms')}, "
+            out.append(f"| `Scale` acknowledged, {who}, {mode} | p50 {f(x['p50'], 'ms')}, "
                        f"p95 {f(x['p95'], 'ms')}, max {f(x['max'], 'ms')} over {x['n']} |")
-    return out + control_plane_notes(sim, rm)
+    return out + control_plane_notes(sim, cp.get("read_models"))
 
 
 NOTES = """
@@ -179,6 +182,11 @@ PLAINTEXT = {
     "scale +1 → running, p99": lambda r: _api(r, "plaintext")["p99"] * 1000,
     "placements/s end to end, 200 simulated agents":
         lambda r: _sim(r, "plaintext")["placements_per_second"],
+    "`GetFormation` calls/s, 10,000 instances, 8 clients":
+        lambda r: r["control_plane"]["read_models_plaintext"]["get_formation_n"][
+            "calls_per_second"],
+    "`Scale` acknowledged, 8 `ListInstances` readers, p95":
+        lambda r: r["control_plane"]["read_models_plaintext"]["scale_readers"]["p95"] * 1000,
 }
 
 

@@ -33,7 +33,7 @@ class Client:
         self.tls: Material | None = None
         if tls is not None:
             try:
-                self.tls = load(tls)
+                self.tls = load(tls, chain=False)
             except TlsError as e:
                 raise CtlError(str(e), USAGE) from None
         self._channel: grpc.Channel | None = None

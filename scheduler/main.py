@@ -47,7 +47,7 @@ def number(flag: str, text: str, low: float, high: float, integer: bool = False)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(prog="formation-scheduler",
-                                description="Formation's scheduler: keeps the formation running.")
+                      description="Formation's scheduler: keeps the formation running.")
     p.add_argument("--etcd", default=env_default("FORMATION_ETCD", "http://127.0.0.1:2379"),
                    help="etcd URL[,URL...] (env FORMATION_ETCD)")
     p.add_argument("--prefix", default=env_default("FORMATION_ETCD_PREFIX", "/formation"),

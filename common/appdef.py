@@ -1,17 +1,19 @@
-"""The app definition: process types, their health checks, releases; and the one set of
-rules a release must pass (bounds in common/limits.py), applied by the scheduler to every client
-and by ctl first (reading the files: common/appfiles.py), for messages that name the file and
-line. Pure: no I/O.
+"""The app definition: process types, their health checks and deploy settings (those on their
+own: common/deploysettings.py), releases; and the one set of rules a release must pass (bounds
+in common/limits.py), applied by the scheduler to every client and by ctl first (reading the
+files: common/appfiles.py), for messages that name the file and line. Pure: no I/O.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import deploysettings
+from common.deploysettings import DeploySettings
+from common.fieldchecks import AppDefError, check_seconds, check_text, shown
 from common.limits import (
     MAX_COMMAND_BYTES,
     MAX_ENV_BYTES,
@@ -35,10 +37,6 @@ DEFAULT_TIMEOUT = 2.0
 DEFAULT_GRACE = 60.0
 DEFAULT_FAILURES = 3
 DEFAULT_STOP_TIMEOUT = 10.0
-
-
-class AppDefError(ValueError):
-    """A Procfile or formation.toml that cannot be used; the message names the place."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +69,20 @@ class ProcessType:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     at_most_once: bool = False
     health: HealthCheck = field(default_factory=HealthCheck)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
+
+
+def _surges(t: ProcessType) -> bool:
+    """Whether a type's default rollout starts new copies before stopping old ones: only if a
+    check can say a new copy serves, and never two copies of an at_most_once type."""
+    return effective_check(t.name, t.health) is not None and not t.at_most_once
+
+
+def effective_deploy(t: ProcessType) -> DeploySettings:
+    """A type's deploy settings with the unset ones filled in (the one owner of the defaults):
+    a type with a check (its own or web's tcp default) surges 25 % and never goes below its
+    count; the others, and at_most_once types, replace 25 % of their instances in place."""
+    return deploysettings.fill(t.deploy, _surges(t))
 
 
 @dataclass(frozen=True)
@@ -87,42 +99,17 @@ class Release:
     @staticmethod
     def from_json(data: bytes) -> Release:
         raw = json.loads(data)
-        types = {name: ProcessType(**{**t, "health": HealthCheck(**t.get("health", {}))})
+        # A release stored before [TYPE.deploy] existed has no "deploy": all unset.
+        types = {name: ProcessType(**{**t, "health": HealthCheck(**t.get("health", {})),
+                                      "deploy": DeploySettings(**t.get("deploy", {}))})
                  for name, t in raw["types"].items()}
         return Release(version=int(raw["version"]), types=types, env=dict(raw["env"]),
                        created=float(raw["created"]))
 
 
 # ---- validation: one set of rules for formation.toml, the Procfile and the API ------------
-# Each check raises AppDefError "WHERE: KEY ..." (one line) and returns the value it accepts.
-
-
-def shown(value: object, limit: int = 40) -> str:
-    """repr(value), cut to about `limit` characters: a message never echoes a huge input."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def check_text(where: str, key: str, value: str, max_bytes: int) -> str:
-    """Text that can be stored and exec'd: no NUL, valid UTF-8, at most max_bytes."""
-    if "\x00" in value:
-        raise AppDefError(f"{where}: {key} contains a NUL byte")
-    try:
-        size = len(value.encode())
-    except UnicodeEncodeError:
-        raise AppDefError(f"{where}: {key} is not valid UTF-8 text") from None
-    if size > max_bytes:
-        raise AppDefError(f"{where}: {key} is {size} bytes, more than {max_bytes}")
-    return value
-
-
-def check_seconds(where: str, key: str, value: Any, low: float, high: float) -> float:
-    """A finite number of seconds from low to high (a TOML int or float; never a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not low <= value <= high:
-        raise AppDefError(f"{where}: {key} must be a number of seconds from {low:g} to "
-                          f"{high:g}, not {shown(value)}")
-    return float(value)
+# Each check raises AppDefError "WHERE: KEY ..." (one line) and returns the value it accepts
+# (the checks of single values any part uses: common/fieldchecks.py).
 
 
 def check_failures(where: str, key: str, value: Any) -> int:
@@ -158,6 +145,23 @@ def check_health(where: str, h: HealthCheck, prefix: str = "") -> HealthCheck:
     return h
 
 
+def deploy_conflict(t: ProcessType, prefix: str = "") -> tuple[str, str] | None:
+    """The first rule between a type's deploy settings (each valid) that they break, as (the
+    key to point at, the message), else None."""
+    kind = "an at_most_once type" if t.at_most_once else \
+        "a type with a health check" if _surges(t) else "a type without a health check"
+    return deploysettings.conflict(t.deploy, _surges(t), t.at_most_once, kind, prefix)
+
+
+def check_deploy(where: str, t: ProcessType, prefix: str = "") -> DeploySettings:
+    """A type's deploy settings: each value, then the rules between them for this type."""
+    deploysettings.check_values(where, t.deploy, prefix)
+    broken = deploy_conflict(t, prefix)
+    if broken:
+        raise AppDefError(f"{where}: {broken[1]}")
+    return t.deploy
+
+
 def check_type(t: ProcessType, where: str = "") -> ProcessType:
     """A whole process type, whoever sent it; InvalidName or AppDefError (ValueErrors)."""
     check_name("process type", t.name)
@@ -168,6 +172,7 @@ def check_type(t: ProcessType, where: str = "") -> ProcessType:
     check_seconds(where, "stop_timeout", t.stop_timeout, 0, MAX_STOP_TIMEOUT)
     if t.health.type:
         check_health(where, t.health, "health ")
+    check_deploy(where, t, "deploy ")
     return t
 
 
@@ -218,6 +223,3 @@ def check_release(types: Mapping[str, ProcessType], env: Mapping[str, str]) -> N
     if size > MAX_RELEASE_BYTES:
         raise AppDefError(f"the release is {size} bytes as stored, more than "
                           f"{MAX_RELEASE_BYTES}: shorten its commands or env")
-
-
-# ---- the Procfile ---------------------------------------------------------------------------

@@ -26,11 +26,19 @@ from common.appdef import (
     check_seconds,
     check_text,
     check_type,
+    deploy_conflict,
     is_env_name,
     shown,
 )
+from common.deploysettings import (
+    DeploySettings,
+    check_amount,
+    check_auto_revert,
+    check_deadline,
+)
 from common.limits import (
     MAX_COMMAND_BYTES,
+    MAX_DEPLOY_SECONDS,
     MAX_ENV_BYTES,
     MAX_HEALTH_SECONDS,
     MAX_STOP_TIMEOUT,
@@ -116,8 +124,10 @@ def parse_procfile(text: str, source: str = "Procfile") -> Procfile:
 
 # ---- formation.toml -------------------------------------------------------------------------
 
-_TYPE_KEYS = {"stop_timeout", "at_most_once", "health"}
+_TYPE_KEYS = {"stop_timeout", "at_most_once", "health", "deploy"}
 _HEALTH_KEYS = {"type", "path", "command", "interval", "timeout", "grace", "failures"}
+_DEPLOY_KEYS = {"max_surge", "max_unavailable", "min_healthy_time", "healthy_deadline",
+                "auto_revert"}
 _TABLE_RE = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 
 
@@ -186,10 +196,12 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
                                      MAX_STOP_TIMEOUT)
         health = _health(f"{spelled}.health", table["health"], at) if "health" in table \
             else HealthCheck()
-        types[name] = check_type(ProcessType(name=name, command=command,
-                                             stop_timeout=stop_timeout,
-                                             at_most_once=at_most_once, health=health),
-                                 f"{source}: [{spelled}]")
+        t = ProcessType(name=name, command=command, stop_timeout=stop_timeout,
+                        at_most_once=at_most_once, health=health,
+                        deploy=_deploy(f"{spelled}.deploy", table.get("deploy", {}), at))
+        if "deploy" in table:  # the rules between the settings, at the line of the key
+            _deploy_rules(f"{spelled}.deploy", t, at)
+        types[name] = check_type(t, f"{source}: [{spelled}]")
     return types
 
 
@@ -222,6 +234,33 @@ def _health(table: str, raw: Any, at: Callable[[str, str | None], str]) -> Healt
         failures=check_failures(at(table, "failures"), "failures",
                                 raw.get("failures", DEFAULT_FAILURES)))
     return check_health(at(table, None), h)
+
+
+def _deploy(table: str, raw: Any, at: Callable[[str, str | None], str]) -> DeploySettings:
+    """[TYPE.deploy]: each value on its own (the rules between them: _deploy_rules)."""
+    if not isinstance(raw, dict):
+        raise AppDefError(f"{at(table, None)}: must be a table")
+    unknown = sorted(set(raw) - _DEPLOY_KEYS)
+    if unknown:
+        raise AppDefError(f"{at(table, unknown[0])}: unknown key(s) {', '.join(unknown)}")
+
+    def value(key: str, check: Callable[[str, str, Any], Any]) -> Any:
+        return check(at(table, key), key, raw[key]) if key in raw else None
+    return DeploySettings(
+        max_surge=value("max_surge", check_amount),
+        max_unavailable=value("max_unavailable", check_amount),
+        min_healthy_time=value("min_healthy_time", lambda where, key, v: check_seconds(
+            where, key, v, 0, MAX_DEPLOY_SECONDS)),
+        healthy_deadline=value("healthy_deadline", check_deadline),
+        auto_revert=value("auto_revert", check_auto_revert))
+
+
+def _deploy_rules(table: str, t: ProcessType, at: Callable[[str, str | None], str]) -> None:
+    """The rules between a type's deploy settings (as check_type's), at the line of the key
+    concerned."""
+    broken = deploy_conflict(t)
+    if broken:
+        raise AppDefError(f"{at(table, broken[0])}: {broken[1]}")
 
 
 # ---- env ------------------------------------------------------------------------------------

@@ -19,4 +19,7 @@ MAX_STOP_TIMEOUT = 3600.0           # seconds from SIGTERM to SIGKILL (0 .. this
 MIN_HEALTH_INTERVAL = 0.1           # seconds between checks (and a check's smallest timeout)
 MAX_HEALTH_SECONDS = 3600.0         # the largest health interval, timeout and grace
 MAX_HEALTH_FAILURES = 1000          # failures in a row before a restart (1 .. this; int32 wire)
+MAX_DEPLOY_COUNT = 10_000           # a [TYPE.deploy] max_surge/max_unavailable count: no type
+#                                     has more instances (names.MAX_INSTANCES_PER_TYPE)
+MAX_DEPLOY_SECONDS = 3600.0         # the largest min_healthy_time and healthy_deadline
 MAX_LIST_BYTES = 64 * 2**20  # an agent's assignment list, encoded: the link's message limit

@@ -59,19 +59,39 @@ class HealthCheck(_message.Message):
     failures: int
     def __init__(self, type: _Optional[str] = ..., path: _Optional[str] = ..., command: _Optional[str] = ..., interval: _Optional[float] = ..., timeout: _Optional[float] = ..., grace: _Optional[float] = ..., failures: _Optional[int] = ...) -> None: ...
 
+class DeploySettings(_message.Message):
+    __slots__ = ("max_surge_count", "max_surge_percent", "max_unavailable_count", "max_unavailable_percent", "min_healthy_time", "healthy_deadline", "auto_revert")
+    MAX_SURGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_SURGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNAVAILABLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNAVAILABLE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MIN_HEALTHY_TIME_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_REVERT_FIELD_NUMBER: _ClassVar[int]
+    max_surge_count: int
+    max_surge_percent: str
+    max_unavailable_count: int
+    max_unavailable_percent: str
+    min_healthy_time: float
+    healthy_deadline: float
+    auto_revert: bool
+    def __init__(self, max_surge_count: _Optional[int] = ..., max_surge_percent: _Optional[str] = ..., max_unavailable_count: _Optional[int] = ..., max_unavailable_percent: _Optional[str] = ..., min_healthy_time: _Optional[float] = ..., healthy_deadline: _Optional[float] = ..., auto_revert: _Optional[bool] = ...) -> None: ...
+
 class ProcessType(_message.Message):
-    __slots__ = ("name", "command", "stop_timeout", "at_most_once", "health")
+    __slots__ = ("name", "command", "stop_timeout", "at_most_once", "health", "deploy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     AT_MOST_ONCE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    DEPLOY_FIELD_NUMBER: _ClassVar[int]
     name: str
     command: str
     stop_timeout: float
     at_most_once: bool
     health: HealthCheck
-    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
+    deploy: DeploySettings
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., deploy: _Optional[_Union[DeploySettings, _Mapping]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("app", "types", "env")

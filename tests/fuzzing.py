@@ -94,10 +94,21 @@ health_checks = kinds(
     timeout=(st.none() | seconds(0.1, 3600)[0], bad_floats),
     grace=(st.none() | seconds(0, 3600)[0], bad_floats),
     failures=(st.none() | st.integers(1, 1000), int32))
+percents: Field = (st.sampled_from(["0%", "25%", "100%"]),
+                   st.one_of(st.sampled_from(["", "25", "101%", "-1%", "%", "05%", "1e3%"]),
+                             hostile_text))
+deploy_settings = kinds(  # one member of each oneof: a percent surge, a count unavailable
+    pb.DeploySettings,
+    max_surge_percent=(st.none() | percents[0], percents[1]),
+    max_unavailable_count=(st.none() | st.integers(0, 10_000), int32),
+    min_healthy_time=(st.none() | seconds(0, 3600)[0], bad_floats),
+    healthy_deadline=(st.none() | seconds(0.001, 3600)[0], bad_floats),
+    auto_revert=(st.none() | st.booleans(), st.booleans()))
 process_types = kinds(
     pb.ProcessType, name=types, command=commands, stop_timeout=seconds(0, 3600),
     at_most_once=(st.booleans(), st.booleans()),
-    health=(st.none() | health_checks[0], health_checks[1]))
+    health=(st.none() | health_checks[0], health_checks[1]),
+    deploy=(st.none() | deploy_settings[0], deploy_settings[1]))
 env_keys = st.one_of(st.sampled_from(["PATH", "A", "_", "K" * 255]),
                      st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True))
 env_values = st.one_of(st.sampled_from(["", "é", "a=b", "\t"]), st.text(max_size=20).filter(

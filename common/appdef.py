@@ -92,6 +92,8 @@ class Release:
     types: dict[str, ProcessType]
     env: dict[str, str]
     created: float
+    author: str = ""       # who made it: "operator alice" (TLS) or "user@host" (ctl)
+    description: str = ""  # what made it: "Deploy"
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
@@ -104,7 +106,8 @@ class Release:
                                       "deploy": DeploySettings(**t.get("deploy", {}))})
                  for name, t in raw["types"].items()}
         return Release(version=int(raw["version"]), types=types, env=dict(raw["env"]),
-                       created=float(raw["created"]))
+                       created=float(raw["created"]), author=str(raw.get("author", "")),
+                       description=str(raw.get("description", "")))
 
 
 # ---- validation: one set of rules for formation.toml, the Procfile and the API ------------

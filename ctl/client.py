@@ -142,5 +142,9 @@ class Client:
     def remove_agent(self, agent: str) -> None:
         self._call(lambda s: s.RemoveAgent, pb.RemoveAgentRequest(agent=agent))
 
+    def releases(self, app: str) -> list[pb.ReleaseInfo]:
+        return list(self._call(lambda s: s.ListReleases,
+                               pb.ListReleasesRequest(app=app)).releases)
+
     def agents(self) -> list[pb.Agent]:
         return list(self._call(lambda s: s.ListAgents, pb.ListAgentsRequest()).agents)

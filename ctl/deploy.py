@@ -7,7 +7,9 @@ its file and line; names Heroku would correct (`critical_job`) are corrected wit
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import socket
 import sys
 
 from common.appdef import AppDefError, ProcessType, check_release
@@ -73,8 +75,19 @@ def prepare(args: argparse.Namespace) -> tuple[pb.DeployRequest, dict[str, str]]
     for warning in warnings:
         sys.stderr.write(f"ctl: warning: {warning}\n")
     request = pb.DeployRequest(app=args.app, types=[type_to_pb(t) for t in types.values()],
-                               env=env)
+                               env=env, author=author())
     return request, renamed
+
+
+def author() -> str:
+    """`user@host`, what a plaintext scheduler records as a release's author (with TLS it
+    records the certificate's role and name instead)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    text = f"{user}@{socket.gethostname()}"
+    return "".join(c for c in text if c.isprintable())[:255]
 
 
 def build_request(args: argparse.Namespace) -> pb.DeployRequest:

@@ -94,7 +94,7 @@ class ProcessType(_message.Message):
     def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., deploy: _Optional[_Union[DeploySettings, _Mapping]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("app", "types", "env")
+    __slots__ = ("app", "types", "env", "author")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -105,10 +105,12 @@ class DeployRequest(_message.Message):
     APP_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
     app: str
     types: _containers.RepeatedCompositeFieldContainer[ProcessType]
     env: _containers.ScalarMap[str, str]
-    def __init__(self, app: _Optional[str] = ..., types: _Optional[_Iterable[_Union[ProcessType, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    author: str
+    def __init__(self, app: _Optional[str] = ..., types: _Optional[_Iterable[_Union[ProcessType, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ..., author: _Optional[str] = ...) -> None: ...
 
 class DeployReply(_message.Message):
     __slots__ = ("version",)
@@ -259,6 +261,32 @@ class DrainReply(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     agent: Agent
     def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...
+
+class ListReleasesRequest(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class ReleaseInfo(_message.Message):
+    __slots__ = ("version", "created", "author", "description", "status")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    created: float
+    author: str
+    description: str
+    status: str
+    def __init__(self, version: _Optional[int] = ..., created: _Optional[float] = ..., author: _Optional[str] = ..., description: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class ListReleasesReply(_message.Message):
+    __slots__ = ("releases",)
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    releases: _containers.RepeatedCompositeFieldContainer[ReleaseInfo]
+    def __init__(self, releases: _Optional[_Iterable[_Union[ReleaseInfo, _Mapping]]] = ...) -> None: ...
 
 class RemoveAgentRequest(_message.Message):
     __slots__ = ("agent",)

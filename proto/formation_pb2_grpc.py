@@ -74,6 +74,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.LogsRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.LogLine.FromString,
                 _registered_method=True)
+        self.ListReleases = channel.unary_unary(
+                '/formation.v1.Control/ListReleases',
+                request_serializer=proto_dot_formation__pb2.ListReleasesRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.ListReleasesReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -127,6 +132,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReleases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +180,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=proto_dot_formation__pb2.LogsRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.LogLine.SerializeToString,
+            ),
+            'ListReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReleases,
+                    request_deserializer=proto_dot_formation__pb2.ListReleasesRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.ListReleasesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +403,33 @@ class Control:
             '/formation.v1.Control/Logs',
             proto_dot_formation__pb2.LogsRequest.SerializeToString,
             proto_dot_formation__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/ListReleases',
+            proto_dot_formation__pb2.ListReleasesRequest.SerializeToString,
+            proto_dot_formation__pb2.ListReleasesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
     role       Control                              AgentLink
     operator   everything                           -
     viewer     GetFormation, ListInstances,         -
-               ListAgents (not Logs: apps print
+               ListAgents, ListReleases (not Logs: apps print
                secrets; docs/security.md)
     agent      -                                    Connect, as its own name only
     scheduler  -                                    -
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from common.identity import Identity
 
-READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents"})
+READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases"})
 # What a refusal says the caller may not do: "viewer may not scale".
 ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the formation",
            "ListInstances": "list instances", "ListAgents": "list agents",
+           "ListReleases": "list releases",
            "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
            "Connect": "connect as an agent"}
 

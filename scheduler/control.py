@@ -20,6 +20,7 @@ from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
 from scheduler.reconciler import Scheduler
 
 log = logging.getLogger("scheduler.control")
+MAX_AUTHOR = 255  # characters of a release's author as a plaintext client gives it
 
 
 def audit(context: grpc.aio.ServicerContext, what: str) -> None:
@@ -27,6 +28,17 @@ def audit(context: grpc.aio.ServicerContext, what: str) -> None:
     name), like an audit log: `operator alice: scaled shop web=3`."""
     who = peer_identity(context)
     log.info("%s: %s", who if who is not None else f"plaintext caller {context.peer()}", what)
+
+
+def author_of(context: grpc.aio.ServicerContext, said: str) -> str:
+    """Who makes a release: the caller's certificate when there is one (what a client says of
+    itself is then ignored), else what ctl says (`user@host`), checked."""
+    who = peer_identity(context)
+    if who is not None:
+        return str(who)
+    if len(said) > MAX_AUTHOR or not said.isprintable():
+        raise Rejected(f"author must be at most {MAX_AUTHOR} printable characters")
+    return said
 
 
 class ControlService(pbg.ControlServicer):
@@ -55,7 +67,7 @@ class ControlService(pbg.ControlServicer):
         async def run() -> pb.DeployReply:
             app = check_name("app", request.app)
             types, env = release_from_pb(request)
-            version = await self.s.deploy(app, types, env)
+            version = await self.s.deploy(app, types, env, author_of(context, request.author))
             audit(context, f"deployed {app} v{version}: {len(types)} process types, "
                            f"{len(env)} env variables")  # their names and values never
             return pb.DeployReply(version=version)
@@ -96,6 +108,20 @@ class ControlService(pbg.ControlServicer):
                 raise Rejected("page_size must be >= 0")
             return self.s.read.instances(request.app, request.type, request.state,
                                          request.page_size, request.page_token)
+        return await answer(context, run)
+
+    async def ListReleases(self, request: pb.ListReleasesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListReleasesReply:
+        async def run() -> pb.ListReleasesReply:
+            app = check_name("app", request.app)
+            apps = self.s.world.apps
+            current = apps.current.get(app, 0)
+            return pb.ListReleasesReply(releases=[
+                pb.ReleaseInfo(version=r.version, created=r.created, author=r.author,
+                               description=r.description,
+                               status="current" if r.version == current else "superseded")
+                for r in sorted(apps.releases.get(app, {}).values(),
+                                key=lambda r: -r.version)])
         return await answer(context, run)
 
     async def ListAgents(self, request: pb.ListAgentsRequest,

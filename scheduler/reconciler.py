@@ -207,12 +207,13 @@ class Scheduler(AgentEvents):
 
     # ---- what Control calls -----------------------------------------------------------
 
-    async def deploy(self, app: str, types: dict[str, ProcessType], env: dict[str, str]) -> int:
+    async def deploy(self, app: str, types: dict[str, ProcessType], env: dict[str, str],
+                     author: str = "", description: str = "Deploy") -> int:
         """A new release of app, made current; returns its version."""
         apps = self.world.apps
         async with self.lock:
             version = max(apps.releases.get(app, {}), default=0) + 1
-            release = Release(version, types, env, time.time())
+            release = Release(version, types, env, time.time(), author, description)
             revision = await self.store.create_release(app, release)
             if not revision:
                 raise Rejected("another deploy of this app won the race; try again",

@@ -129,13 +129,18 @@ deploys = message(
     env=(st.dictionaries(env_keys, env_values, max_size=4),
          st.one_of(st.dictionaries(bad_env_keys, env_values, min_size=1, max_size=2),
                    st.dictionaries(env_keys, bad_env_values, min_size=1, max_size=2),
-                   st.builds(lambda: TOO_MANY_VARS))))
+                   st.builds(lambda: TOO_MANY_VARS))),
+    # what a plaintext ctl says of itself (the fuzzed cluster is plaintext)
+    author=(st.sampled_from(["", "me@host"]),
+            st.one_of(hostile_text.filter(lambda s: len(s) > 255 or not s.isprintable()),
+                      st.just("x" * 256))))
 counts: Field = (st.sampled_from([0, 1, 2, 3, 10_000]),
                  st.one_of(st.sampled_from([10_001, -1, *INT32]), int32))
 scales = message(pb.ScaleRequest, app=apps,
                  counts=(st.dictionaries(types[0], counts[0], min_size=1, max_size=3),
                          st.dictionaries(st.one_of(*types), st.one_of(*counts), max_size=3)))
 formations = message(pb.GetFormationRequest, app=apps)
+list_releases = message(pb.ListReleasesRequest, app=apps)
 page_tokens: Field = (
     st.one_of(
         st.sampled_from(["", "fz-a/web/1/web.1", "fz-a/web/0/", "a/b/0/d", "fz-a/web/-1/x"]),
@@ -173,6 +178,7 @@ CONTROL: dict[str, tuple[st.SearchStrategy[Any], set[str]]] = {
     "GetFormation": (formations, {"INVALID_ARGUMENT"}),
     "ListInstances": (list_instances, {"INVALID_ARGUMENT"}),
     "ListAgents": (list_agents, set()),
+    "ListReleases": (list_releases, {"INVALID_ARGUMENT"}),
     "Drain": (drains, {"INVALID_ARGUMENT", "NOT_FOUND"}),
     "RemoveAgent": (removes, {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"}),
     "Logs": (logs, {"INVALID_ARGUMENT"}),
@@ -180,7 +186,8 @@ CONTROL: dict[str, tuple[st.SearchStrategy[Any], set[str]]] = {
 REQUEST_TYPES = {"Deploy": pb.DeployRequest, "Scale": pb.ScaleRequest,
                  "GetFormation": pb.GetFormationRequest,
                  "ListInstances": pb.ListInstancesRequest,
-                 "ListAgents": pb.ListAgentsRequest, "Drain": pb.DrainRequest,
+                 "ListAgents": pb.ListAgentsRequest, "ListReleases": pb.ListReleasesRequest,
+                 "Drain": pb.DrainRequest,
                  "RemoveAgent": pb.RemoveAgentRequest, "Logs": pb.LogsRequest}
 
 # ---- raw bytes ------------------------------------------------------------------------------

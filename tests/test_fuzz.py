@@ -42,7 +42,8 @@ MAX_MESSAGE = 4 * 2**20  # gRPC's default limit of a received message
 RSS_GROWTH_MIB = 150     # the state the fuzzer can make is bounded below this (see the last test)
 REPLY_TYPES: dict[str, Any] = {"Deploy": pb.DeployReply, "Scale": pb.ScaleReply,
                "GetFormation": pb.FormationReply, "ListInstances": pb.ListInstancesReply,
-               "ListAgents": pb.ListAgentsReply, "Drain": pb.DrainReply,
+               "ListAgents": pb.ListAgentsReply, "ListReleases": pb.ListReleasesReply,
+               "Drain": pb.DrainReply,
                "RemoveAgent": pb.RemoveAgentReply, "Logs": pb.LogLine}
 
 

@@ -142,6 +142,18 @@ class Client:
     def remove_agent(self, agent: str) -> None:
         self._call(lambda s: s.RemoveAgent, pb.RemoveAgentRequest(agent=agent))
 
+    def config(self, app: str) -> pb.ConfigReply:
+        return self._call(lambda s: s.GetConfig, pb.GetConfigRequest(app=app))
+
+    def set_config(self, app: str, to_set: dict[str, str], unset: list[str],
+                   author: str = "") -> pb.SetConfigReply:
+        return self._call(lambda s: s.SetConfig, pb.SetConfigRequest(
+            app=app, set=to_set, unset=unset, author=author))
+
+    def rollback(self, app: str, version: int, author: str = "") -> pb.RollbackReply:
+        return self._call(lambda s: s.Rollback,
+                          pb.RollbackRequest(app=app, version=version, author=author))
+
     def releases(self, app: str) -> list[pb.ReleaseInfo]:
         return list(self._call(lambda s: s.ListReleases,
                                pb.ListReleasesRequest(app=app)).releases)

@@ -15,6 +15,7 @@ import sys
 from common.appdef import AppDefError, ProcessType, check_release
 from common.appdef_pb import type_to_pb
 from common.appfiles import parse_env_file, parse_env_line, parse_procfile, parse_settings
+from ctl import waitrelease
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--env-file", metavar="FILE", help="read KEY=VALUE lines from FILE")
     p.add_argument("--settings", metavar="FILE",
                    help="per-type settings (default: formation.toml beside the Procfile)")
+    waitrelease.add_flags(p)
     p.set_defaults(run=run)
 
 
@@ -97,6 +99,8 @@ def build_request(args: argparse.Namespace) -> pb.DeployRequest:
 def run(args: argparse.Namespace, client: Client) -> int:
     request, renamed = prepare(args)
     reply = client.deploy(request)
+    if args.wait:
+        waitrelease.wait(client, args, reply.version)
     names = [t.name for t in request.types]
     if args.json:
         emit_json({"app": args.app, "release": reply.version, "types": names,

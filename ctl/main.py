@@ -8,11 +8,26 @@ import sys
 
 from common.names import InvalidName, check_name
 from common.tls import TlsPaths, paths_from
-from ctl import agents, context, deploy, dev, drain, formation, logs, ps, releases, scale, tls
+from ctl import (
+    agents,
+    config,
+    context,
+    deploy,
+    dev,
+    drain,
+    formation,
+    logs,
+    ps,
+    releases,
+    rollback,
+    scale,
+    tls,
+)
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 
-COMMANDS = (deploy, releases, scale, ps, formation, agents, drain, logs, dev, tls)
+COMMANDS = (deploy, releases, config, rollback, scale, ps, formation, agents, drain, logs, dev,
+            tls)
 
 
 class Parser(argparse.ArgumentParser):

@@ -288,6 +288,72 @@ class ListReleasesReply(_message.Message):
     releases: _containers.RepeatedCompositeFieldContainer[ReleaseInfo]
     def __init__(self, releases: _Optional[_Iterable[_Union[ReleaseInfo, _Mapping]]] = ...) -> None: ...
 
+class GetConfigRequest(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class ConfigReply(_message.Message):
+    __slots__ = ("config", "release")
+    class ConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    config: _containers.ScalarMap[str, str]
+    release: int
+    def __init__(self, config: _Optional[_Mapping[str, str]] = ..., release: _Optional[int] = ...) -> None: ...
+
+class SetConfigRequest(_message.Message):
+    __slots__ = ("app", "set", "unset", "author")
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    APP_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    UNSET_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    set: _containers.ScalarMap[str, str]
+    unset: _containers.RepeatedScalarFieldContainer[str]
+    author: str
+    def __init__(self, app: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., unset: _Optional[_Iterable[str]] = ..., author: _Optional[str] = ...) -> None: ...
+
+class SetConfigReply(_message.Message):
+    __slots__ = ("version", "changed")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    changed: bool
+    def __init__(self, version: _Optional[int] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("app", "version", "author")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    version: int
+    author: str
+    def __init__(self, app: _Optional[str] = ..., version: _Optional[int] = ..., author: _Optional[str] = ...) -> None: ...
+
+class RollbackReply(_message.Message):
+    __slots__ = ("version", "to")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    to: int
+    def __init__(self, version: _Optional[int] = ..., to: _Optional[int] = ...) -> None: ...
+
 class RemoveAgentRequest(_message.Message):
     __slots__ = ("agent",)
     AGENT_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,21 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.ListReleasesRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.ListReleasesReply.FromString,
                 _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/formation.v1.Control/GetConfig',
+                request_serializer=proto_dot_formation__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.ConfigReply.FromString,
+                _registered_method=True)
+        self.SetConfig = channel.unary_unary(
+                '/formation.v1.Control/SetConfig',
+                request_serializer=proto_dot_formation__pb2.SetConfigRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.SetConfigReply.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/formation.v1.Control/Rollback',
+                request_serializer=proto_dot_formation__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.RollbackReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -138,6 +153,24 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +218,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListReleases,
                     request_deserializer=proto_dot_formation__pb2.ListReleasesRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.ListReleasesReply.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=proto_dot_formation__pb2.GetConfigRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.ConfigReply.SerializeToString,
+            ),
+            'SetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConfig,
+                    request_deserializer=proto_dot_formation__pb2.SetConfigRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.SetConfigReply.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=proto_dot_formation__pb2.RollbackRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.RollbackReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +478,87 @@ class Control:
             '/formation.v1.Control/ListReleases',
             proto_dot_formation__pb2.ListReleasesRequest.SerializeToString,
             proto_dot_formation__pb2.ListReleasesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/GetConfig',
+            proto_dot_formation__pb2.GetConfigRequest.SerializeToString,
+            proto_dot_formation__pb2.ConfigReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/SetConfig',
+            proto_dot_formation__pb2.SetConfigRequest.SerializeToString,
+            proto_dot_formation__pb2.SetConfigReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/Rollback',
+            proto_dot_formation__pb2.RollbackRequest.SerializeToString,
+            proto_dot_formation__pb2.RollbackReply.FromString,
             options,
             channel_credentials,
             insecure,

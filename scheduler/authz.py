@@ -22,6 +22,8 @@ ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the forma
            "ListInstances": "list instances", "ListAgents": "list agents",
            "ListReleases": "list releases",
            "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
+           "GetConfig": "read config vars", "SetConfig": "change config vars",
+           "Rollback": "roll back",
            "Connect": "connect as an agent"}
 
 

@@ -9,12 +9,15 @@ from typing import Any
 
 import grpc
 
+from common.appdef import Release
 from common.appdef_pb import release_from_pb
+from common.limits import MAX_ENV_VARS
 from common.names import check_count, check_name, split_instance_id
 from common.states import is_instance_state
 from common.tls import peer_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
+from scheduler import releases
 from scheduler.errors import Rejected, answer
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
 from scheduler.reconciler import Scheduler
@@ -108,6 +111,50 @@ class ControlService(pbg.ControlServicer):
                 raise Rejected("page_size must be >= 0")
             return self.s.read.instances(request.app, request.type, request.state,
                                          request.page_size, request.page_token)
+        return await answer(context, run)
+
+    async def GetConfig(self, request: pb.GetConfigRequest,
+                        context: grpc.aio.ServicerContext) -> pb.ConfigReply:
+        async def run() -> pb.ConfigReply:
+            current = self.s.world.apps.current_release(check_name("app", request.app))
+            if current is None:
+                return pb.ConfigReply()
+            return pb.ConfigReply(config=current.env, release=current.version)
+        return await answer(context, run)
+
+    async def SetConfig(self, request: pb.SetConfigRequest,
+                        context: grpc.aio.ServicerContext) -> pb.SetConfigReply:
+        async def run() -> pb.SetConfigReply:
+            app = check_name("app", request.app)
+            if len(request.unset) > MAX_ENV_VARS:
+                raise Rejected(f"at most {MAX_ENV_VARS} names to unset")
+            author = author_of(context, request.author)
+            before = self.s.world.apps.current.get(app, 0)
+            version = await self.s.new_release(app, lambda cur: releases.configured(
+                cur, dict(request.set), list(request.unset)), author)
+            changed = version != before
+            if changed:  # names only: values are secrets
+                what = self.s.world.apps.releases[app][version].description
+                audit(context, f"config of {app}: {what} (v{version})")
+            return pb.SetConfigReply(version=version, changed=changed)
+        return await answer(context, run)
+
+    async def Rollback(self, request: pb.RollbackRequest,
+                       context: grpc.aio.ServicerContext) -> pb.RollbackReply:
+        async def run() -> pb.RollbackReply:
+            app = check_name("app", request.app)
+            author = author_of(context, request.author)
+            target: list[int] = []
+
+            def make(current: Release | None) -> releases.Content:
+                apps = self.s.world.apps
+                found = releases.rollback_target(apps.releases.get(app, {}),
+                                                 apps.current.get(app, 0), request.version)
+                target.append(found.version)
+                return releases.rolled_back(found)
+            version = await self.s.new_release(app, make, author)
+            audit(context, f"rolled {app} back to v{target[0]} (v{version})")
+            return pb.RollbackReply(version=version, to=target[0])
         return await answer(context, run)
 
     async def ListReleases(self, request: pb.ListReleasesRequest,

@@ -12,17 +12,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
 from common.appdef import ProcessType, Release
-from scheduler import instruments
+from scheduler import instruments, releases
 from scheduler.agents import AgentTable
 from scheduler.errors import Rejected
 from scheduler.placement import Assigned, InstanceKey, Plan, plan
 from scheduler.push import LinkTimes, push_all
 from scheduler.readmodels import ReadModels
 from scheduler.records import AppEvent, Snapshot, decode
+from scheduler.releases import Content
 from scheduler.sessions import AgentEvents
 from scheduler.store import Conflict, Store, StoreUnavailable
 from scheduler.world import Apps, World
@@ -208,12 +210,26 @@ class Scheduler(AgentEvents):
     # ---- what Control calls -----------------------------------------------------------
 
     async def deploy(self, app: str, types: dict[str, ProcessType], env: dict[str, str],
-                     author: str = "", description: str = "Deploy") -> int:
-        """A new release of app, made current; returns its version."""
+                     author: str = "") -> int:
+        """A new release of app from a Procfile (its env on top of the current config), made
+        current; returns its version."""
+        return await self.new_release(app, lambda cur: releases.deployed(cur, types, env),
+                                      author)
+
+    async def new_release(self, app: str, make: Callable[[Release | None], Content | None],
+                          author: str = "") -> int:
+        """A new release of app with what `make` returns from the current one, made current;
+        its version (or the current one if `make` says nothing changes). Under the lock: two
+        changes never build on the same release."""
         apps = self.world.apps
         async with self.lock:
+            content = make(apps.current_release(app))
+            if content is None:
+                return apps.current.get(app, 0)
+            types = content.types
             version = max(apps.releases.get(app, {}), default=0) + 1
-            release = Release(version, types, env, time.time(), author, description)
+            release = Release(version, types, content.env, time.time(), author,
+                              content.description)
             revision = await self.store.create_release(app, release)
             if not revision:
                 raise Rejected("another deploy of this app won the race; try again",

@@ -121,6 +121,10 @@ TOO_MANY_TYPES = [pb.ProcessType(name=f"t{i}", command="sleep 1000")
                   for i in range(MAX_TYPES_PER_RELEASE + 1)]
 TOO_MANY_VARS = {f"V{i}": "" for i in range(1001)}
 
+# What a plaintext ctl says of itself (the fuzzed cluster is plaintext).
+authors: Field = (st.sampled_from(["", "me@host"]),
+                  st.one_of(hostile_text.filter(lambda s: len(s) > 255 or not s.isprintable()),
+                            st.just("x" * 256)))
 deploys = message(
     pb.DeployRequest, app=apps,
     types=(st.lists(process_types[0], min_size=1, max_size=4, unique_by=lambda t: t.name),
@@ -130,10 +134,7 @@ deploys = message(
          st.one_of(st.dictionaries(bad_env_keys, env_values, min_size=1, max_size=2),
                    st.dictionaries(env_keys, bad_env_values, min_size=1, max_size=2),
                    st.builds(lambda: TOO_MANY_VARS))),
-    # what a plaintext ctl says of itself (the fuzzed cluster is plaintext)
-    author=(st.sampled_from(["", "me@host"]),
-            st.one_of(hostile_text.filter(lambda s: len(s) > 255 or not s.isprintable()),
-                      st.just("x" * 256))))
+    author=authors)
 counts: Field = (st.sampled_from([0, 1, 2, 3, 10_000]),
                  st.one_of(st.sampled_from([10_001, -1, *INT32]), int32))
 scales = message(pb.ScaleRequest, app=apps,
@@ -141,6 +142,19 @@ scales = message(pb.ScaleRequest, app=apps,
                          st.dictionaries(st.one_of(*types), st.one_of(*counts), max_size=3)))
 formations = message(pb.GetFormationRequest, app=apps)
 list_releases = message(pb.ListReleasesRequest, app=apps)
+get_configs = message(pb.GetConfigRequest, app=apps)
+set_configs = message(
+    pb.SetConfigRequest, app=apps,
+    set=(st.dictionaries(env_keys, env_values, min_size=1, max_size=3),
+         st.one_of(st.dictionaries(bad_env_keys, env_values, min_size=1, max_size=2),
+                   st.dictionaries(env_keys, bad_env_values, min_size=1, max_size=2),
+                   st.builds(lambda: TOO_MANY_VARS))),
+    unset=(st.lists(env_keys, max_size=3), st.lists(bad_env_keys, min_size=1, max_size=3)),
+    author=authors)
+rollbacks = message(pb.RollbackRequest, app=apps,
+                    version=(st.sampled_from([0, 1, 2, 3]),
+                             st.one_of(st.sampled_from([-1, 2**62, -(2**63)]), int32)),
+                    author=authors)
 page_tokens: Field = (
     st.one_of(
         st.sampled_from(["", "fz-a/web/1/web.1", "fz-a/web/0/", "a/b/0/d", "fz-a/web/-1/x"]),
@@ -179,6 +193,10 @@ CONTROL: dict[str, tuple[st.SearchStrategy[Any], set[str]]] = {
     "ListInstances": (list_instances, {"INVALID_ARGUMENT"}),
     "ListAgents": (list_agents, set()),
     "ListReleases": (list_releases, {"INVALID_ARGUMENT"}),
+    "GetConfig": (get_configs, {"INVALID_ARGUMENT"}),
+    "SetConfig": (set_configs, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "ABORTED"}),
+    "Rollback": (rollbacks, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND",
+                             "ABORTED"}),
     "Drain": (drains, {"INVALID_ARGUMENT", "NOT_FOUND"}),
     "RemoveAgent": (removes, {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"}),
     "Logs": (logs, {"INVALID_ARGUMENT"}),
@@ -187,6 +205,8 @@ REQUEST_TYPES = {"Deploy": pb.DeployRequest, "Scale": pb.ScaleRequest,
                  "GetFormation": pb.GetFormationRequest,
                  "ListInstances": pb.ListInstancesRequest,
                  "ListAgents": pb.ListAgentsRequest, "ListReleases": pb.ListReleasesRequest,
+                 "GetConfig": pb.GetConfigRequest, "SetConfig": pb.SetConfigRequest,
+                 "Rollback": pb.RollbackRequest,
                  "Drain": pb.DrainRequest,
                  "RemoveAgent": pb.RemoveAgentRequest, "Logs": pb.LogsRequest}
 

@@ -1,0 +1,54 @@
+"""`--wait` for what makes a release (deploy, config set/unset, rollback): progress per type,
+then exit 0 once every instance runs the new release and is healthy (running), 1 on timeout."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from common.states import InstanceState
+from ctl.client import Client
+from ctl.errors import RUNTIME, CtlError
+from ctl.scale import check_timeout
+from proto import formation_pb2 as pb
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="wait until every instance runs the new release, healthy")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="seconds --wait waits (default 120)")
+
+
+def progress(instances: list[pb.Instance], desired: dict[str, int], version: int
+             ) -> tuple[bool, str]:
+    """(done?, `web 3/10 updated, 2 healthy; worker 2/2 updated, 2 healthy`)."""
+    done, parts = True, []
+    for ptype, want in sorted(desired.items()):
+        rows = [i for i in instances if i.type == ptype]
+        updated = [i for i in rows if i.release == version]
+        healthy = sum(1 for i in updated if i.state == InstanceState.RUNNING)
+        done = done and len(rows) == want and healthy == want
+        parts.append(f"{ptype} {len(updated)}/{want} updated, {healthy} healthy")
+    return done, "; ".join(parts) or "no instances"
+
+
+def wait(client: Client, args: argparse.Namespace, version: int) -> None:
+    """Wait for release `version` of args.app (args.timeout); CtlError (exit 1) on timeout."""
+    check_timeout(args.timeout)
+    show = sys.stderr.isatty() and not args.json
+    desired = {t.type: t.desired for t in client.formation(args.app).types if t.desired}
+    deadline = time.monotonic() + args.timeout
+    while True:
+        done, line = progress(client.instances(args.app), desired, version)
+        if show:
+            sys.stderr.write(f"\r\033[K{line}")
+            sys.stderr.flush()
+        if done or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)  # polling a remote API between renders, not synchronizing threads
+    if show:
+        sys.stderr.write("\n")
+    if not done:
+        raise CtlError(f"timed out after {args.timeout:g}s waiting for v{version}: {line}",
+                       RUNTIME)

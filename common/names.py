@@ -33,7 +33,8 @@ def split_instance_id(iid: str) -> tuple[str, int]:
     """`web.3` -> (`web`, 3); raise ValueError on anything else."""
     ptype, sep, num = iid.rpartition(".")
     if not sep or not num.isdigit() or not NAME_RE.fullmatch(ptype) or int(num) < 1:
-        raise ValueError(f"invalid instance id {iid!r}")
+        shown = repr(iid) if len(iid) <= 70 else repr(iid[:64]) + "…"  # never echo a huge one
+        raise ValueError(f"invalid instance id {shown}")
     return ptype, int(num)
 
 

@@ -118,8 +118,13 @@ class Client:
     def deploy(self, request: pb.DeployRequest) -> pb.DeployReply:
         return self._call(lambda s: s.Deploy, request)
 
-    def scale(self, app: str, counts: dict[str, int]) -> pb.ScaleReply:
-        return self._call(lambda s: s.Scale, pb.ScaleRequest(app=app, counts=counts))
+    def scale(self, app: str, counts: dict[str, int], author: str = "",
+              undo: bool = False) -> pb.ScaleReply:
+        return self._call(lambda s: s.Scale, pb.ScaleRequest(app=app, counts=counts,
+                                                             author=author, undo=undo))
+
+    def scales(self, app: str) -> list[pb.ScaleChange]:
+        return list(self._call(lambda s: s.ListScales, pb.ListScalesRequest(app=app)).changes)
 
     def formation(self, app: str) -> pb.FormationReply:
         return self._call(lambda s: s.GetFormation, pb.GetFormationRequest(app=app))

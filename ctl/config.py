@@ -10,8 +10,8 @@ from common.appdef import AppDefError
 from common.appfiles import parse_env_line
 from common.escape import escape
 from ctl import waitrelease
+from ctl.author import author
 from ctl.client import Client
-from ctl.deploy import author
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json
 

@@ -7,15 +7,14 @@ its file and line; names Heroku would correct (`critical_job`) are corrected wit
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
-import socket
 import sys
 
 from common.appdef import AppDefError, ProcessType, check_release
 from common.appdef_pb import type_to_pb
 from common.appfiles import parse_env_file, parse_env_line, parse_procfile, parse_settings
 from ctl import waitrelease
+from ctl.author import author
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json
@@ -79,17 +78,6 @@ def prepare(args: argparse.Namespace) -> tuple[pb.DeployRequest, dict[str, str]]
     request = pb.DeployRequest(app=args.app, types=[type_to_pb(t) for t in types.values()],
                                env=env, author=author())
     return request, renamed
-
-
-def author() -> str:
-    """`user@host`, what a plaintext scheduler records as a release's author (with TLS it
-    records the certificate's role and name instead)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    text = f"{user}@{socket.gethostname()}"
-    return "".join(c for c in text if c.isprintable())[:255]
 
 
 def build_request(args: argparse.Namespace) -> pb.DeployRequest:

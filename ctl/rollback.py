@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from ctl import waitrelease
+from ctl.author import author
 from ctl.client import Client
-from ctl.deploy import author
 from ctl.errors import USAGE, CtlError
 from ctl.output import emit_json
 

@@ -14,6 +14,7 @@ import time
 from common.appfiles import normalise_type_name
 from common.names import NAME_RE, InvalidName, check_count, check_name, parse_count
 from common.states import InstanceState
+from ctl.author import author
 from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
 from ctl.output import emit_json
@@ -23,7 +24,9 @@ from proto import formation_pb2 as pb
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("scale", parents=[parent], help="set desired counts per type",
                        description=__doc__.splitlines()[0])
-    p.add_argument("specs", nargs="+", metavar="TYPE=N")
+    p.add_argument("specs", nargs="*", metavar="TYPE=N")
+    p.add_argument("--undo", action="store_true",
+                   help="restore the counts from before the last change")
     p.add_argument("--wait", action="store_true", help="wait until the formation runs")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="seconds --wait waits (default 60)")
@@ -121,13 +124,18 @@ def wait(client: Client, app: str, counts: dict[str, int], timeout: float, show:
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
+    if bool(args.specs) == args.undo:
+        raise CtlError("give TYPE=N... or --undo", USAGE)
     specs = parse_specs(args.specs)
     check_timeout(args.timeout)
     current: dict[str, int] = {}
     if any(op != "=" for op, _ in specs.values()):
         current = {t.type: t.desired for t in client.formation(args.app).types}
     counts = resolve(specs, current)
-    reply = client.scale(args.app, counts)
+    reply = client.scale(args.app, counts, author(), args.undo)
+    if args.undo:  # what it restored: the counts of the types the last change had changed
+        last = client.scales(args.app)
+        counts = dict(last[0].after) if last else dict(reply.counts)
     if not args.wait:
         if args.json:
             emit_json(dict(reply.counts))

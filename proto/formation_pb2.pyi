@@ -119,7 +119,7 @@ class DeployReply(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class ScaleRequest(_message.Message):
-    __slots__ = ("app", "counts")
+    __slots__ = ("app", "counts", "author", "undo")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -129,9 +129,13 @@ class ScaleRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     APP_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
     app: str
     counts: _containers.ScalarMap[str, int]
-    def __init__(self, app: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    author: str
+    undo: bool
+    def __init__(self, app: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., author: _Optional[str] = ..., undo: _Optional[bool] = ...) -> None: ...
 
 class ScaleReply(_message.Message):
     __slots__ = ("counts",)
@@ -287,6 +291,46 @@ class ListReleasesReply(_message.Message):
     RELEASES_FIELD_NUMBER: _ClassVar[int]
     releases: _containers.RepeatedCompositeFieldContainer[ReleaseInfo]
     def __init__(self, releases: _Optional[_Iterable[_Union[ReleaseInfo, _Mapping]]] = ...) -> None: ...
+
+class ListScalesRequest(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class ScaleChange(_message.Message):
+    __slots__ = ("time", "author", "before", "after", "undo")
+    class BeforeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class AfterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    author: str
+    before: _containers.ScalarMap[str, int]
+    after: _containers.ScalarMap[str, int]
+    undo: bool
+    def __init__(self, time: _Optional[float] = ..., author: _Optional[str] = ..., before: _Optional[_Mapping[str, int]] = ..., after: _Optional[_Mapping[str, int]] = ..., undo: _Optional[bool] = ...) -> None: ...
+
+class ListScalesReply(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ScaleChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[ScaleChange, _Mapping]]] = ...) -> None: ...
 
 class GetConfigRequest(_message.Message):
     __slots__ = ("app",)

@@ -79,6 +79,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.ListReleasesRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.ListReleasesReply.FromString,
                 _registered_method=True)
+        self.ListScales = channel.unary_unary(
+                '/formation.v1.Control/ListScales',
+                request_serializer=proto_dot_formation__pb2.ListScalesRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.ListScalesReply.FromString,
+                _registered_method=True)
         self.GetConfig = channel.unary_unary(
                 '/formation.v1.Control/GetConfig',
                 request_serializer=proto_dot_formation__pb2.GetConfigRequest.SerializeToString,
@@ -153,6 +158,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListScales(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetConfig(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -218,6 +229,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListReleases,
                     request_deserializer=proto_dot_formation__pb2.ListReleasesRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.ListReleasesReply.SerializeToString,
+            ),
+            'ListScales': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScales,
+                    request_deserializer=proto_dot_formation__pb2.ListScalesRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.ListScalesReply.SerializeToString,
             ),
             'GetConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConfig,
@@ -478,6 +494,33 @@ class Control:
             '/formation.v1.Control/ListReleases',
             proto_dot_formation__pb2.ListReleasesRequest.SerializeToString,
             proto_dot_formation__pb2.ListReleasesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScales(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/ListScales',
+            proto_dot_formation__pb2.ListScalesRequest.SerializeToString,
+            proto_dot_formation__pb2.ListScalesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,8 +3,9 @@
     role       Control                              AgentLink
     operator   everything                           -
     viewer     GetFormation, ListInstances,         -
-               ListAgents, ListReleases (not Logs: apps print
-               secrets; docs/security.md)
+               ListAgents, ListReleases,
+               ListScales (not Logs: apps print
+               secrets; nor GetConfig: docs/security.md)
     agent      -                                    Connect, as its own name only
     scheduler  -                                    -
 
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 from common.identity import Identity
 
-READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases"})
+READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases",
+                       "ListScales"})
 # What a refusal says the caller may not do: "viewer may not scale".
 ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the formation",
            "ListInstances": "list instances", "ListAgents": "list agents",
-           "ListReleases": "list releases",
+           "ListReleases": "list releases", "ListScales": "read the formation history",
            "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
            "GetConfig": "read config vars", "SetConfig": "change config vars",
            "Rollback": "roll back",

@@ -80,14 +80,17 @@ class ControlService(pbg.ControlServicer):
                     ) -> pb.ScaleReply:
         async def run() -> pb.ScaleReply:
             app = check_name("app", request.app)
-            if not request.counts:
+            if request.undo and request.counts:
+                raise Rejected("give TYPE=N or undo, not both")
+            if not request.counts and not request.undo:
                 raise Rejected("nothing to scale: give TYPE=N")
             for ptype, n in request.counts.items():
                 check_name("process type", ptype)
                 check_count(ptype, n)
-            counts = await self.s.scale(app, dict(request.counts))
-            audit(context, f"scaled {app} " + " ".join(
-                f"{t}={n}" for t, n in sorted(request.counts.items())))
+            counts = await self.s.scale(app, dict(request.counts),
+                                        author_of(context, request.author), request.undo)
+            audit(context, f"scaled {app} " + ("back (undo)" if request.undo else " ".join(
+                f"{t}={n}" for t, n in sorted(request.counts.items()))))
             return pb.ScaleReply(counts=counts)
         return await answer(context, run)
 
@@ -155,6 +158,16 @@ class ControlService(pbg.ControlServicer):
             version = await self.s.new_release(app, make, author)
             audit(context, f"rolled {app} back to v{target[0]} (v{version})")
             return pb.RollbackReply(version=version, to=target[0])
+        return await answer(context, run)
+
+    async def ListScales(self, request: pb.ListScalesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListScalesReply:
+        async def run() -> pb.ListScalesReply:
+            app = check_name("app", request.app)
+            return pb.ListScalesReply(changes=[
+                pb.ScaleChange(time=r.time, author=r.author, before=r.before, after=r.after,
+                               undo=r.undo)
+                for r in reversed(self.s.world.apps.scales.get(app, []))])
         return await answer(context, run)
 
     async def ListReleases(self, request: pb.ListReleasesRequest,

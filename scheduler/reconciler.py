@@ -23,7 +23,7 @@ from scheduler.errors import Rejected
 from scheduler.placement import Assigned, InstanceKey, Plan, plan
 from scheduler.push import LinkTimes, push_all
 from scheduler.readmodels import ReadModels
-from scheduler.records import AppEvent, Snapshot, decode
+from scheduler.records import AppEvent, ScaleRecord, Snapshot, decode
 from scheduler.releases import Content
 from scheduler.sessions import AgentEvents
 from scheduler.store import Conflict, Store, StoreUnavailable
@@ -74,7 +74,7 @@ class Scheduler(AgentEvents):
         return snap.revision
 
     def _set_apps(self, snap: Snapshot) -> None:
-        self.world.apps = Apps(snap.releases, snap.current, snap.formation)
+        self.world.apps = Apps(snap.releases, snap.current, snap.formation, snap.scales)
         self._app_revisions = dict(snap.app_revisions)
 
     def app_event(self, event: AppEvent) -> None:
@@ -93,6 +93,8 @@ class Scheduler(AgentEvents):
                     apps.current.pop(app, None)
                 case ["apps", app, "formation", ptype]:
                     apps.formation.pop((app, ptype), None)
+                case ["apps", app, "scales"]:
+                    apps.scales.pop(app, None)
         else:
             snap = Snapshot()
             decode(snap, parts, event.value)
@@ -100,6 +102,7 @@ class Scheduler(AgentEvents):
                 apps.releases.setdefault(app, {}).update(versions)
             apps.current.update(snap.current)
             apps.formation.update(snap.formation)
+            apps.scales.update(snap.scales)
         if parts[-1] == "current":
             self.read.touch_current(parts[1])
         self.poke()
@@ -260,23 +263,45 @@ class Scheduler(AgentEvents):
             log.info("app %s: forgot releases %s (history %d)", app,
                      ", ".join(f"v{v}" for v in drop), self.release_history)
 
-    async def scale(self, app: str, counts: dict[str, int]) -> dict[str, int]:
-        """Set desired counts of types of app's current release; returns all of its counts."""
+    async def scale(self, app: str, counts: dict[str, int], author: str = "",
+                    undo: bool = False) -> dict[str, int]:
+        """Set desired counts of types of app's current release (undo: back to the counts
+        before the last change), recorded in the app's formation history; returns all of its
+        counts."""
         release = self.world.apps.current_release(app)
         if release is None:
             raise Rejected(f"app {app!r} has no release yet: run 'ctl deploy PROCFILE' first",
                            grpc.StatusCode.FAILED_PRECONDITION)
-        unknown = sorted(set(counts) - set(release.types))
-        if unknown:
-            raise Rejected(f"unknown process type {unknown[0]!r} (app {app!r} has: "
-                           f"{', '.join(sorted(release.types))})")
         async with self.lock:
-            await self._set_counts(app, counts)
+            history = self.world.apps.scales.get(app, [])
+            if undo:
+                if not history:
+                    raise Rejected(f"nothing to undo: {app}'s counts were never changed",
+                                   grpc.StatusCode.FAILED_PRECONDITION)
+                counts = {t: n for t, n in history[-1].before.items() if t in release.types}
+            unknown = sorted(set(counts) - set(release.types))
+            if unknown:
+                raise Rejected(f"unknown process type {unknown[0]!r} (app {app!r} has: "
+                               f"{', '.join(sorted(release.types))})")
+            formation = self.world.apps.formation
+            before = {t: formation.get((app, t), 0) for t in counts}
+            changed = {t: n for t, n in counts.items() if before[t] != n}
+            record = ScaleRecord(time.time(), author, {t: before[t] for t in changed},
+                                 changed, undo) if changed else None
+            await self._set_counts(app, counts, record)
         self.poke()
         return self.world.apps.counts(app)
 
-    async def _set_counts(self, app: str, counts: dict[str, int]) -> None:
-        revision = await self.store.set_formation(app, counts)
+    async def _set_counts(self, app: str, counts: dict[str, int],
+                          record: ScaleRecord | None = None) -> None:
+        """Write counts (and add record to the app's history) in one etcd transaction."""
+        history = None
+        if record is not None:
+            history = [*self.world.apps.scales.get(app, []), record]
+        revision, kept = await self.store.set_formation(app, counts, history)
         for ptype, n in counts.items():
             self._app_revisions[f"apps/{app}/formation/{ptype}"] = revision
             self.world.apps.formation[(app, ptype)] = n
+        if kept is not None:
+            self._app_revisions[f"apps/{app}/scales"] = revision
+            self.world.apps.scales[app] = kept

@@ -20,7 +20,15 @@ from common.tls import TlsError
 from scheduler.etcdclient import Endpoint, EtcdAuth, EtcdClient, explain
 from scheduler.etcdclient import parse_endpoints as parse_endpoints  # its home until TLS came
 from scheduler.placement import Assigned, InstanceKey
-from scheduler.records import AgentRecord, AppEvent, Snapshot, assigned_json, decode
+from scheduler.records import (
+    AgentRecord,
+    AppEvent,
+    ScaleRecord,
+    Snapshot,
+    assigned_json,
+    decode,
+    scales_json,
+)
 
 log = logging.getLogger("scheduler.store")
 T = TypeVar("T")
@@ -220,10 +228,18 @@ class Store:
         except Conflict:
             return 0
 
-    async def set_formation(self, app: str, counts: dict[str, int]) -> int:
-        written = await self.write({self.key("apps", app, "formation", t): str(n).encode()
-                                    for t, n in counts.items()})
-        return max(written.values(), default=0)
+    async def set_formation(self, app: str, counts: dict[str, int],
+                            history: list[ScaleRecord] | None = None
+                            ) -> tuple[int, list[ScaleRecord] | None]:
+        """Write counts, and the app's formation history if given (the newest records that fit:
+        records.scales_json), together; (the revision, the records kept)."""
+        puts = {self.key("apps", app, "formation", t): str(n).encode()
+                for t, n in counts.items()}
+        kept = None
+        if history is not None:
+            puts[self.key("apps", app, "scales")], kept = scales_json(history)
+        written = await self.write(puts)
+        return max(written.values(), default=0), kept
 
     async def drop_releases(self, app: str, versions: Sequence[int]) -> None:
         await self.write({}, [self.key("apps", app, "releases", str(v)) for v in versions])

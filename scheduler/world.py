@@ -15,6 +15,7 @@ from common.states import InstanceState
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentTable
 from scheduler.placement import Assigned, InstanceKey
+from scheduler.records import ScaleRecord
 
 
 def runs_release(report: pb.InstanceStatus | None, release: int) -> bool:
@@ -29,6 +30,7 @@ class Apps:
     releases: dict[str, dict[int, Release]] = field(default_factory=dict)
     current: dict[str, int] = field(default_factory=dict)
     formation: dict[tuple[str, str], int] = field(default_factory=dict)
+    scales: dict[str, list[ScaleRecord]] = field(default_factory=dict)  # oldest first
 
     def current_release(self, app: str) -> Release | None:
         version = self.current.get(app)

@@ -139,7 +139,9 @@ counts: Field = (st.sampled_from([0, 1, 2, 3, 10_000]),
                  st.one_of(st.sampled_from([10_001, -1, *INT32]), int32))
 scales = message(pb.ScaleRequest, app=apps,
                  counts=(st.dictionaries(types[0], counts[0], min_size=1, max_size=3),
-                         st.dictionaries(st.one_of(*types), st.one_of(*counts), max_size=3)))
+                         st.dictionaries(st.one_of(*types), st.one_of(*counts), max_size=3)),
+                 author=authors, undo=(st.just(False), st.booleans()))
+list_scales = message(pb.ListScalesRequest, app=apps)
 formations = message(pb.GetFormationRequest, app=apps)
 list_releases = message(pb.ListReleasesRequest, app=apps)
 get_configs = message(pb.GetConfigRequest, app=apps)
@@ -193,6 +195,7 @@ CONTROL: dict[str, tuple[st.SearchStrategy[Any], set[str]]] = {
     "ListInstances": (list_instances, {"INVALID_ARGUMENT"}),
     "ListAgents": (list_agents, set()),
     "ListReleases": (list_releases, {"INVALID_ARGUMENT"}),
+    "ListScales": (list_scales, {"INVALID_ARGUMENT"}),
     "GetConfig": (get_configs, {"INVALID_ARGUMENT"}),
     "SetConfig": (set_configs, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "ABORTED"}),
     "Rollback": (rollbacks, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND",
@@ -205,7 +208,7 @@ REQUEST_TYPES = {"Deploy": pb.DeployRequest, "Scale": pb.ScaleRequest,
                  "GetFormation": pb.GetFormationRequest,
                  "ListInstances": pb.ListInstancesRequest,
                  "ListAgents": pb.ListAgentsRequest, "ListReleases": pb.ListReleasesRequest,
-                 "GetConfig": pb.GetConfigRequest, "SetConfig": pb.SetConfigRequest,
+                 "ListScales": pb.ListScalesRequest, "GetConfig": pb.GetConfigRequest, "SetConfig": pb.SetConfigRequest,
                  "Rollback": pb.RollbackRequest,
                  "Drain": pb.DrainRequest,
                  "RemoveAgent": pb.RemoveAgentRequest, "Logs": pb.LogsRequest}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from common.appdef import Release
 from scheduler.placement import Assigned, InstanceKey
-from scheduler.records import AgentRecord, Snapshot
+from scheduler.records import AgentRecord, ScaleRecord, Snapshot, scales_json
 from scheduler.store import Conflict, StoreUnavailable
 
 
@@ -46,12 +46,19 @@ class MemStore:
         self.snap.app_revisions[f"apps/{app}/current"] = rev
         return rev
 
-    async def set_formation(self, app: str, counts: dict[str, int]) -> int:
+    async def set_formation(self, app: str, counts: dict[str, int],
+                            history: list[ScaleRecord] | None = None
+                            ) -> tuple[int, list[ScaleRecord] | None]:
         rev = self._next()
         for t, n in counts.items():
             self.snap.formation[(app, t)] = n
             self.snap.app_revisions[f"apps/{app}/formation/{t}"] = rev
-        return rev
+        kept = None
+        if history is not None:
+            kept = scales_json(history)[1]
+            self.snap.scales[app] = kept
+            self.snap.app_revisions[f"apps/{app}/scales"] = rev
+        return rev, kept
 
     async def drop_releases(self, app: str, versions: list[int]) -> None:
         self._next()

@@ -43,7 +43,7 @@ RSS_GROWTH_MIB = 150     # the state the fuzzer can make is bounded below this (
 REPLY_TYPES: dict[str, Any] = {"Deploy": pb.DeployReply, "Scale": pb.ScaleReply,
                "GetFormation": pb.FormationReply, "ListInstances": pb.ListInstancesReply,
                "ListAgents": pb.ListAgentsReply, "ListReleases": pb.ListReleasesReply,
-               "GetConfig": pb.ConfigReply, "SetConfig": pb.SetConfigReply,
+               "ListScales": pb.ListScalesReply, "GetConfig": pb.ConfigReply, "SetConfig": pb.SetConfigReply,
                "Rollback": pb.RollbackReply,
                "Drain": pb.DrainReply,
                "RemoveAgent": pb.RemoveAgentReply, "Logs": pb.LogLine}

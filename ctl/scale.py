@@ -7,9 +7,7 @@ timeout.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 
 from common.appfiles import normalise_type_name
 from common.names import NAME_RE, InvalidName, check_count, check_name, parse_count
@@ -18,6 +16,7 @@ from ctl.author import author
 from ctl.client import Client
 from ctl.errors import RUNTIME, USAGE, CtlError
 from ctl.output import emit_json
+from ctl.progress import check_timeout, watch
 from proto import formation_pb2 as pb
 
 
@@ -75,13 +74,6 @@ def _type_name(spelled: str) -> str:
         raise e from None
 
 
-def check_timeout(timeout: float) -> float:
-    """--timeout: finite and positive (NaN would wait forever), else a usage error."""
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise CtlError(f"--timeout must be a positive number of seconds, not {timeout:g}", USAGE)
-    return timeout
-
-
 def resolve(specs: dict[str, tuple[str, int]], current: dict[str, int]) -> dict[str, int]:
     counts = {}
     for ptype, (op, n) in specs.items():
@@ -108,19 +100,7 @@ def progress(instances: list[pb.Instance], counts: dict[str, int]) -> tuple[bool
 
 
 def wait(client: Client, app: str, counts: dict[str, int], timeout: float, show: bool) -> bool:
-    deadline = time.monotonic() + timeout
-    line = ""
-    while True:
-        done, line = progress(client.instances(app), counts)
-        if show:
-            sys.stderr.write(f"\r\033[K{line}")
-            sys.stderr.flush()
-        if done or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)  # polling a remote API between renders, not synchronizing threads
-    if show:
-        sys.stderr.write("\n")
-    return done
+    return watch(lambda: progress(client.instances(app), counts), timeout, show)[0]
 
 
 def run(args: argparse.Namespace, client: Client) -> int:

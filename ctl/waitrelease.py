@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from common.states import InstanceState
 from ctl.client import Client
 from ctl.errors import RUNTIME, CtlError
-from ctl.scale import check_timeout
+from ctl.progress import check_timeout, watch
 from proto import formation_pb2 as pb
 
 
@@ -36,19 +35,9 @@ def progress(instances: list[pb.Instance], desired: dict[str, int], version: int
 def wait(client: Client, args: argparse.Namespace, version: int) -> None:
     """Wait for release `version` of args.app (args.timeout); CtlError (exit 1) on timeout."""
     check_timeout(args.timeout)
-    show = sys.stderr.isatty() and not args.json
     desired = {t.type: t.desired for t in client.formation(args.app).types if t.desired}
-    deadline = time.monotonic() + args.timeout
-    while True:
-        done, line = progress(client.instances(args.app), desired, version)
-        if show:
-            sys.stderr.write(f"\r\033[K{line}")
-            sys.stderr.flush()
-        if done or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)  # polling a remote API between renders, not synchronizing threads
-    if show:
-        sys.stderr.write("\n")
+    done, line = watch(lambda: progress(client.instances(args.app), desired, version),
+                       args.timeout, sys.stderr.isatty() and not args.json)
     if not done:
         raise CtlError(f"timed out after {args.timeout:g}s waiting for v{version}: {line}",
                        RUNTIME)

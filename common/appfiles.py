@@ -205,12 +205,19 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
     return types
 
 
-def _health(table: str, raw: Any, at: Callable[[str, str | None], str]) -> HealthCheck:
+def _table(table: str, raw: Any, keys: set[str] | frozenset[str],
+           at: Callable[[str, str | None], str]) -> dict[str, Any]:
+    """raw as a table of only known keys, else AppDefError at its line."""
     if not isinstance(raw, dict):
         raise AppDefError(f"{at(table, None)}: must be a table")
-    unknown = sorted(set(raw) - _HEALTH_KEYS)
+    unknown = sorted(set(raw) - keys)
     if unknown:
         raise AppDefError(f"{at(table, unknown[0])}: unknown key(s) {', '.join(unknown)}")
+    return raw
+
+
+def _health(table: str, raw: Any, at: Callable[[str, str | None], str]) -> HealthCheck:
+    raw = _table(table, raw, _HEALTH_KEYS, at)
     kind = raw.get("type", "tcp")
     if kind not in HEALTH_TYPES:
         raise AppDefError(f"{at(table, 'type')}: type must be one of {', '.join(HEALTH_TYPES)},"
@@ -238,11 +245,7 @@ def _health(table: str, raw: Any, at: Callable[[str, str | None], str]) -> Healt
 
 def _deploy(table: str, raw: Any, at: Callable[[str, str | None], str]) -> DeploySettings:
     """[TYPE.deploy]: each value on its own (the rules between them: _deploy_rules)."""
-    if not isinstance(raw, dict):
-        raise AppDefError(f"{at(table, None)}: must be a table")
-    unknown = sorted(set(raw) - _DEPLOY_KEYS)
-    if unknown:
-        raise AppDefError(f"{at(table, unknown[0])}: unknown key(s) {', '.join(unknown)}")
+    raw = _table(table, raw, _DEPLOY_KEYS, at)
 
     def value(key: str, check: Callable[[str, str, Any], Any]) -> Any:
         return check(at(table, key), key, raw[key]) if key in raw else None

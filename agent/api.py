@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.logs import LogLine, LogSink, Match
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
-from common.identity import Identity
+from common.identity import NO_ROLE, Identity
 from common.tls import Credentials
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
@@ -66,8 +66,7 @@ def only_the_scheduler(method: str, who: Identity | None) -> str | None:
     """With TLS, only a scheduler's certificate may read this agent's logs."""
     if who is not None and who.role == "scheduler":
         return None
-    return f"{who.role} may not read an agent's logs" if who else \
-        "a certificate naming a formation role is required"
+    return f"{who.role} may not read an agent's logs" if who else NO_ROLE
 
 
 async def serve(listen: str, sink: LogSink, name: str, tls: Credentials | None = None

@@ -14,6 +14,7 @@ SERVER_ROLES = ("scheduler", "agent")
 TRUST_DOMAIN = "formation"
 URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 MAX_PEM_BYTES = 1 << 20  # a certificate, key or CA file larger than this is refused
+NO_ROLE = "a certificate naming a formation role is required"  # a refusal without identity
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ policy sees the method, not the message.
 """
 from __future__ import annotations
 
-from common.identity import Identity
+from common.identity import NO_ROLE, Identity
 
 READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases",
                        "ListScales"})
@@ -31,7 +31,7 @@ ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the forma
 
 def _refusal(who: Identity | None, method: str) -> str:
     if who is None:
-        return "a certificate naming a formation role is required"
+        return NO_ROLE
     return f"{who.role} may not {ACTIONS.get(method, method)}"
 
 

@@ -132,10 +132,8 @@ class ControlService(pbg.ControlServicer):
             if len(request.unset) > MAX_ENV_VARS:
                 raise Rejected(f"at most {MAX_ENV_VARS} names to unset")
             author = author_of(context, request.author)
-            before = self.s.world.apps.current.get(app, 0)
-            version = await self.s.new_release(app, lambda cur: releases.configured(
+            version, changed = await self.s.new_release(app, lambda cur: releases.configured(
                 cur, dict(request.set), list(request.unset)), author)
-            changed = version != before
             if changed:  # names only: values are secrets
                 what = self.s.world.apps.releases[app][version].description
                 audit(context, f"config of {app}: {what} (v{version})")
@@ -155,7 +153,7 @@ class ControlService(pbg.ControlServicer):
                                                  apps.current.get(app, 0), request.version)
                 target.append(found.version)
                 return releases.rolled_back(found)
-            version = await self.s.new_release(app, make, author)
+            version, _ = await self.s.new_release(app, make, author)
             audit(context, f"rolled {app} back to v{target[0]} (v{version})")
             return pb.RollbackReply(version=version, to=target[0])
         return await answer(context, run)

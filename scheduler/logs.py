@@ -53,11 +53,13 @@ class AgentChannels:
         self.channels: dict[tuple[str, str], grpc.aio.Channel] = {}
 
     def stub(self, name: str, address: str) -> pbg.AgentApiStub:
-        if self.tls is not None and (self.tls.reload() or self.tls.version != self.version):
-            # Not closed: that would cancel the streams on them. A dropped channel is freed
-            # with its last call.
-            self.version = self.tls.version
-            self.channels = {}
+        if self.tls is not None:
+            self.tls.reload()  # the files may have changed since the last request
+            if self.tls.version != self.version:
+                # Not closed: that would cancel the streams on them. A dropped channel is
+                # freed with its last call.
+                self.version = self.tls.version
+                self.channels = {}
         key = (name, address)
         channel = self.channels.get(key)
         if channel is None:

@@ -216,19 +216,20 @@ class Scheduler(AgentEvents):
                      author: str = "") -> int:
         """A new release of app from a Procfile (its env on top of the current config), made
         current; returns its version."""
-        return await self.new_release(app, lambda cur: releases.deployed(cur, types, env),
-                                      author)
+        version, _ = await self.new_release(
+            app, lambda cur: releases.deployed(cur, types, env), author)
+        return version
 
     async def new_release(self, app: str, make: Callable[[Release | None], Content | None],
-                          author: str = "") -> int:
-        """A new release of app with what `make` returns from the current one, made current;
-        its version (or the current one if `make` says nothing changes). Under the lock: two
-        changes never build on the same release."""
+                          author: str = "") -> tuple[int, bool]:
+        """A new release of app with what `make` returns from the current one, made current:
+        (its version, True); (the current version, False) if `make` says nothing changes.
+        Under the lock: two changes never build on the same release."""
         apps = self.world.apps
         async with self.lock:
             content = make(apps.current_release(app))
             if content is None:
-                return apps.current.get(app, 0)
+                return apps.current.get(app, 0), False
             types = content.types
             version = max(apps.releases.get(app, {}), default=0) + 1
             release = Release(version, types, content.env, time.time(), author,
@@ -247,7 +248,7 @@ class Scheduler(AgentEvents):
             self.read.touch_current(app)
             await self._prune(app)
         self.poke()
-        return version
+        return version, True
 
     async def _prune(self, app: str) -> None:
         """Forget the app's oldest releases beyond the history, except any still assigned."""

@@ -173,13 +173,19 @@ def test_read_models_always_equal_a_recount(ops):
     asyncio.run(run())
 
 
-async def test_a_replaced_instance_reports_stopped_then_its_new_copy_and_both_count():
+async def one_web_running() -> tuple[Scheduler, InstanceKey]:
+    """A scheduler with agent n1, app a deployed and its web.1 reported running on n1."""
     s, _ = make()
     await s.agent_hello(pb.Hello(name="n1", capacity=10))
     await s.deploy("a", TYPES, {})
     await s.reconcile()
     web = InstanceKey("a", "web.1")
     s.agent_status("n1", status(web, InstanceState.RUNNING, 1))
+    return s, web
+
+
+async def test_a_replaced_instance_reports_stopped_then_its_new_copy_and_both_count():
+    s, web = await one_web_running()
     await s.deploy("a", TYPES, {"V": "2"})
     await s.reconcile()  # web.1 now on release 2: the agent stops the old copy, starts anew
     s.agent_status("n1", status(web, InstanceState.STOPPED, 1))
@@ -354,12 +360,7 @@ async def test_distinct_list_requests_do_not_pile_up():
 
 
 async def test_rows_of_a_down_agent_say_lost_until_the_next_pass():
-    s, _ = make()
-    await s.agent_hello(pb.Hello(name="n1", capacity=10))
-    await s.deploy("a", TYPES, {})
-    await s.reconcile()
-    web = InstanceKey("a", "web.1")
-    s.agent_status("n1", status(web, InstanceState.RUNNING, 1))
+    s, web = await one_web_running()
     s.agents.entries["n1"].deadline = 0
     s.expire_agents()
     row = pb.ListInstancesReply.FromString(s.read.instances("a")).instances[0]

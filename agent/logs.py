@@ -159,6 +159,8 @@ class LogSink:
         self.dropped_bytes[reason] += nbytes
 
     def forget(self, app: str, instance: str) -> None:
+        """Drop an instance's buffered lines. Every copy of it (at any release) writes to this
+        one buffer, so only once the last copy is stopped (agent/supervisor.py)."""
         self.buffers.pop((app, instance), None)
 
     def history(self, match: Match, tail: int) -> list[LogLine]:

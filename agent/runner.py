@@ -117,8 +117,9 @@ class InstanceRunner:
     # ---- what others read -----------------------------------------------------------------
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.spec.app, self.spec.id
+    def key(self) -> tuple[str, str, int]:
+        """The supervisor's key: one copy of an instance, at one release."""
+        return self.spec.app, self.spec.id, self.spec.release
 
     @property
     def state(self) -> InstanceState:

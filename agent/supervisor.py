@@ -1,14 +1,23 @@
 """Converges the agent's runners to its assignment list (level-triggered, idempotent).
 
-    list arrives -> stop runners not on it (in the background)
-                 -> replace runners whose release or command changed (stop, then start)
-                 -> start runners for new entries
-Applying the same list twice changes nothing.
+A runner is one copy of an instance at one release, keyed by (app, id, release): during a
+rolling deploy the list may hold the same id at two releases, and then both copies run side by
+side (each with its own $PORT, process group, cgroup and status reports).
+
+    list arrives -> stop runners whose (app, id, release) is not on it (in the background)
+                 -> replace runners whose spec changed at the same key (stop, then start)
+                 -> start runners for new entries: at once, unless a copy of the same
+                    (app, id), at any release, is being stopped; then once that stop is over
+Applying the same list twice changes nothing. So swapping (web.1, v1) for (web.1, v2) in the
+list stops v1 first, then starts v2; listing (web.1, v2) beside (web.1, v1) runs both.
+An at_most_once id never runs two copies: listed at two releases (the scheduler never sends
+that), only the highest runs.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 
 from agent.health import probe
 from agent.launcher import Launcher
@@ -17,15 +26,41 @@ from agent.ports import PortPool
 from agent.runner import Clock, InstanceRunner, Prober
 from proto import formation_pb2 as pb
 
-Key = tuple[str, str]
+log = logging.getLogger("agent")
+
+Key = tuple[str, str, int]  # (app, instance id, release): one copy
+
+
+def key_of(spec: pb.Assignment) -> Key:
+    return spec.app, spec.id, spec.release
 
 
 def _same_spec(a: pb.Assignment, b: pb.Assignment) -> bool:
     return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
+def wanted(items: Iterable[pb.Assignment]) -> dict[Key, pb.Assignment]:
+    """The list by key, with only the highest release of an at_most_once id listed at more
+    than one (logged): two copies of it must never run."""
+    by_key = {key_of(a): a for a in items}
+    highest: dict[tuple[str, str], int] = {}
+    once: set[tuple[str, str]] = set()  # ids of which some listed copy is at_most_once
+    for (app, iid, release), spec in by_key.items():
+        highest[app, iid] = max(release, highest.get((app, iid), release))
+        if spec.at_most_once:
+            once.add((app, iid))
+    dropped = sorted(key for key in by_key if key[:2] in once and key[2] != highest[key[:2]])
+    if dropped:
+        log.warning("at_most_once instances listed at more than one release; running only "
+                    "the highest: %s", ", ".join(f"{app}/{iid} v{release}"
+                                                  for app, iid, release in dropped))
+    for key in dropped:
+        del by_key[key]
+    return by_key
+
+
 class Supervisor:
-    """All of the agent's runners, keyed by (app, instance id)."""
+    """All of the agent's runners, keyed by (app, instance id, release)."""
 
     def __init__(self, launcher: Launcher, sink: LogSink, ports: PortPool, workdir: str,
                  base_env: dict[str, str],
@@ -41,7 +76,7 @@ class Supervisor:
         self.prober = prober
         self.runners: dict[Key, InstanceRunner] = {}
         self.wait_contact: Callable[[], Awaitable[None]] | None = None  # set by the link
-        self.stopping: dict[Key, asyncio.Task] = {}
+        self.stopping: dict[Key, asyncio.Task] = {}  # the last stop of each key, until done
         self.leaving: set[InstanceRunner] = set()  # runners being stopped (for metrics)
 
     def statuses(self) -> list[pb.InstanceStatus]:
@@ -51,29 +86,39 @@ class Supervisor:
         self.on_status(status)  # looked up now: the link sets on_status after we are made
 
     def apply(self, items: list[pb.Assignment]) -> None:
-        wanted = {(a.app, a.id): a for a in items}
+        want = wanted(items)
         for key, runner in list(self.runners.items()):
-            spec = wanted.get(key)
+            spec = want.get(key)
             if spec is None or not _same_spec(spec, runner.spec):
                 self._stop(key)
-        for key, spec in wanted.items():
+        for key, spec in want.items():
             if key not in self.runners:
                 self._start(spec)
 
     def _start(self, spec: pb.Assignment) -> None:
-        key = (spec.app, spec.id)
         runner = InstanceRunner(spec, self.ports, self.launcher, self.sink, self._report,
                                 self.workdir, self.base_env, self.wait_contact, self.clock,
                                 self.prober)
-        self.runners[key] = runner
-        runner.start(after=self.stopping.get(key))
+        self.runners[key_of(spec)] = runner
+        runner.start(after=self._stops_of(spec.app, spec.id))
+
+    def _stops_of(self, app: str, iid: str) -> asyncio.Task | None:
+        """What a new copy of (app, iid) waits for: the stops, at every release, under way."""
+        stops = [t for (a, i, _), t in self.stopping.items() if (a, i) == (app, iid)]
+        if len(stops) <= 1:
+            return stops[0] if stops else None
+        return asyncio.create_task(asyncio.wait(stops), name=f"stops of {iid}")
+
+    def _in_use(self, app: str, iid: str) -> bool:
+        """Is a copy of (app, iid), at any release, running or being stopped?"""
+        return any(k[:2] == (app, iid) for k in (*self.runners, *self.stopping))
 
     def fence(self, grace: float) -> list[str]:
         """Stop every at_most_once instance within grace seconds; return their ids."""
         fenced = [key for key, r in self.runners.items() if r.spec.at_most_once]
         for key in fenced:
             self._stop(key, min(grace, self.runners[key].spec.stop_timeout))
-        return [key[1] for key in fenced]
+        return sorted({key[1] for key in fenced})
 
     def _stop(self, key: Key, timeout: float | None = None) -> None:
         runner = self.runners.pop(key)
@@ -89,10 +134,11 @@ class Supervisor:
                 self.leaving.discard(runner)
             if self.stopping.get(key) is task:
                 del self.stopping[key]
-                if key not in self.runners:
-                    self.sink.forget(*key)
+                # Both copies write to one buffer, web.3's: it goes with the last of them.
+                if not self._in_use(key[0], key[1]):
+                    self.sink.forget(key[0], key[1])
 
-        task = asyncio.create_task(stop(), name=f"stop {key[1]}")
+        task = asyncio.create_task(stop(), name=f"stop {key[1]} v{key[2]}")
         self.stopping[key] = task
 
     async def stop_all(self) -> None:

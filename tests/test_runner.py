@@ -171,7 +171,7 @@ async def test_restart_delays_are_0_then_half_a_second_doubling_to_30_reset_afte
     await settle()
     spawns, exits = launcher.times("spawn"), launcher.times("exit")
     assert [s - e for s, e in zip(spawns[1:], exits, strict=True)] == pytest.approx(expected + [0])
-    runner = sup.runners[("app", "worker.1")]
+    runner = sup.runners[("app", "worker.1", 1)]
     assert runner.restarts == 10 and runner.state == InstanceState.RUNNING
     assert any(s.state == InstanceState.CRASHED and s.reason == "exited with code 1"
                for s in seen)
@@ -224,7 +224,7 @@ async def test_no_free_port_is_reported_and_retried_with_backoff_until_one_frees
     assert not launcher.children
     await clock.advance(0.01)
     assert launcher.times("spawn") == [15.5]
-    assert sup.runners[("app", "worker.1")].status().port == 7000
+    assert sup.runners[("app", "worker.1", 1)].status().port == 7000
     await stop_all(sup, clock)
 
 
@@ -277,7 +277,7 @@ async def test_a_replaced_instance_is_stopped_before_its_new_copy_is_spawned():
     events = [e[1:3] for e in launcher.timeline]
     assert events.index(("exit", old.pid)) < events.index(("spawn", new.pid))
     assert launcher.times("spawn") == [0, 7]
-    assert sup.runners[("app", "worker.1")].spec.release == 2
+    assert list(sup.runners) == [("app", "worker.1", 2)]
     await stop_all(sup, clock)
 
 

@@ -29,13 +29,16 @@ class AgentCollector:
     def collect(self) -> Iterator[Metric]:
         runners = list(self.supervisor.runners.values())
         by_state = GaugeMetricFamily("formation_agent_instances",
-                                     "Instances on this agent by app, type and state.",
+                                     "Instances on this agent by app, type and state "
+                                     "(each copy of an id counts).",
                                      labels=["app", "type", "state"])
         states = Counter((r.spec.app, r.spec.type, r.state.word)
                          for r in (*runners, *self.supervisor.leaving))
         for (app, ptype, state), n in sorted(states.items()):
             by_state.add_metric([app, ptype, state], n)
-        labels = ["app", "type", "id"]  # not "instance": Prometheus gives that to targets
+        # Not "instance": Prometheus gives that to targets. "release": during a rolling deploy
+        # two copies of one id run here, and each must be a series of its own.
+        labels = ["app", "type", "id", "release"]
         restarts = CounterMetricFamily("formation_agent_instance_restarts",
                                        "Restarts of each instance since it was assigned here.",
                                        labels=labels)
@@ -64,14 +67,16 @@ class AgentCollector:
                 by_group.add(r.pid)
         usage.update(group_usage(by_group))
         for r in runners:
-            key = [r.spec.app, r.spec.type, r.spec.id]
+            key = [r.spec.app, r.spec.type, r.spec.id, str(r.spec.release)]
             restarts.add_metric(key, r.restarts)
             exits.add_metric(key, r.exits)
             failures.add_metric(key, r.health_failures)
             if r.pid in usage:
                 cpu.add_metric(key, usage[r.pid][0])
                 rss.add_metric(key, usage[r.pid][1])
-        slots = GaugeMetricFamily("formation_agent_slots", "Instance slots.", labels=["kind"])
+        slots = GaugeMetricFamily("formation_agent_slots",
+                                  "Instance slots (each copy of an id takes one).",
+                                  labels=["kind"])
         slots.add_metric(["used"], len(runners))
         slots.add_metric(["total"], self.capacity)
         connected = GaugeMetricFamily("formation_agent_connected",

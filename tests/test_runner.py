@@ -281,6 +281,22 @@ async def test_a_replaced_instance_is_stopped_before_its_new_copy_is_spawned():
     await stop_all(sup, clock)
 
 
+async def test_a_new_copy_waits_for_every_copy_of_its_id_being_stopped():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
+    sup, _ = make(launcher)
+    sup.apply([spec(release=1, stop_timeout=3), spec(release=2, stop_timeout=5)])
+    await clock.advance(1)
+    assert len(launcher.children) == 2  # a surge: both copies run
+    sup.apply([spec(release=3, stop_timeout=5)])  # both retired at once, for a third
+    await clock.advance(4.999)
+    assert launcher.times("exit") == [4] and len(launcher.children) == 2
+    await clock.advance(0.001)
+    assert launcher.times("exit") == [4, 6] and launcher.times("spawn") == [0, 0, 6]
+    assert list(sup.runners) == [("app", "worker.1", 3)]
+    await stop_all(sup, clock)
+
+
 async def test_a_fence_stops_at_most_once_instances_within_its_grace():
     clock = FakeClock()
     launcher = FakeLauncher(clock, stubborn=True)

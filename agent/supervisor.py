@@ -126,17 +126,17 @@ class Supervisor:
         self.leaving.add(runner)
 
         async def stop() -> None:
-            if previous is not None:
-                await asyncio.shield(previous)
             try:
+                if previous is not None:
+                    await asyncio.wait([previous])  # over, however it ended
                 await runner.stop(timeout)
-            finally:
+            finally:  # even if it failed: stop_all waits until nothing is listed
                 self.leaving.discard(runner)
-            if self.stopping.get(key) is task:
-                del self.stopping[key]
-                # Both copies write to one buffer, web.3's: it goes with the last of them.
-                if not self._in_use(key[0], key[1]):
-                    self.sink.forget(key[0], key[1])
+                if self.stopping.get(key) is task:
+                    del self.stopping[key]
+                    # Both copies write to one buffer, web.3's: it goes with the last of them.
+                    if not self._in_use(key[0], key[1]):
+                        self.sink.forget(key[0], key[1])
 
         task = asyncio.create_task(stop(), name=f"stop {key[1]} v{key[2]}")
         self.stopping[key] = task

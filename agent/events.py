@@ -14,9 +14,10 @@ from common.states import InstanceState
 
 class Timer(enum.Enum):
     """The machine's timers; at most one of each is armed at a time."""
-    BACKOFF = "backoff"  # until the next start after a crash
-    PROBE = "probe"      # until the next health check
-    KILL = "kill"        # from SIGTERM to SIGKILL, then from SIGKILL to giving up on it
+    BACKOFF = "backoff"    # until the next start after a crash
+    PROBE = "probe"        # until the next health check
+    KILL = "kill"          # from SIGTERM to SIGKILL, then from SIGKILL to giving up on it
+    DEADLINE = "deadline"  # from a one-shot run's spawn to its timeout
 
 
 # ---- events: what happened -----------------------------------------------------------------

@@ -16,6 +16,21 @@ The transitions agent/machine.py makes, each arrow labelled with its event:
     any state ──stop requested──> stopping ──leader exited──> stopped
                   SIGTERM the group; SIGKILL it stop_timeout later (a fence: its own grace)
     no process (pending, crashed, waiting for contact or a port) ──stop requested──> stopped
+
+A one-shot run (Assignment.oneshot: a release phase) starts the same way but runs once: no
+health check, no restart, no backoff. Its end is final: no process is left, its port is
+released, and it says how it ended until a stop, which then only finishes the runner.
+
+                  spawned
+    starting ─────────────> running ──exited 0──────────────────────────> succeeded "exited 0"
+       │                     │  └──exited non-zero, killed──────────────> failed "exited 3",
+       │                     │                                            "killed by SIGKILL"
+       │                     └──timeout──> stopping ──leader exited─────> failed "timed out
+       │                  (SIGTERM, stop_timeout, SIGKILL)                after 600 s"
+       └──spawn failed (or before it: no free port)─────────────────────> failed "spawn
+                                                                          failed: ..."
+    not ended yet ──stop requested──> stopping ──leader exited──────────> failed "stopped
+                  (or at once, with no process)                           before it finished"
 """
 from __future__ import annotations
 
@@ -23,7 +38,7 @@ import signal
 
 from common.states import InstanceState
 
-__all__ = ["InstanceState", "RestartPolicy", "describe_exit"]
+__all__ = ["InstanceState", "RestartPolicy", "describe_end", "describe_exit"]
 
 
 class RestartPolicy:
@@ -59,3 +74,9 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exited with code {returncode}"
+
+
+def describe_end(returncode: int) -> str:
+    """How a one-shot run ended, as its reason says it: "exited 0", "exited 3", "killed by
+    SIGTERM"."""
+    return f"exited {returncode}" if returncode >= 0 else describe_exit(returncode)

@@ -9,12 +9,13 @@ to the group, then SIGKILL once the grace period is over, unless the leader exit
 Whenever the leader exits, whatever it left in its group (its cgroup) is SIGKILLed. A leader
 that outlives its SIGKILL by KILL_WAIT (stuck in the kernel) is given up on as if it had
 exited, so `stopping` always ends.
+
+A one-shot run (agent/oneshot.py) is this machine where "start again" and "stopped" become
+"ended": its subclass overrides _crashed, _stopped and a few handlers.
 """
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
-from typing import Any
 
 from agent.events import (
     AcquirePort,
@@ -96,7 +97,7 @@ class InstanceMachine:
         """Take one event that happened at `now`; return what to do, in order."""
         self._out = []
         if self.state != S.STOPPED:
-            _HANDLERS[type(event)](self, event, now)
+            getattr(self, _HANDLERS[type(event)])(event, now)  # a subclass's own, if it has one
         return self._out
 
     # ---- helpers -------------------------------------------------------------------------
@@ -143,8 +144,11 @@ class InstanceMachine:
         self._to(S.STARTING)
         self._emit(Spawn(self.port))
 
-    def _crashed(self, why: str, now: float) -> None:
-        """Not running, and not for good: start again after the policy's delay."""
+    def _crashed(self, why: str, now: float, ran: bool = False) -> None:
+        """Not running, and not for good: start again after the policy's delay. ran: a
+        process ran and ended (the next start counts as a restart)."""
+        if ran:
+            self.restarts += 1
         delay = self.policy.exited(now)
         self._emit(Note(f"{self.name} {why}; restarting "
                         f"{'now' if delay == 0 else f'in {delay:.1f}s'}"))
@@ -240,8 +244,7 @@ class InstanceMachine:
         if self.stopping:
             self._stopped()
         else:
-            self.restarts += 1
-            self._crashed(why, now)
+            self._crashed(why, now, ran=True)
 
     def _on_probe_result(self, event: ProbeResult, now: float) -> None:
         if not self.probing or self.check is None:
@@ -308,15 +311,16 @@ class InstanceMachine:
             self._leader_gone(self.unhealthy or why, now)
 
 
-_HANDLERS: dict[type, Callable[[InstanceMachine, Any, float], None]] = {
-    Begin: InstanceMachine._on_begin,
-    InContact: InstanceMachine._on_in_contact,
-    PortAcquired: InstanceMachine._on_port_acquired,
-    PortUnavailable: InstanceMachine._on_port_unavailable,
-    Spawned: InstanceMachine._on_spawned,
-    SpawnFailed: InstanceMachine._on_spawn_failed,
-    Exited: InstanceMachine._on_exited,
-    ProbeResult: InstanceMachine._on_probe_result,
-    StopRequested: InstanceMachine._on_stop_requested,
-    TimerFired: InstanceMachine._on_timer_fired,
+# Which method takes which event, by name: a subclass may override one.
+_HANDLERS: dict[type, str] = {
+    Begin: "_on_begin",
+    InContact: "_on_in_contact",
+    PortAcquired: "_on_port_acquired",
+    PortUnavailable: "_on_port_unavailable",
+    Spawned: "_on_spawned",
+    SpawnFailed: "_on_spawn_failed",
+    Exited: "_on_exited",
+    ProbeResult: "_on_probe_result",
+    StopRequested: "_on_stop_requested",
+    TimerFired: "_on_timer_fired",
 }

@@ -51,6 +51,7 @@ from agent.launcher import Child, Launcher, shell_argv
 from agent.lifecycle import InstanceState
 from agent.logs import LogSink, pump
 from agent.machine import InstanceMachine
+from agent.oneshot import OneShotMachine
 from agent.ports import PortPool
 from common.appdef import HealthCheck
 from common.appdef_pb import check_for
@@ -84,7 +85,8 @@ class LoopClock:
 
 
 class InstanceRunner:
-    """Runs one assignment until told to stop."""
+    """Runs one assignment until told to stop. A one-shot assignment runs once; its runner
+    then stays, saying how it ended (succeeded or failed), until told to stop."""
 
     def __init__(self, spec: pb.Assignment, ports: PortPool, launcher: Launcher, sink: LogSink,
                  report: Callable[[pb.InstanceStatus], None], workdir: str,
@@ -101,9 +103,10 @@ class InstanceRunner:
         self.wait_contact = wait_contact
         self.clock = clock or LoopClock()
         self.prober = prober
-        self.check = check_for(spec)
-        self.machine = InstanceMachine(spec.id, spec.stop_timeout, self.check,
-                                       spec.at_most_once)
+        self.check = None if spec.oneshot else check_for(spec)  # a one-shot run has none
+        self.machine = (OneShotMachine(spec.id, spec.stop_timeout, spec.timeout, spec.at_most_once)
+                        if spec.oneshot else
+                        InstanceMachine(spec.id, spec.stop_timeout, self.check, spec.at_most_once))
         self.child: Child | None = None
         self._pump: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None

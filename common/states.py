@@ -3,6 +3,7 @@
 Where each state comes from:
 
     instance, reported by its agent    pending starting running unhealthy crashed stopping stopped
+    one-shot run, once it ended        succeeded (exited 0) failed (any other end)
     instance, the scheduler's views    pending (wanted, no slot anywhere), lost (its agent is down)
     agent, the scheduler's view        ready draining drained (draining, nothing left) down
 
@@ -36,6 +37,8 @@ class InstanceState(_InstanceEnum):
     STOPPING = pb.INSTANCE_STOPPING
     STOPPED = pb.INSTANCE_STOPPED
     LOST = pb.INSTANCE_LOST  # the scheduler's view: the instance's agent is down
+    SUCCEEDED = pb.INSTANCE_SUCCEEDED  # a one-shot run that exited 0
+    FAILED = pb.INSTANCE_FAILED  # a one-shot run that ended otherwise (the reason says how)
 
     @property
     def word(self) -> str:

@@ -18,6 +18,8 @@ class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTANCE_STOPPING: _ClassVar[InstanceState]
     INSTANCE_STOPPED: _ClassVar[InstanceState]
     INSTANCE_LOST: _ClassVar[InstanceState]
+    INSTANCE_SUCCEEDED: _ClassVar[InstanceState]
+    INSTANCE_FAILED: _ClassVar[InstanceState]
 
 class AgentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +37,8 @@ INSTANCE_CRASHED: InstanceState
 INSTANCE_STOPPING: InstanceState
 INSTANCE_STOPPED: InstanceState
 INSTANCE_LOST: InstanceState
+INSTANCE_SUCCEEDED: InstanceState
+INSTANCE_FAILED: InstanceState
 AGENT_STATE_UNSPECIFIED: AgentState
 AGENT_READY: AgentState
 AGENT_DRAINING: AgentState
@@ -157,14 +161,16 @@ class GetFormationRequest(_message.Message):
     def __init__(self, app: _Optional[str] = ...) -> None: ...
 
 class TypeCount(_message.Message):
-    __slots__ = ("type", "desired", "running")
+    __slots__ = ("type", "desired", "running", "crash_looping")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CRASH_LOOPING_FIELD_NUMBER: _ClassVar[int]
     type: str
     desired: int
     running: int
-    def __init__(self, type: _Optional[str] = ..., desired: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
+    crash_looping: bool
+    def __init__(self, type: _Optional[str] = ..., desired: _Optional[int] = ..., running: _Optional[int] = ..., crash_looping: _Optional[bool] = ...) -> None: ...
 
 class FormationReply(_message.Message):
     __slots__ = ("types", "release")
@@ -273,18 +279,22 @@ class ListReleasesRequest(_message.Message):
     def __init__(self, app: _Optional[str] = ...) -> None: ...
 
 class ReleaseInfo(_message.Message):
-    __slots__ = ("version", "created", "author", "description", "status")
+    __slots__ = ("version", "created", "author", "description", "status", "reason", "crash_looping")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CRASH_LOOPING_FIELD_NUMBER: _ClassVar[int]
     version: int
     created: float
     author: str
     description: str
     status: str
-    def __init__(self, version: _Optional[int] = ..., created: _Optional[float] = ..., author: _Optional[str] = ..., description: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    reason: str
+    crash_looping: bool
+    def __init__(self, version: _Optional[int] = ..., created: _Optional[float] = ..., author: _Optional[str] = ..., description: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., crash_looping: _Optional[bool] = ...) -> None: ...
 
 class ListReleasesReply(_message.Message):
     __slots__ = ("releases",)
@@ -436,6 +446,30 @@ class LogLine(_message.Message):
     missed: int
     def __init__(self, time: _Optional[float] = ..., app: _Optional[str] = ..., instance: _Optional[str] = ..., text: _Optional[str] = ..., agent: _Optional[str] = ..., missed: _Optional[int] = ...) -> None: ...
 
+class EventsRequest(_message.Message):
+    __slots__ = ("app", "tail", "follow")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    tail: int
+    follow: bool
+    def __init__(self, app: _Optional[str] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class EventInfo(_message.Message):
+    __slots__ = ("time", "kind", "text", "author", "missed")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    kind: str
+    text: str
+    author: str
+    missed: int
+    def __init__(self, time: _Optional[float] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., author: _Optional[str] = ..., missed: _Optional[int] = ...) -> None: ...
+
 class InstanceStatus(_message.Message):
     __slots__ = ("app", "id", "release", "pid", "port", "restarts", "reason", "state")
     APP_FIELD_NUMBER: _ClassVar[int]
@@ -495,7 +529,7 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., statuses: _Optional[_Union[StatusBatch, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("app", "id", "type", "release", "command", "env", "stop_timeout", "at_most_once", "health")
+    __slots__ = ("app", "id", "type", "release", "command", "env", "stop_timeout", "at_most_once", "health", "oneshot", "timeout")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -512,6 +546,8 @@ class Assignment(_message.Message):
     STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     AT_MOST_ONCE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    ONESHOT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     app: str
     id: str
     type: str
@@ -521,7 +557,9 @@ class Assignment(_message.Message):
     stop_timeout: float
     at_most_once: bool
     health: HealthCheck
-    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
+    oneshot: bool
+    timeout: float
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., oneshot: _Optional[bool] = ..., timeout: _Optional[float] = ...) -> None: ...
 
 class ReleaseEnv(_message.Message):
     __slots__ = ("app", "release", "env")

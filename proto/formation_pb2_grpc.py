@@ -99,6 +99,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.RollbackReply.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/formation.v1.Control/Events',
+                request_serializer=proto_dot_formation__pb2.EventsRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.EventInfo.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -182,6 +187,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +260,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=proto_dot_formation__pb2.RollbackRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.RollbackReply.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=proto_dot_formation__pb2.EventsRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.EventInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +618,33 @@ class Control:
             '/formation.v1.Control/Rollback',
             proto_dot_formation__pb2.RollbackRequest.SerializeToString,
             proto_dot_formation__pb2.RollbackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/formation.v1.Control/Events',
+            proto_dot_formation__pb2.EventsRequest.SerializeToString,
+            proto_dot_formation__pb2.EventInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -351,6 +351,45 @@ async def test_exec_checks_run_through_the_launcher_and_restart_after_failures()
     await stop_all(sup, clock)
 
 
+async def test_an_ended_one_shot_run_stays_listed_until_the_list_drops_it():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
+    sup, seen = make(launcher)
+    health = pb.HealthCheck(type="exec", command="test -e ok", interval=1)
+    run = spec("release.1", oneshot=True, health=health)
+    sup.apply([run])
+    await clock.advance(5)
+    assert seen[-1].state == InstanceState.RUNNING and not launcher.checks  # no probe, ever
+    launcher.children[0].finish(0)
+    await clock.advance(60)
+    ended = sup.statuses()
+    assert [(s.id, s.state, s.reason, s.pid, s.port) for s in ended] == [
+        ("release.1", InstanceState.SUCCEEDED, "exited 0", 0, 0)]  # what a hello says
+    assert seen[-1] == ended[0] and sup.ports.used == set()
+    sup.apply([run])  # the same list again: it runs once, all the same
+    await clock.advance(60)
+    assert len(launcher.children) == 1 and not launcher.checks and sup.statuses() == ended
+    reported = len(seen)
+    sup.apply([])
+    await settle()
+    assert not sup.runners and not sup.stopping and len(seen) == reported
+
+
+async def test_a_one_shot_run_over_its_timeout_gets_sigterm_then_sigkill_and_fails():
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
+    sup, seen = make(launcher)
+    sup.apply([spec("release.1", stop_timeout=3, oneshot=True, timeout=10)])
+    await clock.advance(20)
+    pid = launcher.children[0].pid
+    assert launcher.signals()[:2] == [(10, pid, signal.SIGTERM), (13, pid, signal.SIGKILL)]
+    assert [(s.state, s.reason) for s in seen][-2:] == [
+        (InstanceState.STOPPING, "timed out after 10 s"),
+        (InstanceState.FAILED, "timed out after 10 s")]
+    assert len(launcher.children) == 1 and sup.ports.used == set()
+    await stop_all(sup, clock)
+
+
 def test_commands_run_without_a_shell_when_they_need_none():
     assert shell_argv("python3 web.py --x=1") == ["python3", "web.py", "--x=1"]
     assert shell_argv("echo $PORT") == ["/bin/sh", "-c", "exec echo $PORT"]

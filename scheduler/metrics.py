@@ -11,10 +11,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from common.states import AgentState
 from scheduler import instruments
 from scheduler.reconciler import Scheduler
+from scheduler.world import CRASH_LOOP
 
 
 class SchedulerCollector:
-    """Desired/running per app and type, agents by state, pending instances, up since."""
+    """Desired/running/crash-looping per app and type, agents by state, pending instances, up
+    since."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.s = scheduler
@@ -27,9 +29,20 @@ class SchedulerCollector:
         running = GaugeMetricFamily("formation_running_instances",
                                     "Instances reported running per app and process type.",
                                     labels=["app", "type"])
+        looping = GaugeMetricFamily(
+            "formation_type_crash_looping",
+            f"1 while every instance of the type is down and restarted {CRASH_LOOP} times or "
+            "more, on every agent that hosts one (the release is broken, not a host), else 0; "
+            "types with desired > 0 of each app's current release.", labels=["app", "type"])
         for (app, ptype), n in sorted(s.world.apps.desired().items()):
             desired.add_metric([app, ptype], n)
-            running.add_metric([app, ptype], s.read.running[(app, ptype)])
+            up_now = s.read.running[(app, ptype)]
+            running.add_metric([app, ptype], up_now)
+            if n > 0:
+                # A type with a copy running is not crash-looping (World.crash_looping says
+                # so too): only the others pay for its scan of the assignments.
+                looping.add_metric([app, ptype],
+                                   int(not up_now and s.world.crash_looping(app, ptype)))
         agents = GaugeMetricFamily("formation_agents", "Agents by state.", labels=["state"])
         by_state = Counter(e.state for e in s.agents.entries.values())
         for state in (AgentState.READY, AgentState.DRAINING, AgentState.DOWN):
@@ -41,7 +54,7 @@ class SchedulerCollector:
         up = GaugeMetricFamily("formation_scheduler_start_time_seconds",
                                "Unix time the scheduler started.")
         up.add_metric([], s.started)
-        yield from (desired, running, agents, pending, up)
+        yield from (desired, running, looping, agents, pending, up)
 
 
 def install(scheduler: Scheduler) -> None:

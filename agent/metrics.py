@@ -36,9 +36,10 @@ class AgentCollector:
                          for r in (*runners, *self.supervisor.leaving))
         for (app, ptype, state), n in sorted(states.items()):
             by_state.add_metric([app, ptype, state], n)
-        # Not "instance": Prometheus gives that to targets. "release": during a rolling deploy
-        # two copies of one id run here, and each must be a series of its own.
-        labels = ["app", "type", "id", "release"]
+        # Not "instance": Prometheus gives that to targets. "release" and "generation": during a
+        # rolling deploy, or a `ctl restart` (same release, next generation), two copies of one
+        # id run here, and each must be a series of its own.
+        labels = ["app", "type", "id", "release", "generation"]
         restarts = CounterMetricFamily("formation_agent_instance_restarts",
                                        "Restarts of each instance since it was assigned here.",
                                        labels=labels)
@@ -67,7 +68,8 @@ class AgentCollector:
                 by_group.add(r.pid)
         usage.update(group_usage(by_group))
         for r in runners:
-            key = [r.spec.app, r.spec.type, r.spec.id, str(r.spec.release)]
+            key = [r.spec.app, r.spec.type, r.spec.id, str(r.spec.release),
+                   str(r.spec.generation)]
             restarts.add_metric(key, r.restarts)
             exits.add_metric(key, r.exits)
             failures.add_metric(key, r.health_failures)

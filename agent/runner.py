@@ -120,9 +120,9 @@ class InstanceRunner:
     # ---- what others read -----------------------------------------------------------------
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        """The supervisor's key: one copy of an instance, at one release."""
-        return self.spec.app, self.spec.id, self.spec.release
+    def key(self) -> tuple[str, str, int, int]:
+        """The supervisor's key: one copy of an instance, at one (release, generation)."""
+        return self.spec.app, self.spec.id, self.spec.release, self.spec.generation
 
     @property
     def state(self) -> InstanceState:
@@ -155,8 +155,8 @@ class InstanceRunner:
     def status(self) -> pb.InstanceStatus:
         m = self.machine
         return pb.InstanceStatus(app=self.spec.app, id=self.spec.id, release=self.spec.release,
-                                 state=m.state, pid=m.pid, port=m.port, restarts=m.restarts,
-                                 reason=m.reason)
+                                 generation=self.spec.generation, state=m.state, pid=m.pid,
+                                 port=m.port, restarts=m.restarts, reason=m.reason)
 
     def env(self) -> dict[str, str]:
         env = dict(self.base_env)
@@ -203,8 +203,9 @@ class InstanceRunner:
         match command:
             case Report(state=state, reason=reason, pid=pid, port=port, restarts=restarts):
                 self.report(pb.InstanceStatus(
-                    app=self.spec.app, id=self.spec.id, release=self.spec.release, state=state,
-                    pid=pid, port=port, restarts=restarts, reason=reason))
+                    app=self.spec.app, id=self.spec.id, release=self.spec.release,
+                    generation=self.spec.generation, state=state, pid=pid, port=port,
+                    restarts=restarts, reason=reason))
             case Spawn():
                 self._background(self._spawn(), "spawn")
             case Signal(pid=pid, sig=sig):

@@ -26,7 +26,8 @@ class SimulatedSupervisor:
         self.on_status: Callable[[pb.InstanceStatus], None] = lambda s: None
 
     def _status(self, a: pb.Assignment, state: InstanceState) -> pb.InstanceStatus:
-        return pb.InstanceStatus(app=a.app, id=a.id, release=a.release, state=state)
+        return pb.InstanceStatus(app=a.app, id=a.id, release=a.release,
+                                 generation=a.generation, state=state)
 
     def statuses(self) -> list[pb.InstanceStatus]:
         return [self._status(a, InstanceState.RUNNING) for a in self.running.values()]
@@ -37,7 +38,7 @@ class SimulatedSupervisor:
             self.on_status(self._status(self.running.pop(key), InstanceState.STOPPED))
         for key, a in wanted.items():
             old = self.running.get(key)
-            if old is None or old.release != a.release:
+            if old is None or (old.release, old.generation) != (a.release, a.generation):
                 self.running[key] = a
                 self.on_status(self._status(a, InstanceState.RUNNING))
 

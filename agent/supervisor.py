@@ -1,17 +1,23 @@
 """Converges the agent's runners to its assignment list (level-triggered, idempotent).
 
-A runner is one copy of an instance at one release, keyed by (app, id, release): during a
-rolling deploy the list may hold the same id at two releases, and then both copies run side by
-side (each with its own $PORT, process group, cgroup and status reports).
+A runner is one copy of an instance, keyed by (app, id, release, generation): during a
+rolling deploy the list may hold the same id at two releases, and during a `ctl restart` at one
+release with two generations (how many times it was restarted there); then both copies run side
+by side (each with its own $PORT, process group, cgroup and status reports). A copy is a
+(release, generation): what follows says "release" for short.
 
-    list arrives -> stop runners whose (app, id, release) is not on it (in the background)
+    list arrives -> stop runners whose key is not on it (in the background)
                  -> replace runners whose spec changed at the same key (stop, then start)
                  -> start runners for new entries: at once, unless a copy of the same
                     (app, id), at any release, is being stopped; then once that stop is over
 Applying the same list twice changes nothing. So swapping (web.1, v1) for (web.1, v2) in the
-list stops v1 first, then starts v2; listing (web.1, v2) beside (web.1, v1) runs both.
-An at_most_once id never runs two copies: listed at two releases (the scheduler never sends
-that), only the highest runs.
+list stops v1 first, then starts v2; listing (web.1, v2) beside (web.1, v1) runs both. The
+same with (web.1, v1 generation 0) and (web.1, v1 generation 1).
+An at_most_once id never runs two copies: listed at two (release, generation)s (the scheduler
+never sends that), only the highest runs.
+
+A one-shot run that has ended (SUCCEEDED or FAILED) is left alone by fence(): it holds no
+process, and removing it would make it run again when the list comes back.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from agent.health import probe
 from agent.launcher import Launcher
+from agent.lifecycle import InstanceState
 from agent.logs import LogSink
 from agent.ports import PortPool
 from agent.runner import Clock, InstanceRunner, Prober
@@ -28,11 +35,17 @@ from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
 
-Key = tuple[str, str, int]  # (app, instance id, release): one copy
+Key = tuple[str, str, int, int]  # (app, instance id, release, generation): one copy
+ENDED = (InstanceState.SUCCEEDED, InstanceState.FAILED)  # an ended one-shot run's states
 
 
 def key_of(spec: pb.Assignment) -> Key:
-    return spec.app, spec.id, spec.release
+    return spec.app, spec.id, spec.release, spec.generation
+
+
+def _copy(key: Key) -> str:
+    """How logs name a copy: v7, or v7.g2 for the second restart of it at release 7."""
+    return f"v{key[2]}" + (f".g{key[3]}" if key[3] else "")
 
 
 def _same_spec(a: pb.Assignment, b: pb.Assignment) -> bool:
@@ -40,27 +53,27 @@ def _same_spec(a: pb.Assignment, b: pb.Assignment) -> bool:
 
 
 def wanted(items: Iterable[pb.Assignment]) -> dict[Key, pb.Assignment]:
-    """The list by key, with only the highest release of an at_most_once id listed at more
-    than one (logged): two copies of it must never run."""
+    """The list by key, with only the highest (release, generation) of an at_most_once id
+    listed at more than one (logged): two copies of it must never run."""
     by_key = {key_of(a): a for a in items}
-    highest: dict[tuple[str, str], int] = {}
+    highest: dict[tuple[str, str], tuple[int, int]] = {}
     once: set[tuple[str, str]] = set()  # ids of which some listed copy is at_most_once
-    for (app, iid, release), spec in by_key.items():
-        highest[app, iid] = max(release, highest.get((app, iid), release))
+    for key, spec in by_key.items():
+        highest[key[:2]] = max(key[2:], highest.get(key[:2], key[2:]))
         if spec.at_most_once:
-            once.add((app, iid))
-    dropped = sorted(key for key in by_key if key[:2] in once and key[2] != highest[key[:2]])
+            once.add(key[:2])
+    dropped = sorted(key for key in by_key if key[:2] in once and key[2:] != highest[key[:2]])
     if dropped:
         log.warning("at_most_once instances listed at more than one release; running only "
-                    "the highest: %s", ", ".join(f"{app}/{iid} v{release}"
-                                                  for app, iid, release in dropped))
+                    "the highest: %s", ", ".join(f"{key[0]}/{key[1]} {_copy(key)}"
+                                                  for key in dropped))
     for key in dropped:
         del by_key[key]
     return by_key
 
 
 class Supervisor:
-    """All of the agent's runners, keyed by (app, instance id, release)."""
+    """All of the agent's runners, keyed by (app, instance id, release, generation)."""
 
     def __init__(self, launcher: Launcher, sink: LogSink, ports: PortPool, workdir: str,
                  base_env: dict[str, str],
@@ -103,19 +116,21 @@ class Supervisor:
         runner.start(after=self._stops_of(spec.app, spec.id))
 
     def _stops_of(self, app: str, iid: str) -> asyncio.Task | None:
-        """What a new copy of (app, iid) waits for: the stops, at every release, under way."""
-        stops = [t for (a, i, _), t in self.stopping.items() if (a, i) == (app, iid)]
+        """What a new copy of (app, iid) waits for: the stops, of every copy, under way."""
+        stops = [t for key, t in self.stopping.items() if key[:2] == (app, iid)]
         if len(stops) <= 1:
             return stops[0] if stops else None
         return asyncio.create_task(asyncio.wait(stops), name=f"stops of {iid}")
 
     def _in_use(self, app: str, iid: str) -> bool:
-        """Is a copy of (app, iid), at any release, running or being stopped?"""
+        """Is a copy of (app, iid), any (release, generation), running or being stopped?"""
         return any(k[:2] == (app, iid) for k in (*self.runners, *self.stopping))
 
     def fence(self, grace: float) -> list[str]:
-        """Stop every at_most_once instance within grace seconds; return their ids."""
-        fenced = [key for key, r in self.runners.items() if r.spec.at_most_once]
+        """Stop every at_most_once instance within grace seconds; return their ids. An ended
+        one-shot run stays: nothing to stop, and removing it would make it run again."""
+        fenced = [key for key, r in self.runners.items()
+                  if r.spec.at_most_once and r.state not in ENDED]
         for key in fenced:
             self._stop(key, min(grace, self.runners[key].spec.stop_timeout))
         return sorted({key[1] for key in fenced})
@@ -138,7 +153,7 @@ class Supervisor:
                     if not self._in_use(key[0], key[1]):
                         self.sink.forget(key[0], key[1])
 
-        task = asyncio.create_task(stop(), name=f"stop {key[1]} v{key[2]}")
+        task = asyncio.create_task(stop(), name=f"stop {key[1]} {_copy(key)}")
         self.stopping[key] = task
 
     async def stop_all(self) -> None:

@@ -471,7 +471,7 @@ class EventInfo(_message.Message):
     def __init__(self, time: _Optional[float] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., author: _Optional[str] = ..., missed: _Optional[int] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
-    __slots__ = ("app", "id", "release", "pid", "port", "restarts", "reason", "state")
+    __slots__ = ("app", "id", "release", "pid", "port", "restarts", "reason", "state", "generation")
     APP_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
@@ -480,6 +480,7 @@ class InstanceStatus(_message.Message):
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     app: str
     id: str
     release: int
@@ -488,7 +489,8 @@ class InstanceStatus(_message.Message):
     restarts: int
     reason: str
     state: InstanceState
-    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ...) -> None: ...
+    generation: int
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., release: _Optional[int] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., restarts: _Optional[int] = ..., reason: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("name", "address", "capacity", "instances", "metrics_address", "api_address", "isolation")
@@ -529,7 +531,7 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., statuses: _Optional[_Union[StatusBatch, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("app", "id", "type", "release", "command", "env", "stop_timeout", "at_most_once", "health", "oneshot", "timeout")
+    __slots__ = ("app", "id", "type", "release", "command", "env", "stop_timeout", "at_most_once", "health", "oneshot", "timeout", "generation")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -548,6 +550,7 @@ class Assignment(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     ONESHOT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     app: str
     id: str
     type: str
@@ -559,7 +562,8 @@ class Assignment(_message.Message):
     health: HealthCheck
     oneshot: bool
     timeout: float
-    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., oneshot: _Optional[bool] = ..., timeout: _Optional[float] = ...) -> None: ...
+    generation: int
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., release: _Optional[int] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., oneshot: _Optional[bool] = ..., timeout: _Optional[float] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class ReleaseEnv(_message.Message):
     __slots__ = ("app", "release", "env")

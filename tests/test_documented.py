@@ -275,7 +275,7 @@ def test_crash_restarts_at_once_then_after_half_a_second_doubling(shared, tmp_pa
     agent = r["agent"]
     labels = {"app": "crash", "type": "crash"}
     assert metric(shared, agent, "formation_agent_instances", state="crashed", **labels) == 1
-    key = {"app": "crash", "id": "crash.1", "release": "1", "type": "crash"}
+    key = {"app": "crash", "id": "crash.1", "release": "1", "generation": "0", "type": "crash"}
     assert metric(shared, agent, "formation_agent_instance_exits_total", **key) >= 5
     assert metric(shared, agent, "formation_agent_instance_restarts_total", **key) >= 4
     wait_for(lambda: len(times()) >= 6, 10, interval=0.05, what="the 6th start")

@@ -33,7 +33,7 @@ def test_metrics_and_service_discovery(cluster):
 
     web1 = cluster.instances()["web.1"]
     a = cluster.scrape(web1.agent)
-    key = 'app="default",id="web.1",release="1",type="web"'
+    key = 'app="default",generation="0",id="web.1",release="1",type="web"'
     assert a[f"formation_agent_instance_resident_memory_bytes{{{key}}}"] > 1_000_000
     assert f"formation_agent_instance_cpu_seconds_total{{{key}}}" in a
     assert a[f"formation_agent_instance_restarts_total{{{key}}}"] == 0

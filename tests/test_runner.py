@@ -171,7 +171,7 @@ async def test_restart_delays_are_0_then_half_a_second_doubling_to_30_reset_afte
     await settle()
     spawns, exits = launcher.times("spawn"), launcher.times("exit")
     assert [s - e for s, e in zip(spawns[1:], exits, strict=True)] == pytest.approx(expected + [0])
-    runner = sup.runners[("app", "worker.1", 1)]
+    runner = sup.runners[("app", "worker.1", 1, 0)]
     assert runner.restarts == 10 and runner.state == InstanceState.RUNNING
     assert any(s.state == InstanceState.CRASHED and s.reason == "exited with code 1"
                for s in seen)
@@ -224,7 +224,7 @@ async def test_no_free_port_is_reported_and_retried_with_backoff_until_one_frees
     assert not launcher.children
     await clock.advance(0.01)
     assert launcher.times("spawn") == [15.5]
-    assert sup.runners[("app", "worker.1", 1)].status().port == 7000
+    assert sup.runners[("app", "worker.1", 1, 0)].status().port == 7000
     await stop_all(sup, clock)
 
 
@@ -277,7 +277,7 @@ async def test_a_replaced_instance_is_stopped_before_its_new_copy_is_spawned():
     events = [e[1:3] for e in launcher.timeline]
     assert events.index(("exit", old.pid)) < events.index(("spawn", new.pid))
     assert launcher.times("spawn") == [0, 7]
-    assert list(sup.runners) == [("app", "worker.1", 2)]
+    assert list(sup.runners) == [("app", "worker.1", 2, 0)]
     await stop_all(sup, clock)
 
 
@@ -293,7 +293,7 @@ async def test_a_new_copy_waits_for_every_copy_of_its_id_being_stopped():
     assert launcher.times("exit") == [4] and len(launcher.children) == 2
     await clock.advance(0.001)
     assert launcher.times("exit") == [4, 6] and launcher.times("spawn") == [0, 0, 6]
-    assert list(sup.runners) == [("app", "worker.1", 3)]
+    assert list(sup.runners) == [("app", "worker.1", 3, 0)]
     await stop_all(sup, clock)
 
 
@@ -307,6 +307,50 @@ async def test_a_fence_stops_at_most_once_instances_within_its_grace():
     await clock.advance(2)
     fenced = launcher.children[0].pid
     assert launcher.signals()[:2] == [(0, fenced, signal.SIGTERM), (2, fenced, signal.SIGKILL)]
+    await stop_all(sup, clock)
+
+
+async def test_a_fence_leaves_an_ended_one_shot_run_in_place():
+    """An at_most_once one-shot run that has ended holds no process: the fence stops only the
+    one still running, and the ended one stays listed (removed, it would run again)."""
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, stubborn=True)
+    sup, seen = make(launcher)
+    done = spec("release.1", oneshot=True, at_most_once=True)
+    live = spec("release.2", oneshot=True, at_most_once=True, stop_timeout=10)
+    sup.apply([done, live])
+    await settle()
+    launcher.children[0].finish(0)
+    await settle()
+    ended = sup.runners[("app", "release.1", 1, 0)]
+    assert ended.state == InstanceState.SUCCEEDED
+    assert sup.fence(grace=2) == ["release.2"]
+    await clock.advance(2)
+    assert list(sup.runners) == [("app", "release.1", 1, 0)] and not sup.stopping
+    assert sup.runners[("app", "release.1", 1, 0)] is ended
+    fenced = launcher.children[1].pid
+    assert [(t, sig) for t, pid, sig in launcher.signals() if pid == fenced][:2] == [
+        (0, signal.SIGTERM), (2, signal.SIGKILL)]
+    assert (seen[-1].id, seen[-1].state, seen[-1].reason) == (
+        "release.2", InstanceState.FAILED, "stopped before it finished")
+    sup.apply([done])  # the list again: the ended run does not run a second time
+    await settle()
+    assert len(launcher.children) == 2
+    assert sup.runners[("app", "release.1", 1, 0)] is ended
+    await stop_all(sup, clock)
+
+
+async def test_an_at_most_once_id_in_several_copies_runs_only_the_highest_generation(caplog):
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
+    sup, seen = make(launcher)
+    copies = [spec("clock.1", release=r, generation=g, at_most_once=True)
+              for r, g in ((1, 0), (1, 2), (1, 1), (0, 5))]
+    sup.apply(copies)
+    await settle()
+    assert list(sup.runners) == [("app", "clock.1", 1, 2)] and len(launcher.children) == 1
+    assert {(s.release, s.generation) for s in seen} == {(1, 2)}
+    assert "app/clock.1 v0.g5, app/clock.1 v1, app/clock.1 v1.g1" in caplog.text
     await stop_all(sup, clock)
 
 

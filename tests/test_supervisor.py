@@ -1,6 +1,7 @@
 """The supervisor with real children: two copies of one instance id at two releases (a rolling
-deploy's surge copy beside the old one), the stop-then-start of a swap, at_most_once ids that
-never run twice, and the metrics of two copies. The truth comes from /proc and from a file each
+deploy's surge copy beside the old one) or at one release in two generations (a `ctl restart`'s),
+the stop-then-start of a swap, at_most_once ids that never run twice, and the metrics of two
+copies. The truth comes from /proc and from a file each
 child writes its start and exit to; every wait polls with a deadline; each test ends by
 stopping everything and finding no child of its own left."""
 from __future__ import annotations
@@ -104,9 +105,9 @@ async def supervised(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, list[pb.
         assert not sup.ports.used
 
 
-def running(sup: Supervisor, release: int, iid: str = "web.1") -> int:
-    """The pid of the copy of iid at release if it is running, else 0."""
-    r = sup.runners.get(("app", iid, release))
+def running(sup: Supervisor, release: int, iid: str = "web.1", generation: int = 0) -> int:
+    """The pid of the copy of iid at (release, generation) if it is running, else 0."""
+    r = sup.runners.get(("app", iid, release, generation))
     return r.pid if r is not None and r.state == InstanceState.RUNNING and r.pid else 0
 
 
@@ -148,7 +149,7 @@ async def test_a_second_release_of_an_id_runs_beside_the_first_then_the_first_al
         sup.apply([copy(2, command)])
         await until(lambda: not sup.stopping, what="v1's stop")
         assert not procs.alive(v1) and procs.alive(v2) and running(sup, 2) == v2
-        assert list(sup.runners) == [("app", "web.1", 2)]
+        assert list(sup.runners) == [("app", "web.1", 2, 0)]
         stopped = [s for s in seen if s.state == InstanceState.STOPPED]
         assert [(s.id, s.release) for s in stopped] == [("web.1", 1)]
         assert lines(record) == ["started 1", "started 2", "exited 1"]
@@ -177,6 +178,62 @@ async def test_swapping_one_release_for_another_stops_the_old_copy_before_starti
         assert v1_stopped < v2_first
 
 
+async def test_a_restart_runs_a_second_generation_beside_the_first_then_the_first_alone_goes(
+        tmp_path):
+    command, record = recorder(tmp_path)
+    async with supervised(tmp_path) as (sup, seen):
+        sup.apply([copy(1, command)])
+        await until(lambda: running(sup, 1), what="web.1 v1 g0 running")
+        g0 = running(sup, 1)
+
+        # The surge copy of a restart: the same release and spec, generation 1, beside g0.
+        sup.apply([copy(1, command), copy(1, command, generation=1)])
+        await until(lambda: running(sup, 1, generation=1), what="web.1 v1 g1 running")
+        g1 = running(sup, 1, generation=1)
+        assert running(sup, 1) == g0 and procs.alive(g0) and procs.alive(g1) and g0 != g1
+        assert procs.pgid(g0) == g0 and procs.pgid(g1) == g1
+        ports = {(s.release, s.generation): s.port for s in sup.statuses()}
+        assert set(ports) == {(1, 0), (1, 1)} and ports[1, 0] != ports[1, 1]
+        for pid, generation in ((g0, 0), (g1, 1)):
+            env = procs.environ(pid)
+            assert env["PORT"] == str(ports[1, generation])
+            assert env["FORMATION_RELEASE"] == "1" and env["FORMATION_INSTANCE"] == "web.1"
+            with socket.create_connection(("127.0.0.1", ports[1, generation]), timeout=5):
+                pass  # each copy serves on its own port
+        assert {(s.id, s.release, s.generation) for s in seen
+                if s.state == InstanceState.RUNNING} == {("web.1", 1, 0), ("web.1", 1, 1)}
+        assert lines(record) == ["started 1", "started 1"]
+
+        # Generation 0 dropped: only it stops, and its last report says which copy it was.
+        sup.apply([copy(1, command, generation=1)])
+        await until(lambda: not sup.stopping, what="g0's stop")
+        assert not procs.alive(g0) and procs.alive(g1) and running(sup, 1, generation=1) == g1
+        assert list(sup.runners) == [("app", "web.1", 1, 1)]
+        stopped = [s for s in seen if s.state == InstanceState.STOPPED]
+        assert [(s.id, s.release, s.generation) for s in stopped] == [("web.1", 1, 0)]
+        assert lines(record) == ["started 1", "started 1", "exited 1"]
+        assert ports[1, 0] not in sup.ports.used and ports[1, 1] in sup.ports.used
+        assert ("app", "web.1") in sup.sink.buffers  # g1 still writes there
+
+
+async def test_swapping_one_generation_for_the_next_stops_the_old_copy_before_starting_the_new(
+        tmp_path):
+    command, record = recorder(tmp_path)
+    async with supervised(tmp_path) as (sup, seen):
+        sup.apply([copy(1, command)])
+        await until(lambda: running(sup, 1), what="web.1 v1 g0 running")
+        g0 = running(sup, 1)
+        sup.apply([copy(1, command, generation=1)])
+        await until(lambda: running(sup, 1, generation=1), what="web.1 v1 g1 running")
+        assert not procs.alive(g0) and list(sup.runners) == [("app", "web.1", 1, 1)]
+        # g0 took 0.3 s to exit after SIGTERM: a g1 started at once would have written first.
+        assert lines(record) == ["started 1", "exited 1", "started 1"]
+        g1_first = next(i for i, s in enumerate(seen) if s.generation == 1)
+        g0_stopped = next(i for i, s in enumerate(seen)
+                          if s.generation == 0 and s.state == InstanceState.STOPPED)
+        assert g0_stopped < g1_first and seen[g0_stopped].release == 1
+
+
 async def test_an_at_most_once_id_listed_at_two_releases_runs_only_the_highest(
         tmp_path, caplog):
     command, record = recorder(tmp_path)
@@ -193,7 +250,7 @@ async def test_an_at_most_once_id_listed_at_two_releases_runs_only_the_highest(
         assert len(warnings) == 1 and "app/clock.1 v1" in warnings[0], warnings
         await until(lambda: running(sup, 2, "clock.1") and len(lines(record)) == 3,
                     what="clock.1 v2 started")
-        assert not procs.alive(v1) and list(sup.runners) == [("app", "clock.1", 2)]
+        assert not procs.alive(v1) and list(sup.runners) == [("app", "clock.1", 2, 0)]
         assert lines(record) == ["started 1", "exited 1", "started 2"]  # never two at once
 
         # Listed at two releases from the start: one copy only, the highest.
@@ -203,7 +260,7 @@ async def test_an_at_most_once_id_listed_at_two_releases_runs_only_the_highest(
                    copy(3, command, "clock.1", at_most_once=True)])
         await until(lambda: running(sup, 4, "clock.1") and "started 4" in lines(record),
                     what="clock.1 v4 started")
-        assert list(sup.runners) == [("app", "clock.1", 4)]
+        assert list(sup.runners) == [("app", "clock.1", 4, 0)]
         assert [line for line in lines(record) if line.startswith("started")] == [
             "started 1", "started 2", "started 4"]
         assert 3 not in {s.release for s in seen}
@@ -215,8 +272,10 @@ async def test_the_metrics_of_two_copies_of_one_id_are_distinct_series(tmp_path)
         registry = CollectorRegistry()
         registry.register(AgentCollector(sup, link, sup.sink, capacity=10))
         command, _ = recorder(tmp_path)
-        sup.apply([copy(1, command), copy(2, command)])
-        await until(lambda: running(sup, 1) and running(sup, 2), what="both copies running")
+        # Three copies: v1, and v2 in two generations (a restart of v2 under way).
+        sup.apply([copy(1, command), copy(2, command), copy(2, command, generation=1)])
+        await until(lambda: running(sup, 1) and running(sup, 2) and running(sup, 2, generation=1),
+                    what="the three copies running")
 
         text = generate_latest(registry).decode()
         series = [(s.name, tuple(sorted(s.labels.items())))
@@ -225,11 +284,12 @@ async def test_the_metrics_of_two_copies_of_one_id_are_distinct_series(tmp_path)
         values = {key: s.value for family in text_string_to_metric_families(text)
                   for s in family.samples
                   for key in [(s.name, tuple(sorted(s.labels.items())))]}
-        for release in ("1", "2"):
-            labels = (("app", "app"), ("id", "web.1"), ("release", release), ("type", "web"))
+        for release, generation in (("1", "0"), ("2", "0"), ("2", "1")):
+            labels = (("app", "app"), ("generation", generation), ("id", "web.1"),
+                      ("release", release), ("type", "web"))
             assert values[("formation_agent_instance_restarts_total", labels)] == 0
             assert ("formation_agent_instance_cpu_seconds_total", labels) in values
             assert values[("formation_agent_instance_resident_memory_bytes", labels)] > 0
         running_state = (("app", "app"), ("state", "running"), ("type", "web"))
-        assert values[("formation_agent_instances", running_state)] == 2
-        assert values[("formation_agent_slots", (("kind", "used"),))] == 2
+        assert values[("formation_agent_instances", running_state)] == 3
+        assert values[("formation_agent_slots", (("kind", "used"),))] == 3

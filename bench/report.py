@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from bench.fmt import f, ratio, spread
+from bench.report_rollout import rollout
 from bench.report_tls import api_round_trip, control_plane_notes, simulated_rows
 
 FLOOR = "floor (bare asyncio)"
@@ -69,6 +70,7 @@ def render(r: dict) -> str:
         for x in fo:
             out.append(f"| {x['ttl']:g} s | {f(x['replace']['median'])} | "
                        f"{f(x['replace']['worst'])} | {x['runs']} |")
+    out += rollout(r.get("rollout") or {})
     if "elapsed_seconds" in r:
         out.append(f"\nThe whole run took {r['elapsed_seconds'] / 60:.1f} minutes.")
     out += targets(r)
@@ -172,6 +174,11 @@ TARGETS: list[tuple[Any, ...]] = [
      2000, "", AT_LEAST),
     ("`Scale` acknowledged, 8 `ListInstances` readers, p95",
      lambda r: r["control_plane"]["read_models"]["scale_readers"]["p95"] * 1000, 20, "ms"),
+    ("rolling deploy of web=10, fewest copies serving",
+     lambda r: min(r["rollout"][v]["fewest"]["min"] for v in ("rolling", "rolling_fast")),
+     10, "", AT_LEAST),
+    ("deploy of a web that exits at once → reverted, worst",
+     lambda r: r["rollout"]["revert"]["seconds"]["max"], 10.0, "s"),
 ]
 
 

@@ -1,6 +1,7 @@
 """`make bench`: Formation against supervisord, circus and the floor, measured side by side in
 one run, plus the API round trip and the control plane at scale, each of those two plaintext and
-over mutual TLS side by side. Writes docs/benchmarks.md and bench/results.json.
+over mutual TLS side by side, and a rolling deploy against an all-at-once one (bench/rollout.py).
+Writes docs/benchmarks.md and bench/results.json.
 
 Every figure is a median with min-max over several rounds and, where there is one, a ratio to
 the floor measured in the same run (the machines are shared and noisy).
@@ -130,7 +131,8 @@ def main() -> None:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--only", default="", help="run only managers whose name contains this; "
                    "'controlplane': only the control-plane part (as python -m bench.controlplane); "
-                   "'api': only the API round trip, plaintext and TLS (as python -m bench.api)")
+                   "'api': only the API round trip, plaintext and TLS (as python -m bench.api); "
+                   "'rollout': only the rolling deploy (as python -m bench.rollout)")
     p.add_argument("--kinds", default="sleep,python")
     p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("--out", type=Path, help="default: bench/results.json for a full run, a "
@@ -142,7 +144,8 @@ def main() -> None:
                    or args.kinds != "sleep,python")
     control_plane_only = args.only == "controlplane"
     api_only = args.only == "api"
-    one_part = control_plane_only or api_only
+    rollout_only = args.only == "rollout"
+    one_part = control_plane_only or api_only or rollout_only
     started = time.monotonic()
     rng = random.Random(1)
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
@@ -185,12 +188,15 @@ def main() -> None:
     if api_only or (not control_plane_only and args.only in FORMATION_1):  # "" is in it
         from bench import api
         results["api_round_trip"] = api.run(tmp)
-    if not (args.skip_control_plane or api_only):
+    if not (args.skip_control_plane or api_only or rollout_only):
         from bench import controlplane
         results["control_plane"] = controlplane.run_all(tmp)
     if not one_part:
         from bench import failover
         results["failover"] = [failover.one_ttl(2.0, 3), failover.one_ttl(10.0, 2)]
+    if rollout_only or not one_part:
+        from bench import rollout
+        results["rollout"] = rollout.run(tmp)
     results["elapsed_seconds"] = time.monotonic() - started
     out = args.out or (tmp / "results.json" if partial else ROOT / "bench" / "results.json")
     out.write_text(json.dumps(results, indent=2))
@@ -198,6 +204,7 @@ def main() -> None:
     if partial and not args.docs:
         print("\n".join(report.api_round_trip(results.get("api_round_trip") or {})
                          + report.control_plane(results.get("control_plane") or {})
+                         + report.rollout(results.get("rollout") or {})
                          + report.targets(results)))
         print(f"wrote {out} (a partial run: docs/benchmarks.md left alone; --docs writes it)",
               file=sys.stderr)

@@ -74,13 +74,21 @@ class Client:
 
     def logs(self, request: pb.LogsRequest) -> Iterator[pb.LogLine]:
         """Stream log lines; the first address that answers serves the whole stream."""
+        return self._stream(lambda s: s.Logs, request)
+
+    def events(self, request: pb.EventsRequest) -> Iterator[pb.EventInfo]:
+        """Stream an app's events; the first address that answers serves the whole stream."""
+        return self._stream(lambda s: s.Events, request)
+
+    def _stream(self, method: Callable[[pbg.ControlStub], Callable[..., Any]],
+                request: Any) -> Iterator[Any]:
         last: CtlError | None = None
         for address in self.addresses:
             # No BDP probing: a paused `ctl logs -f` must not grow its window to tens of MB
             # (the scheduler's per-reader budget is what bounds a slow reader).
             channel = self._open(address, options=[("grpc.http2.bdp_probe", 0)])
             try:
-                stream = pbg.ControlStub(channel).Logs(
+                stream = method(pbg.ControlStub(channel))(
                     request, timeout=None if request.follow else self.timeout)
                 try:
                     yield from stream
@@ -158,6 +166,10 @@ class Client:
     def rollback(self, app: str, version: int, author: str = "") -> pb.RollbackReply:
         return self._call(lambda s: s.Rollback,
                           pb.RollbackRequest(app=app, version=version, author=author))
+
+    def restart(self, app: str, targets: list[str], author: str = "") -> pb.RestartReply:
+        return self._call(lambda s: s.Restart,
+                          pb.RestartRequest(app=app, targets=targets, author=author))
 
     def releases(self, app: str) -> list[pb.ReleaseInfo]:
         return list(self._call(lambda s: s.ListReleases,

@@ -24,13 +24,16 @@ def run(args: argparse.Namespace, client: Client) -> int:
         return history(args, client)
     reply = client.formation(args.app)
     if args.json:
-        emit_json({t.type: {"desired": t.desired, "running": t.running} for t in reply.types})
+        emit_json({t.type: {"desired": t.desired, "running": t.running,
+                            **({"crash_looping": True} if t.crash_looping else {})}
+                   for t in reply.types})
         return 0
     if not reply.release:
         print(f"{args.app} has no release yet: run 'ctl deploy PROCFILE'.")
         return 0
     print(table(["TYPE", "DESIRED", "RUNNING"],
-                [[t.type, t.desired, t.running] for t in reply.types]))
+                [[t.type, t.desired, f"{t.running} (crash-looping on every agent)"
+                  if t.crash_looping else t.running] for t in reply.types]))
     return 0
 
 

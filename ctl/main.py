@@ -15,10 +15,12 @@ from ctl import (
     deploy,
     dev,
     drain,
+    events,
     formation,
     logs,
     ps,
     releases,
+    restart,
     rollback,
     scale,
     tls,
@@ -26,8 +28,8 @@ from ctl import (
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 
-COMMANDS = (deploy, releases, config, rollback, scale, ps, formation, agents, drain, logs, dev,
-            tls)
+COMMANDS = (deploy, releases, config, rollback, restart, scale, ps, formation, events, agents, drain,
+            logs, dev, tls)
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,5 +1,6 @@
 """`--wait` for what makes a release (deploy, config set/unset, rollback): progress per type,
-then exit 0 once every instance runs the new release and is healthy (running), 1 on timeout."""
+then exit 0 once its rollout finished (every instance runs the new release, proven healthy);
+1 if the rollout failed (saying whether it was reverted), was superseded, or on timeout."""
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,36 @@ def progress(instances: list[pb.Instance], desired: dict[str, int], version: int
     return done, "; ".join(parts) or "no instances"
 
 
+def outcome(releases: list[pb.ReleaseInfo], version: int) -> str | None:
+    """The rollout of `version`: "" if it finished, None while it goes on; else CtlError."""
+    info = next((r for r in releases if r.version == version), None)
+    if info is None:
+        raise CtlError(f"v{version} is no longer kept", RUNTIME)
+    why = f": {info.reason}" if info.reason else ""
+    if info.status == "reverted":
+        current = next((r.version for r in releases if r.status in ("current", "rolling out")),
+                       0)
+        back = f"; reverted to v{current}" if current else "; reverted"
+        raise CtlError(f"v{version} rollout failed{why}{back}", RUNTIME)
+    if info.status == "failed":
+        raise CtlError(f"v{version} rollout failed{why} (not reverted)", RUNTIME)
+    if info.status == "superseded":
+        raise CtlError(f"v{version} was superseded by a newer release before it rolled out",
+                       RUNTIME)
+    return "" if info.status == "current" else None
+
+
 def wait(client: Client, args: argparse.Namespace, version: int) -> None:
-    """Wait for release `version` of args.app (args.timeout); CtlError (exit 1) on timeout."""
+    """Wait for release `version` of args.app (args.timeout); CtlError (exit 1) if its rollout
+    failed or on timeout."""
     check_timeout(args.timeout)
     desired = {t.type: t.desired for t in client.formation(args.app).types if t.desired}
-    done, line = watch(lambda: progress(client.instances(args.app), desired, version),
-                       args.timeout, sys.stderr.isatty() and not args.json)
+
+    def check() -> tuple[bool, str]:
+        finished = outcome(client.releases(args.app), version) == ""
+        done, line = progress(client.instances(args.app), desired, version)
+        return finished and done, line
+    done, line = watch(check, args.timeout, sys.stderr.isatty() and not args.json)
     if not done:
         raise CtlError(f"timed out after {args.timeout:g}s waiting for v{version}: {line}",
                        RUNTIME)

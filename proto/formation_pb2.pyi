@@ -408,6 +408,26 @@ class RollbackReply(_message.Message):
     to: int
     def __init__(self, version: _Optional[int] = ..., to: _Optional[int] = ...) -> None: ...
 
+class RestartRequest(_message.Message):
+    __slots__ = ("app", "targets", "author")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    author: str
+    def __init__(self, app: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., author: _Optional[str] = ...) -> None: ...
+
+class RestartReply(_message.Message):
+    __slots__ = ("types", "instances", "release")
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    instances: _containers.RepeatedScalarFieldContainer[str]
+    release: int
+    def __init__(self, types: _Optional[_Iterable[str]] = ..., instances: _Optional[_Iterable[str]] = ..., release: _Optional[int] = ...) -> None: ...
+
 class RemoveAgentRequest(_message.Message):
     __slots__ = ("agent",)
     AGENT_FIELD_NUMBER: _ClassVar[int]

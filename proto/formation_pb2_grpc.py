@@ -99,6 +99,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.RollbackReply.FromString,
                 _registered_method=True)
+        self.Restart = channel.unary_unary(
+                '/formation.v1.Control/Restart',
+                request_serializer=proto_dot_formation__pb2.RestartRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.RestartReply.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/formation.v1.Control/Events',
                 request_serializer=proto_dot_formation__pb2.EventsRequest.SerializeToString,
@@ -187,6 +192,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Restart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -260,6 +271,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=proto_dot_formation__pb2.RollbackRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.RollbackReply.SerializeToString,
+            ),
+            'Restart': grpc.unary_unary_rpc_method_handler(
+                    servicer.Restart,
+                    request_deserializer=proto_dot_formation__pb2.RestartRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.RestartReply.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -618,6 +634,33 @@ class Control:
             '/formation.v1.Control/Rollback',
             proto_dot_formation__pb2.RollbackRequest.SerializeToString,
             proto_dot_formation__pb2.RollbackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/Restart',
+            proto_dot_formation__pb2.RestartRequest.SerializeToString,
+            proto_dot_formation__pb2.RestartReply.FromString,
             options,
             channel_credentials,
             insecure,

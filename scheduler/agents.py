@@ -25,6 +25,8 @@ from proto import formation_pb2 as pb
 from scheduler.placement import AgentView, InstanceKey
 from scheduler.records import AgentRecord
 
+Copy = tuple[int, int]  # which copy of an instance: (release, generation)
+
 
 @dataclass
 class Session:
@@ -44,7 +46,12 @@ class AgentEntry:
     down: bool = False
     down_since: float = 0.0     # monotonic time it was marked down
     session: Session | None = None
-    reports: dict[InstanceKey, pb.InstanceStatus] = field(default_factory=dict)
+    # Its copies by instance and (release, generation): during a rollout or a restart an id
+    # may run two copies.
+    reports: dict[InstanceKey, dict[Copy, pb.InstanceStatus]] = field(default_factory=dict)
+    # When each copy last turned running (wall clock, stamped here: agents' clocks differ);
+    # a rollout proves a new copy by how long it has been running.
+    running_since: dict[tuple[InstanceKey, Copy], float] = field(default_factory=dict)
     warned: bool = False        # said once that it sends reports that are ignored
 
     @property
@@ -64,9 +71,47 @@ class AgentEntry:
                          draining=self.draining)
 
     def runs(self, key: InstanceKey) -> bool:
-        """Does this agent report a copy of key that is not stopped?"""
-        report = self.reports.get(key)
-        return report is not None and report.state != InstanceState.STOPPED
+        """Does this agent report a copy of key (on any release) that is not stopped?"""
+        return bool(self.reports.get(key))
+
+    def report(self, key: InstanceKey, release: int | None = None,
+               generation: int | None = None) -> pb.InstanceStatus | None:
+        """Its report of key's copy on `release` and `generation`; None: of its newest one."""
+        copies = self.reports.get(key)
+        if not copies:
+            return None
+        if release is None:
+            return copies[max(copies)]
+        if generation is not None:
+            return copies.get((release, generation))
+        return copies[max(v for v in copies if v[0] == release)] \
+            if any(v[0] == release for v in copies) else None
+
+    def since(self, key: InstanceKey, copy: Copy) -> float | None:
+        """Since when its copy `copy` of key runs (None: it does not)."""
+        report = self.reports.get(key, {}).get(copy)
+        if report is None or report.state != InstanceState.RUNNING:
+            return None
+        return self.running_since.get((key, copy), 0.0)
+
+    def put_report(self, status: pb.InstanceStatus, now: float) -> None:
+        key, copy = InstanceKey(status.app, status.id), (status.release, status.generation)
+        copies = self.reports.setdefault(key, {})
+        before = copies.get(copy)
+        if status.state == InstanceState.STOPPED:
+            copies.pop(copy, None)
+            if not copies:
+                del self.reports[key]
+        else:
+            copies[copy] = status
+        if status.state != InstanceState.RUNNING:
+            self.running_since.pop((key, copy), None)
+        elif before is None or before.state != InstanceState.RUNNING:
+            self.running_since[(key, copy)] = now
+
+    def clear_reports(self) -> None:
+        self.reports.clear()
+        self.running_since.clear()
 
 
 class AgentTable:
@@ -109,7 +154,11 @@ class AgentTable:
         old = entry.session
         touched = set(entry.reports)
         entry.record, entry.session, entry.down = record, Session(), False
-        entry.reports = {InstanceKey(s.app, s.id): s for s in statuses}
+        entry.clear_reports()
+        now = time.time()
+        for status in statuses:
+            if status.state != InstanceState.STOPPED:
+                entry.put_report(status, now)
         self._seen(record.name)
         return entry, entry.session, old, touched | set(entry.reports)
 
@@ -123,12 +172,8 @@ class AgentTable:
 
     def status(self, name: str, status: pb.InstanceStatus) -> InstanceKey:
         entry = self._seen(name)
-        key = InstanceKey(status.app, status.id)
-        if status.state == InstanceState.STOPPED:
-            entry.reports.pop(key, None)
-        else:
-            entry.reports[key] = status
-        return key
+        entry.put_report(status, time.time())
+        return InstanceKey(status.app, status.id)
 
     def gone(self, entry: AgentEntry, session: Session) -> bool:
         """The stream ended; the agent stays alive until its heartbeat deadline passes. True
@@ -146,7 +191,7 @@ class AgentTable:
         for e in gone:
             e.down, e.down_since = True, now
             out.append((e, set(e.reports)))
-            e.reports.clear()
+            e.clear_reports()
         return out
 
     def forget(self, name: str) -> AgentEntry:

@@ -4,8 +4,8 @@
     operator   everything                           -
     viewer     GetFormation, ListInstances,         -
                ListAgents, ListReleases,
-               ListScales (not Logs: apps print
-               secrets; nor GetConfig: docs/security.md)
+               ListScales, Events (not Logs: apps
+               print secrets; nor GetConfig: docs/security.md)
     agent      -                                    Connect, as its own name only
     scheduler  -                                    -
 
@@ -18,14 +18,14 @@ from __future__ import annotations
 from common.identity import NO_ROLE, Identity
 
 READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases",
-                       "ListScales"})
+                       "ListScales", "Events"})  # events name config vars, never values
 # What a refusal says the caller may not do: "viewer may not scale".
 ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the formation",
            "ListInstances": "list instances", "ListAgents": "list agents",
            "ListReleases": "list releases", "ListScales": "read the formation history",
            "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
            "GetConfig": "read config vars", "SetConfig": "change config vars",
-           "Rollback": "roll back",
+           "Rollback": "roll back", "Events": "read events",
            "Connect": "connect as an agent"}
 
 

@@ -17,10 +17,12 @@ from common.states import is_instance_state
 from common.tls import peer_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from scheduler import releases
+from scheduler import releases, rollouts
 from scheduler.errors import Rejected, answer
+from scheduler.eventlog import MAX_EVENTS, Event, Follower, TooManyFollowers
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
 from scheduler.reconciler import Scheduler
+from scheduler.rolloutsteps import MAX_RESTART_TARGETS
 
 log = logging.getLogger("scheduler.control")
 MAX_AUTHOR = 255  # characters of a release's author as a plaintext client gives it
@@ -44,6 +46,18 @@ def author_of(context: grpc.aio.ServicerContext, said: str) -> str:
     return said
 
 
+
+def check_target(text: str) -> str:
+    """A restart target: a process type (`web`) or an instance id (`web.3`); else Rejected."""
+    try:
+        if "." in text:
+            split_instance_id(text)
+        else:
+            check_name("process type", text)
+    except ValueError as e:
+        raise Rejected(str(e)) from None
+    return text
+
 class ControlService(pbg.ControlServicer):
     def __init__(self, scheduler: Scheduler, channels: AgentChannels | None = None) -> None:
         self.s = scheduler
@@ -64,6 +78,36 @@ class ControlService(pbg.ControlServicer):
         await answer(context, check)
         async for line in stream_logs(self.s.agents, self.channels, request):
             yield line
+
+    async def Events(self, request: pb.EventsRequest, context: grpc.aio.ServicerContext
+                     ) -> AsyncIterator[pb.EventInfo]:
+        """The app's events, oldest first (the last `tail`, 0: all kept); with `follow`, then
+        each new one as it happens, until the caller goes away. An app with none (or no app
+        of that name) has an empty feed."""
+        def info(e: Event, missed: int = 0) -> pb.EventInfo:
+            return pb.EventInfo(time=e.time, kind=e.kind, text=e.text, author=e.author,
+                                missed=missed)
+
+        async def start() -> tuple[list[Event], Follower | None]:
+            app = check_name("app", request.app)
+            if not 0 <= request.tail <= MAX_EVENTS:
+                raise Rejected(f"tail must be 0 (all kept) to {MAX_EVENTS}")
+            try:  # subscribed and listed at once: nothing is missed or sent twice between
+                follower = self.s.events.subscribe(app) if request.follow else None
+            except TooManyFollowers as e:
+                raise Rejected(str(e), grpc.StatusCode.RESOURCE_EXHAUSTED) from None
+            return self.s.events.list(app)[-request.tail:], follower
+        kept, follower = await answer(context, start)
+        try:
+            for event in kept:
+                yield info(event)
+            kept.clear()
+            while follower is not None:
+                missed, event = await follower.get()
+                yield info(event, missed)
+        finally:
+            if follower is not None:
+                self.s.events.unsubscribe(request.app, follower)
 
     async def Deploy(self, request: pb.DeployRequest, context: grpc.aio.ServicerContext
                      ) -> pb.DeployReply:
@@ -149,13 +193,29 @@ class ControlService(pbg.ControlServicer):
 
             def make(current: Release | None) -> releases.Content:
                 apps = self.s.world.apps
+                record = apps.rollouts.get(app)
+                bad = {v for v, o in record.outcomes.items() if o in rollouts.UNFIT} \
+                    if record is not None else set()
                 found = releases.rollback_target(apps.releases.get(app, {}),
-                                                 apps.current.get(app, 0), request.version)
+                                                 apps.current.get(app, 0), request.version, bad)
                 target.append(found.version)
                 return releases.rolled_back(found)
             version, _ = await self.s.new_release(app, make, author)
             audit(context, f"rolled {app} back to v{target[0]} (v{version})")
             return pb.RollbackReply(version=version, to=target[0])
+        return await answer(context, run)
+
+    async def Restart(self, request: pb.RestartRequest,
+                      context: grpc.aio.ServicerContext) -> pb.RestartReply:
+        async def run() -> pb.RestartReply:
+            app = check_name("app", request.app)
+            author = author_of(context, request.author)
+            if len(request.targets) > MAX_RESTART_TARGETS:
+                raise Rejected(f"at most {MAX_RESTART_TARGETS} types and instances at once")
+            targets = [check_target(t) for t in request.targets]
+            types, ids, version = await self.s.restart(app, targets, author)
+            audit(context, f"restarted {app} {' '.join(targets) or 'every type'}")
+            return pb.RestartReply(types=types, instances=ids, release=version)
         return await answer(context, run)
 
     async def ListScales(self, request: pb.ListScalesRequest,
@@ -172,14 +232,20 @@ class ControlService(pbg.ControlServicer):
                            context: grpc.aio.ServicerContext) -> pb.ListReleasesReply:
         async def run() -> pb.ListReleasesReply:
             app = check_name("app", request.app)
-            apps = self.s.world.apps
+            world = self.s.world
+            apps = world.apps
             current = apps.current.get(app, 0)
-            return pb.ListReleasesReply(releases=[
-                pb.ReleaseInfo(version=r.version, created=r.created, author=r.author,
-                               description=r.description,
-                               status="current" if r.version == current else "superseded")
-                for r in sorted(apps.releases.get(app, {}).values(),
-                                key=lambda r: -r.version)])
+            record = apps.rollouts.get(app)
+            out = []
+            for r in sorted(apps.releases.get(app, {}).values(), key=lambda r: -r.version):
+                status, reason = rollouts.release_status(record, current, r.version)
+                looping = r.version == current and any(
+                    world.crash_looping(app, t) for t in r.types)
+                out.append(pb.ReleaseInfo(version=r.version, created=r.created,
+                                          author=r.author, description=r.description,
+                                          status=status, reason=reason,
+                                          crash_looping=looping))
+            return pb.ListReleasesReply(releases=out)
         return await answer(context, run)
 
     async def ListAgents(self, request: pb.ListAgentsRequest,

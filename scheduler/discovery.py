@@ -2,14 +2,16 @@
 scheduler next to its /metrics:
 
     /sd/agents     every agent's metrics endpoint, labelled with the agent's name
-    /sd/instances  every running instance's $PORT, labelled app, type, instance, agent
-                   (so apps that expose /metrics are scraped too)
+    /sd/instances  every running instance's $PORT, labelled app, type, instance, agent,
+                   release (so apps that expose /metrics are scraped too); an instance in a
+                   rollout's surge has two targets, one per release
 """
 from __future__ import annotations
 
 import json
 
 from scheduler.reconciler import Scheduler
+from scheduler.world import runs_release
 
 JSON = "application/json"
 
@@ -23,15 +25,27 @@ def agents(s: Scheduler) -> tuple[str, bytes]:
 
 
 def instances(s: Scheduler) -> tuple[str, bytes]:
-    """Running instances: those the read models count as running (world.runs_assigned)."""
+    """Running copies of assigned instances: the assigned one (world.runs_assigned) and,
+    during a handoff or a rollout's surge, the old copy while it still serves; each labelled
+    with its release."""
+    world = s.world
+    keys = s.read.running_keys() | {k for k, w in world.assignments.items() if w.previous}
     groups = []
-    for key in sorted(s.read.running_keys()):
-        where = s.world.assignments[key]
-        entry = s.agents.entries[where.agent]
-        report = entry.reports[key]
-        if not report.port:
+    for key in sorted(keys):
+        where = world.assignments.get(key)
+        if where is None:
             continue
-        groups.append({"targets": [f"{entry.record.address}:{report.port}"],
-                       "labels": {"app": key.app, "type": key.type, "instance": key.id,
-                                  "agent": where.agent}})
+        copies = [(where.agent, where.copy)]
+        if where.previous:
+            copies.append((where.previous, where.old_copy))
+        for name, (release, generation) in copies:
+            entry = s.agents.entries.get(name)
+            report = entry.report(key, release, generation) \
+                if entry is not None and not entry.down else None
+            if entry is None or report is None or not report.port \
+                    or not runs_release(report, release):
+                continue
+            groups.append({"targets": [f"{entry.record.address}:{report.port}"],
+                           "labels": {"app": key.app, "type": key.type, "instance": key.id,
+                                      "agent": name, "release": str(release)}})
     return JSON, json.dumps(groups).encode()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ from common.httpserve import metrics_route, serve
 from common.limits import AGENT_REDIAL_MAX, HEARTBEAT
 from common.logsetup import setup_logging
 from common.net import split_hostport
-from scheduler import authz, discovery, etcdclient, metrics
+from scheduler import authz, discovery, etcdclient, eventstore, metrics
 from scheduler.agentlink import AgentLinkService
 from scheduler.control import ControlService
 from scheduler.logs import AgentChannels
@@ -147,7 +148,9 @@ async def run(args: argparse.Namespace) -> None:
 
     tasks = [asyncio.create_task(scheduler.run(), name="reconcile"),
              asyncio.create_task(store.watch_apps(revision, scheduler.app_event,
-                                                  scheduler.apps_lost), name="watch")]
+                                                  scheduler.apps_lost), name="watch"),
+             asyncio.create_task(eventstore.keep(store, scheduler.events,
+                                                 scheduler.events_written), name="events")]
     stop = asyncio.Event()
     failed: list[asyncio.Task] = []
 
@@ -169,6 +172,9 @@ async def run(args: argparse.Namespace) -> None:
     for t in tasks:
         t.cancel()
     await server.stop(grace=1)
+    with contextlib.suppress(TimeoutError):  # the events of the last second, if etcd answers
+        await asyncio.wait_for(eventstore.flush(store, scheduler.events,
+                                                scheduler.events_written), 5)
     await store.close()
     if failed:
         raise SystemExit(1)

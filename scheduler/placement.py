@@ -10,7 +10,8 @@ Rules, in order (docs/architecture.md):
 
 The Plan sorts every wanted or assigned instance into buckets, like Nomad's reconciler:
 
-    wanted & assigned to a live agent  -> keep      (and `update` if its release is old)
+    wanted & assigned to a live agent  -> keep      (and `update` if its release is old,
+                                          unless a rollout replaces it: scheduler/rollouts.py)
     wanted & on a down agent           -> migrate   (or pending + unassign if nowhere fits)
     wanted & on a draining agent       -> migrate with a handoff: the old copy runs until the
                                           new one does; at_most_once types are evicted instead
@@ -56,11 +57,34 @@ class AgentView:
 
 @dataclass(frozen=True)
 class Assigned:
-    """Where an instance runs and which release it runs; `previous` is the agent that keeps
-    its old copy running until this one runs (a drain handoff)."""
+    """Where an instance runs and which release it runs. `previous` is the agent that keeps
+    the old copy, on `previous_release`, running until this one runs: a drain handoff (on
+    another agent) or a rollout's surge (often on the same agent: then it runs both)."""
     agent: str
     release: int
     previous: str = ""
+    previous_release: int = 0  # 0: the same as `release` (records written before rollouts)
+    generation: int = 0        # `ctl restart`s of the id on this release: a new copy each
+    previous_generation: int = 0
+
+    @property
+    def old_release(self) -> int:
+        """The release of the old copy `previous` keeps."""
+        return self.previous_release or self.release
+
+    @property
+    def copy(self) -> tuple[int, int]:
+        """Which copy it is: (release, generation)."""
+        return self.release, self.generation
+
+    @property
+    def old_copy(self) -> tuple[int, int]:
+        """Which copy `previous` keeps."""
+        return self.old_release, self.previous_generation
+
+    def settled(self) -> Assigned:
+        """The assignment once its old copy is let go."""
+        return Assigned(self.agent, self.release, generation=self.generation)
 
 
 @dataclass
@@ -84,11 +108,18 @@ class Plan:
         for key in (*self.stop, *self.unassign):
             after.pop(key, None)
         for key, release in self.update.items():
-            after[key] = Assigned(after[key].agent, release, after[key].previous)
+            was = after[key]
+            after[key] = Assigned(was.agent, release, was.previous, was.previous_release,
+                                  was.generation, was.previous_generation)
         for key, agent in self.place.items():
             after[key] = Assigned(agent, releases[key.app])
         for key, agent in self.migrate.items():
-            after[key] = Assigned(agent, releases[key.app], self.handoff.get(key, ""))
+            old = self.handoff.get(key, "")
+            was = before[key]
+            moved = old and was.release != releases[key.app]  # the old copy keeps its release
+            after[key] = Assigned(agent, releases[key.app], old, was.release if moved else 0,
+                                  was.generation if was.release == releases[key.app] else 0,
+                                  was.generation if old else 0)
         return after
 
 
@@ -104,14 +135,16 @@ def plan(desired: Mapping[tuple[str, str], int],
          assignments: Mapping[InstanceKey, Assigned],
          at_most_once: Set[tuple[str, str]] = frozenset(),
          blocked: Set[InstanceKey] = frozenset(),
-         running_on: Mapping[InstanceKey, str] = {}) -> Plan:
+         running_on: Mapping[InstanceKey, str] = {},
+         rolling: Set[tuple[str, str]] = frozenset()) -> Plan:
     """Compute the changes that bring `assignments` to `desired` on `agents`.
 
     desired: (app, type) -> count, for types of each app's current release;
     releases: app -> current release version;
     at_most_once: (app, type) pairs that must never run twice (evicted, not handed off);
     blocked: instances not to place yet (an old copy of an at_most_once one still runs);
-    running_on: where an unassigned instance is reported running; it is kept there if it may.
+    running_on: where an unassigned instance is reported running; it is kept there if it may;
+    rolling: (app, type) pairs a rollout moves to the current release: not `update`d here.
     """
     result = Plan()
     wanted = wanted_instances({k: v for k, v in desired.items() if k[0] in releases})
@@ -135,7 +168,7 @@ def plan(desired: Mapping[tuple[str, str], int],
                 result.handoff[key] = where.agent
                 continue  # placed below; the old copy keeps its slot until the handoff ends
             by_type[(key.app, key.type)][where.agent] += 1
-            if where.release != releases[key.app]:
+            if where.release != releases[key.app] and (key.app, key.type) not in rolling:
                 result.update[key] = releases[key.app]
 
     # Group what needs a home by (app, type): one heap per group keeps this O(n log agents).

@@ -26,20 +26,22 @@ class LinkTimes:
         return self.fence_after or 0.6 * self.agent_ttl
 
 
-def assignment_message(world: World, key: InstanceKey) -> pb.Assignment:
+def assignment_message(world: World, key: InstanceKey, version: int, generation: int
+                       ) -> pb.Assignment:
     """One item of a list; its env travels once per release, in the list's `envs`."""
-    version = world.assignments[key].release
     ptype = world.apps.releases[key.app][version].types[key.type]
     return pb.Assignment(
-        app=key.app, id=key.id, type=key.type, release=version, command=ptype.command,
+        app=key.app, id=key.id, type=key.type, release=version, generation=generation,
+        command=ptype.command,
         stop_timeout=ptype.stop_timeout, at_most_once=ptype.at_most_once,
         health=health_to_pb(ptype.health))
 
 
-def list_message(world: World, keys: list[InstanceKey], times: LinkTimes) -> pb.SchedulerMessage:
-    releases = sorted({(k.app, world.assignments[k].release) for k in keys})
+def list_message(world: World, items: list[tuple[InstanceKey, int, int]], times: LinkTimes
+                 ) -> pb.SchedulerMessage:
+    releases = sorted({(k.app, version) for k, version, _ in items})
     return pb.SchedulerMessage(assignments=pb.Assignments(
-        items=[assignment_message(world, k) for k in keys],
+        items=[assignment_message(world, k, v, g) for k, v, g in items],
         envs=[pb.ReleaseEnv(app=app, release=v, env=world.apps.releases[app][v].env)
               for app, v in releases],
         fence_after=times.fence, agent_ttl=times.agent_ttl))
@@ -50,22 +52,22 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False)
     session = entry.session
     if session is None:
         return False
-    keys = world.list_for(entry.record.name)
-    fingerprint = tuple((k, world.assignments[k].release) for k in keys)
+    items = world.list_for(entry.record.name)
+    fingerprint = tuple(items)
     if not force and session.last_sent == fingerprint:
         return False  # checked before building messages: this runs for every agent, every pass
-    message = list_message(world, keys, times)
+    message = list_message(world, items, times)
     size = message.ByteSize()
     if size > MAX_LIST_BYTES:  # it would never arrive: keep the old list, say so, retry later
         if not session.too_large:
             session.too_large = True
             log.error("agent %s: its list of %d instances is %d bytes, over the link's limit "
-                      "of %d; it keeps its previous list", entry.record.name, len(keys), size,
+                      "of %d; it keeps its previous list", entry.record.name, len(items), size,
                       MAX_LIST_BYTES)
         return False
     session.too_large = False
     session.last_sent = fingerprint
-    session.given.update(keys)
+    session.given.update(k for k, _, _ in items)
     session.outbox.put_nowait(message)
     return True
 

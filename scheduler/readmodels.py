@@ -170,7 +170,9 @@ class ReadModels:
         if release is None:
             return pb.FormationReply()
         return pb.FormationReply(release=release.version, types=[
-            pb.TypeCount(type=t, desired=n, running=self.running[(app, t)])
+            pb.TypeCount(type=t, desired=n, running=self.running[(app, t)],
+                         crash_looping=bool(n) and not self.running[(app, t)]
+                         and self.world.crash_looping(app, t))
             for t, n in self.world.apps.counts(app).items()])
 
     def agent(self, name: str) -> pb.Agent:

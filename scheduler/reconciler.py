@@ -1,5 +1,6 @@
 """The scheduler: its world, the reconcile loop (evaluate -> apply -> push, like Nomad's
-reconciler) and the narrow API that Control and AgentLink call.
+reconciler) and the narrow API that Control and AgentLink call (its parts: appchanges.py for
+releases and counts, rolloutsteps.py for rollouts, sessions.py for agents).
 
 One asyncio task owns reconciliation; everything else (ctl calls, agent messages, the etcd watch,
 the heartbeat clock) changes the world through the methods here and pokes `wake`. A lost or
@@ -12,19 +13,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 
-import grpc
-
-from common.appdef import ProcessType, Release
-from scheduler import instruments, releases
+from scheduler import instruments
 from scheduler.agents import AgentTable
-from scheduler.errors import Rejected
+from scheduler.appchanges import AppChanges
+from scheduler.eventlog import EventLog
 from scheduler.placement import Assigned, InstanceKey, Plan, plan
 from scheduler.push import LinkTimes, push_all
 from scheduler.readmodels import ReadModels
-from scheduler.records import AppEvent, ScaleRecord, Snapshot, decode
-from scheduler.releases import Content
+from scheduler.records import (
+    AppEvent,
+    Snapshot,
+    decode,
+)
+from scheduler.rolloutsteps import RolloutSteps
 from scheduler.sessions import AgentEvents
 from scheduler.store import Conflict, Store, StoreUnavailable
 from scheduler.world import Apps, World
@@ -33,9 +36,10 @@ log = logging.getLogger("scheduler")
 APPLY_ATTEMPTS = 3  # a conflicting write is re-read and re-planned this many times per pass
 RETRY_UNAVAILABLE = 0.5  # seconds before the next pass when etcd did not answer
 RETRY_ERROR = 1.0        # seconds before the next pass after an unexpected error
+ROLLOUT_TICK = 0.2       # seconds between passes while a rollout or a surge waits on time
 
 
-class Scheduler(AgentEvents):
+class Scheduler(AgentEvents, AppChanges, RolloutSteps):
     """The scheduler's state and its reconcile loop."""
 
     def __init__(self, store: Store, times: LinkTimes, release_history: int = 50,
@@ -48,6 +52,7 @@ class Scheduler(AgentEvents):
         self.lock = asyncio.Lock()  # serializes etcd writes and the memory changes they make
         self.wake = asyncio.Event()
         self.started = time.time()
+        self.events = EventLog(time.time)  # what happened to each app (`ctl events`)
         self._app_revisions: dict[str, int] = {}  # "apps/..." key -> mod_revision applied
         self._apps_stale = False        # the watch was compacted away: re-read apps
         self._assignments_stale = False  # a write failed midway: re-read assignments
@@ -74,8 +79,11 @@ class Scheduler(AgentEvents):
         return snap.revision
 
     def _set_apps(self, snap: Snapshot) -> None:
-        self.world.apps = Apps(snap.releases, snap.current, snap.formation, snap.scales)
+        self.world.apps = Apps(snap.releases, snap.current, snap.formation, snap.scales,
+                               snap.rollouts)
         self._app_revisions = dict(snap.app_revisions)
+        for app, events in snap.events.items():  # merged: newer events in memory stay
+            self.events.restore(app, events)
 
     def app_event(self, event: AppEvent) -> None:
         """A change under apps/ seen by the watch: applied unless memory already has it (this
@@ -95,6 +103,10 @@ class Scheduler(AgentEvents):
                     apps.formation.pop((app, ptype), None)
                 case ["apps", app, "scales"]:
                     apps.scales.pop(app, None)
+                case ["apps", app, "events"]:
+                    self.events.forget(app)
+                case ["apps", app, "rollout"]:
+                    apps.rollouts.pop(app, None)
         else:
             snap = Snapshot()
             decode(snap, parts, event.value)
@@ -103,6 +115,9 @@ class Scheduler(AgentEvents):
             apps.current.update(snap.current)
             apps.formation.update(snap.formation)
             apps.scales.update(snap.scales)
+            for app, events in snap.events.items():  # another writer's: merged
+                self.events.restore(app, events)
+            apps.rollouts.update(snap.rollouts)
         if parts[-1] == "current":
             self.read.touch_current(parts[1])
         self.poke()
@@ -111,6 +126,10 @@ class Scheduler(AgentEvents):
         """The watch could not resume where it was: re-read apps on the next pass."""
         self._apps_stale = True
         self.poke()
+
+    def events_written(self, app: str, revision: int) -> None:
+        """The app's event feed is in etcd at revision (eventstore.py): the watch skips it."""
+        self._app_revisions[f"apps/{app}/events"] = revision
 
     # ---- the loop ----------------------------------------------------------------
 
@@ -121,6 +140,8 @@ class Scheduler(AgentEvents):
             deadline = self.agents.next_deadline()
             timeout = None if deadline is None or deadline == float("inf") \
                 else max(0.0, deadline - time.monotonic())
+            if self.waits_on_time():
+                timeout = ROLLOUT_TICK if timeout is None else min(timeout, ROLLOUT_TICK)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
@@ -178,7 +199,7 @@ class Scheduler(AgentEvents):
             self._assignments_stale = False
             self.read.rebuild()
 
-    async def _write(self, changes: dict[InstanceKey, Assigned | None]) -> None:
+    async def _write(self, changes: Mapping[InstanceKey, Assigned | None]) -> None:
         """Compare-and-set on the revisions the plan was computed from."""
         world = self.world
         revisions = await self.store.write_assignments(
@@ -188,19 +209,24 @@ class Scheduler(AgentEvents):
 
     async def _evaluate_and_apply(self) -> Plan:
         world, apps = self.world, self.world.apps
-        handed = world.finished_handoffs()
+        now = time.time()
+        handed = world.finished_handoffs(now, self._proof)
         if handed:
-            await self._write(dict(handed))
+            await self._write(handed)
+        await self._begin_rollouts(now)
         once = apps.at_most_once()
+        rolling = {(app, t) for app, t in apps.desired() if app in apps.rollouts}
         result = plan(apps.desired(), apps.current, self.agents.views(), world.assignments,
-                      once, world.blocked(once), world.running_on())
+                      once, world.blocked(once), world.running_on(), rolling)
         if not result.empty():
             after = result.assignments_after(world.assignments, apps.current)
             changes: dict[InstanceKey, Assigned | None] = dict.fromkeys(
                 (*result.stop, *result.unassign))
             changes.update({k: after[k] for k in (*result.place, *result.migrate,
                                                   *result.update)})
+            moving = self.moving(result.migrate)  # where they were, for `ctl events`
             await self._write(changes)
+            self.moved(moving)
             instruments.PLACEMENTS.inc(len(result.place) + len(result.migrate))
             instruments.STOPS.inc(len(result.stop))
             if result.place or result.migrate or result.stop:
@@ -208,101 +234,5 @@ class Scheduler(AgentEvents):
                          len(result.place), len(result.migrate), len(result.update),
                          len(result.stop), len(result.pending))
         self.read.touch(world.set_pending(result.pending))
+        await self._drive_rollouts(now)
         return result
-
-    # ---- what Control calls -----------------------------------------------------------
-
-    async def deploy(self, app: str, types: dict[str, ProcessType], env: dict[str, str],
-                     author: str = "") -> int:
-        """A new release of app from a Procfile (its env on top of the current config), made
-        current; returns its version."""
-        version, _ = await self.new_release(
-            app, lambda cur: releases.deployed(cur, types, env), author)
-        return version
-
-    async def new_release(self, app: str, make: Callable[[Release | None], Content | None],
-                          author: str = "") -> tuple[int, bool]:
-        """A new release of app with what `make` returns from the current one, made current:
-        (its version, True); (the current version, False) if `make` says nothing changes.
-        Under the lock: two changes never build on the same release."""
-        apps = self.world.apps
-        async with self.lock:
-            content = make(apps.current_release(app))
-            if content is None:
-                return apps.current.get(app, 0), False
-            types = content.types
-            version = max(apps.releases.get(app, {}), default=0) + 1
-            release = Release(version, types, content.env, time.time(), author,
-                              content.description)
-            revision = await self.store.create_release(app, release)
-            if not revision:
-                raise Rejected("another deploy of this app won the race; try again",
-                               grpc.StatusCode.ABORTED)
-            self._app_revisions[f"apps/{app}/releases/{version}"] = revision
-            self._app_revisions[f"apps/{app}/current"] = revision
-            # Heroku's default: a new app's web type starts with one instance.
-            if "web" in types and app not in apps.current and (app, "web") not in apps.formation:
-                await self._set_counts(app, {"web": 1})
-            apps.releases.setdefault(app, {})[version] = release
-            apps.current[app] = version
-            self.read.touch_current(app)
-            await self._prune(app)
-        self.poke()
-        return version, True
-
-    async def _prune(self, app: str) -> None:
-        """Forget the app's oldest releases beyond the history, except any still assigned."""
-        apps = self.world.apps
-        versions = sorted(apps.releases.get(app, {}))
-        keep = set(versions[-self.release_history:]) | {apps.current.get(app, 0)}
-        keep |= {w.release for k, w in self.world.assignments.items() if k.app == app}
-        drop = [v for v in versions if v not in keep]
-        if drop:
-            await self.store.drop_releases(app, drop)
-            for version in drop:  # the watch may have seen the deletes already
-                apps.releases[app].pop(version, None)
-            log.info("app %s: forgot releases %s (history %d)", app,
-                     ", ".join(f"v{v}" for v in drop), self.release_history)
-
-    async def scale(self, app: str, counts: dict[str, int], author: str = "",
-                    undo: bool = False) -> dict[str, int]:
-        """Set desired counts of types of app's current release (undo: back to the counts
-        before the last change), recorded in the app's formation history; returns all of its
-        counts."""
-        release = self.world.apps.current_release(app)
-        if release is None:
-            raise Rejected(f"app {app!r} has no release yet: run 'ctl deploy PROCFILE' first",
-                           grpc.StatusCode.FAILED_PRECONDITION)
-        async with self.lock:
-            history = self.world.apps.scales.get(app, [])
-            if undo:
-                if not history:
-                    raise Rejected(f"nothing to undo: {app}'s counts were never changed",
-                                   grpc.StatusCode.FAILED_PRECONDITION)
-                counts = {t: n for t, n in history[-1].before.items() if t in release.types}
-            unknown = sorted(set(counts) - set(release.types))
-            if unknown:
-                raise Rejected(f"unknown process type {unknown[0]!r} (app {app!r} has: "
-                               f"{', '.join(sorted(release.types))})")
-            formation = self.world.apps.formation
-            before = {t: formation.get((app, t), 0) for t in counts}
-            changed = {t: n for t, n in counts.items() if before[t] != n}
-            record = ScaleRecord(time.time(), author, {t: before[t] for t in changed},
-                                 changed, undo) if changed else None
-            await self._set_counts(app, counts, record)
-        self.poke()
-        return self.world.apps.counts(app)
-
-    async def _set_counts(self, app: str, counts: dict[str, int],
-                          record: ScaleRecord | None = None) -> None:
-        """Write counts (and add record to the app's history) in one etcd transaction."""
-        history = None
-        if record is not None:
-            history = [*self.world.apps.scales.get(app, []), record]
-        revision, kept = await self.store.set_formation(app, counts, history)
-        for ptype, n in counts.items():
-            self._app_revisions[f"apps/{app}/formation/{ptype}"] = revision
-            self.world.apps.formation[(app, ptype)] = n
-        if kept is not None:
-            self._app_revisions[f"apps/{app}/scales"] = revision
-            self.world.apps.scales[app] = kept

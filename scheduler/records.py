@@ -7,8 +7,10 @@ Layout under the prefix (default `/formation`):
     apps/<app>/current              current release version
     apps/<app>/formation/<type>     desired count
     apps/<app>/scales               JSON list of the last changes of counts (ScaleRecord)
+    apps/<app>/events               JSON list of the app's last events (eventlog.Event)
+    apps/<app>/rollout              the app's last rollout and its releases' outcomes (Rollout)
     agents/<name>                   AgentRecord JSON
-    assignments/<app>/<instance>    Assigned JSON {agent, release[, previous]}
+    assignments/<app>/<instance>    Assigned JSON {agent, release[, previous, previous_release]}
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from common.appdef import Release
+from scheduler.eventlog import Event, decode_events
 from scheduler.placement import Assigned, InstanceKey
 
 log = logging.getLogger("scheduler.store")
@@ -65,6 +68,62 @@ def decode_scales(value: bytes) -> list[ScaleRecord]:
             for r in json.loads(value)]
 
 
+# A rollout's status; a release's outcome is one of the last three.
+RELEASING = "releasing"      # its release phase runs; nothing is rolled out yet
+ROLLING = "rolling out"
+FINISHED = "finished"        # every instance runs it, proven healthy
+FAILED = "failed"            # its release phase or its rollout failed; it stays current
+REVERTED = "reverted"        # it failed and the release before it is current again
+SUPERSEDED = "superseded"    # a newer release came before its rollout finished
+ACTIVE = (RELEASING, ROLLING)
+MAX_OUTCOMES = 1000          # outcomes kept (releases beyond --release-history are forgotten)
+
+
+@dataclass
+class Rollout:
+    """An app's rollout to `release` from `previous` (docs/releases.md). What the planner
+    (scheduler/rollout.py) needs remembered across passes and scheduler restarts: when each
+    id got its new copy, which ids were proven; and how earlier releases ended."""
+    release: int
+    previous: int = 0           # the release it replaces (0: none, a first deploy)
+    status: str = ROLLING
+    reason: str = ""            # why it failed, one line
+    started: float = 0.0        # unix seconds
+    finished: float = 0.0
+    revert: bool = False        # an automatic revert to `release` after `previous` failed
+    started_ids: dict[str, float] = field(default_factory=dict)  # id -> its new copy's start
+    updated: list[str] = field(default_factory=list)  # ids whose new copy was proven
+    outcomes: dict[int, str] = field(default_factory=dict)  # release -> finished|failed|...
+    reasons: dict[int, str] = field(default_factory=dict)   # release -> why it failed
+    surge: int = 0              # the most copies above the desired count at once (reported)
+    generations: dict[str, int] = field(default_factory=dict)  # type -> restart generation
+
+    def good(self, below: int | None = None) -> int:
+        """The newest release that rolled out fine (below `below`), 0 if none."""
+        return max((v for v, o in self.outcomes.items() if o == FINISHED
+                    and (below is None or v < below)), default=0)
+
+
+def rollout_json(r: Rollout) -> bytes:
+    data = asdict(r)
+    data["outcomes"] = {str(v): o for v, o in sorted(r.outcomes.items())[-MAX_OUTCOMES:]}
+    data["reasons"] = {str(v): o for v, o in sorted(r.reasons.items())[-MAX_OUTCOMES:]}
+    return json.dumps(data).encode()
+
+
+def decode_rollout(value: bytes) -> Rollout:
+    raw = json.loads(value)
+    return Rollout(int(raw["release"]), int(raw.get("previous", 0)), str(raw["status"]),
+                   str(raw.get("reason", "")), float(raw.get("started", 0)),
+                   float(raw.get("finished", 0)), bool(raw.get("revert", False)),
+                   {str(k): float(v) for k, v in raw.get("started_ids", {}).items()},
+                   [str(i) for i in raw.get("updated", [])],
+                   {int(k): str(v) for k, v in raw.get("outcomes", {}).items()},
+                   {int(k): str(v) for k, v in raw.get("reasons", {}).items()},
+                   int(raw.get("surge", 0)),
+                   {str(k): int(v) for k, v in raw.get("generations", {}).items()})
+
+
 @dataclass
 class Snapshot:
     """Everything under the prefix, decoded."""
@@ -72,6 +131,8 @@ class Snapshot:
     current: dict[str, int] = field(default_factory=dict)
     formation: dict[tuple[str, str], int] = field(default_factory=dict)
     scales: dict[str, list[ScaleRecord]] = field(default_factory=dict)
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
+    events: dict[str, list[Event]] = field(default_factory=dict)
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     assignments: dict[InstanceKey, Assigned] = field(default_factory=dict)
     assignment_revisions: dict[InstanceKey, int] = field(default_factory=dict)  # mod_revision
@@ -99,16 +160,27 @@ def decode(snap: Snapshot, parts: list[str], value: bytes) -> None:
                 snap.formation[(app, ptype)] = int(value)
             case ["apps", app, "scales"]:
                 snap.scales[app] = decode_scales(value)
+            case ["apps", app, "events"]:
+                snap.events[app] = decode_events(value)
+            case ["apps", app, "rollout"]:
+                snap.rollouts[app] = decode_rollout(value)
             case ["agents", name]:
                 snap.agents[name] = AgentRecord(**json.loads(value))
             case ["assignments", app, iid]:
                 raw = json.loads(value)
                 snap.assignments[InstanceKey(app, iid)] = Assigned(
-                    raw["agent"], int(raw["release"]), raw.get("previous", ""))
+                    raw["agent"], int(raw["release"]), raw.get("previous", ""),
+                    int(raw.get("previous_release", 0)), int(raw.get("generation", 0)),
+                    int(raw.get("previous_generation", 0)))
     except (ValueError, KeyError, TypeError) as e:
         log.warning("ignoring undecodable key %s: %s", "/".join(parts), e)
 
 
 def assigned_json(a: Assigned) -> bytes:
-    return json.dumps({"agent": a.agent, "release": a.release, "previous": a.previous}
-                      if a.previous else {"agent": a.agent, "release": a.release}).encode()
+    out: dict[str, str | int] = {"agent": a.agent, "release": a.release}
+    if a.generation:
+        out["generation"] = a.generation
+    if a.previous:
+        out |= {"previous": a.previous, "previous_release": a.old_release,
+                "previous_generation": a.previous_generation}
+    return json.dumps(out).encode()

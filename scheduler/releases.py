@@ -9,7 +9,7 @@ changes them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
 import grpc
@@ -26,6 +26,7 @@ class Content:
     types: dict[str, ProcessType]
     env: dict[str, str]
     description: str
+    event: str = "release"  # its kind in `ctl events`: "release", or "config" (names only)
 
 
 def deployed(current: Release | None, types: dict[str, ProcessType],
@@ -63,11 +64,13 @@ def configured(current: Release | None, set_: Mapping[str, str],
     gone = sorted(k for k in set(unset) if k in current.env)
     what = "; ".join(part for part in (changed and _names("Set", changed),
                                        gone and _names("Unset", gone)) if part)
-    return Content(dict(current.types), env, what)
+    return Content(dict(current.types), env, what, event="config")
 
 
-def rollback_target(releases: Mapping[int, Release], current: int, version: int) -> Release:
-    """The release a rollback copies: `version`, or (0) the newest before the current one."""
+def rollback_target(releases: Mapping[int, Release], current: int, version: int,
+                    bad: Set[int] = frozenset()) -> Release:
+    """The release a rollback copies: `version`, or (0) the newest before the current one that
+    did not fail (`bad`: those whose rollout failed, was reverted or was superseded)."""
     if not releases:
         raise Rejected("the app has no release yet", grpc.StatusCode.FAILED_PRECONDITION)
     if version == 0:
@@ -75,7 +78,12 @@ def rollback_target(releases: Mapping[int, Release], current: int, version: int)
         if not earlier:
             raise Rejected(f"nothing to roll back to: v{current} is the app's first release "
                            "still kept", grpc.StatusCode.FAILED_PRECONDITION)
-        version = max(earlier)
+        fine = [v for v in earlier if v not in bad]
+        if not fine:
+            raise Rejected(f"nothing to roll back to: no release before v{current} still kept "
+                           "rolled out fine (name one: ctl rollback vN)",
+                           grpc.StatusCode.FAILED_PRECONDITION)
+        version = max(fine)
     if version < 0:
         raise Rejected(f"invalid release v{version}")
     if version == current:

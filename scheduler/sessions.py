@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import grpc
 
@@ -14,6 +14,7 @@ from proto import formation_pb2 as pb
 from scheduler import instruments
 from scheduler.agents import AgentEntry, AgentTable, Session
 from scheduler.errors import Rejected
+from scheduler.eventlog import EventLog, listed
 from scheduler.placement import InstanceKey
 from scheduler.push import LinkTimes, push
 from scheduler.readmodels import ReadModels
@@ -31,6 +32,7 @@ class AgentEvents:
     times: LinkTimes
     world: World
     read: ReadModels
+    events: EventLog
     lock: asyncio.Lock
     poke: Callable[[], None]
 
@@ -44,6 +46,8 @@ class AgentEvents:
             log.warning("agent %s is down: no heartbeat for %.1fs", entry.record.name,
                         self.agents.ttl)
             self.read.touch_agent(entry.record.name, reported)
+            self.agent_event(entry.record.name, f"down: no heartbeat for {self.agents.ttl:g}s",
+                             reported)
 
     async def drain(self, name: str, undo: bool) -> pb.Agent:
         async with self.lock:
@@ -79,6 +83,7 @@ class AgentEvents:
                              api_address=hello.api_address, isolation=hello.isolation)
         async with self.lock:
             known = self.agents.entries.get(hello.name)
+            was_down = known is not None and known.down
             if known is not None:
                 record.state = known.record.state  # a drain outlives reconnects
             if known is None or known.record != record:
@@ -87,6 +92,8 @@ class AgentEvents:
             if replaced is not None:  # a newer stream replaces an older one
                 replaced.outbox.put_nowait(None)
             self.read.touch_agent(hello.name, touched)
+            if was_down:
+                self.agent_event(hello.name, "up again", touched)
             log.info("agent %s connected from %s (capacity %d, running %d)", hello.name,
                      hello.address, hello.capacity, len(hello.instances))
             push(self.world, entry, self.times, force=True)
@@ -96,6 +103,7 @@ class AgentEvents:
     def agent_heartbeat(self, name: str) -> None:
         if self.agents.heartbeat(name):
             self.read.touch_agent(name)
+            self.agent_event(name, "up again", ())
             self.poke()
 
     def agent_status(self, name: str, status: pb.InstanceStatus) -> None:
@@ -108,7 +116,9 @@ class AgentEvents:
             return  # (given: it may still report one it was told to stop)
         if status.state == InstanceState.STOPPED and key not in hosted:
             given.discard(key)
+        before = entry.report(key, status.release)
         self.agents.status(name, status)
+        self.instance_event(name, status, before)
         self.read.touch((key,))
         where = self.world.assignments.get(key)
         # A handoff may finish, or an at_most_once instance may now be placed elsewhere (only
@@ -120,6 +130,52 @@ class AgentEvents:
             ptype = release.types.get(key.type) if release is not None else None
             if ptype is not None and ptype.at_most_once:
                 self.poke()
+
+    # ---- events (`ctl events`) --------------------------------------------------------
+
+    def agent_event(self, name: str, what: str, reported: Iterable[InstanceKey]) -> None:
+        """`agent NAME <what> (web.1, web.2)` in the feed of every app with instances on the
+        agent: assigned to it, or reported by it (of apps that exist: an agent may say
+        anything)."""
+        ids: dict[str, set[str]] = {}
+        for key in {*self.world.hosted.get(name, ()), *reported}:
+            if key.app in self.world.apps.current:
+                ids.setdefault(key.app, set()).add(key.id)
+        for app, some in sorted(ids.items()):
+            self.events.add(app, "agent", f"agent {name} {what} ({listed(some)})")
+
+    def instance_event(self, name: str, status: pb.InstanceStatus,
+                       before: pb.InstanceStatus | None) -> None:
+        """An assigned instance that has just crashed or turned unhealthy (not each repeated
+        report of it), with the agent's reason (made printable by the feed)."""
+        state = status.state
+        if state not in (InstanceState.CRASHED, InstanceState.UNHEALTHY) \
+                or (before is not None and before.state == state) \
+                or InstanceKey(status.app, status.id) not in self.world.assignments:
+            return
+        reason = f": {status.reason}" if status.reason else ""
+        self.events.add(status.app, "instance", f"{status.id} v{status.release} "
+                        f"{InstanceState(state).word} on {name}{reason}")
+
+    def moving(self, migrate: Mapping[InstanceKey, str]) -> list[tuple[str, str]]:
+        """(app, `web.3 moved from a1 to a2 (a1 down)`) of each instance a plan moves, read
+        before the plan is written (then the old agent is forgotten); see moved()."""
+        out = []
+        for key, to in sorted(migrate.items()):
+            where = self.world.assignments.get(key)
+            if where is None or where.agent == to:
+                continue
+            old = self.agents.entries.get(where.agent)
+            why = "gone" if old is None else "down" if old.down else \
+                "draining" if old.draining else ""
+            out.append((key.app, f"{key.id} moved from {where.agent} to {to}"
+                        + (f" ({where.agent} {why})" if why else "")))
+        return out
+
+    def moved(self, moves: Iterable[tuple[str, str]]) -> None:
+        """The moves of moving() were written: into the feeds."""
+        for app, text in moves:
+            self.events.add(app, "instance", text)
 
     def ignore_report(self, name: str, why: str) -> None:
         """A report the scheduler will not believe: counted, and said once per agent."""

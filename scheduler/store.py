@@ -23,10 +23,12 @@ from scheduler.placement import Assigned, InstanceKey
 from scheduler.records import (
     AgentRecord,
     AppEvent,
+    Rollout,
     ScaleRecord,
     Snapshot,
     assigned_json,
     decode,
+    rollout_json,
     scales_json,
 )
 
@@ -240,6 +242,17 @@ class Store:
             puts[self.key("apps", app, "scales")], kept = scales_json(history)
         written = await self.write(puts)
         return max(written.values(), default=0), kept
+
+    async def put_rollout(self, app: str, record: Rollout) -> int:
+        """Write the app's rollout record; the revision written."""
+        written = await self.write({self.key("apps", app, "rollout"): rollout_json(record)})
+        return max(written.values())
+
+    async def revert(self, app: str, version: int, record: Rollout) -> int:
+        """Make release `version` current again with its rollout record, in one transaction;
+        the revision written."""
+        return await self._txn({self.key("apps", app, "current"): str(version).encode(),
+                                self.key("apps", app, "rollout"): rollout_json(record)}, [], {})
 
     async def drop_releases(self, app: str, versions: Sequence[int]) -> None:
         await self.write({}, [self.key("apps", app, "releases", str(v)) for v in versions])

@@ -7,7 +7,7 @@ and each change names the instances whose rows it touched (see readmodels.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from common.appdef import Release
@@ -15,7 +15,9 @@ from common.states import InstanceState
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentTable
 from scheduler.placement import Assigned, InstanceKey
-from scheduler.records import ScaleRecord
+from scheduler.records import Rollout, ScaleRecord
+
+CRASH_LOOP = 3  # restarts of a copy that is down again: crash-looping, not one unlucky crash
 
 
 def runs_release(report: pb.InstanceStatus | None, release: int) -> bool:
@@ -31,6 +33,7 @@ class Apps:
     current: dict[str, int] = field(default_factory=dict)
     formation: dict[tuple[str, str], int] = field(default_factory=dict)
     scales: dict[str, list[ScaleRecord]] = field(default_factory=dict)  # oldest first
+    rollouts: dict[str, Rollout] = field(default_factory=dict)  # each app's last one
 
     def current_release(self, app: str) -> Release | None:
         version = self.current.get(app)
@@ -134,33 +137,72 @@ class World:
         for name, entry in sorted(self.agents.entries.items()):
             if entry.session is None or entry.down:
                 continue
-            for key, report in entry.reports.items():
-                if runs_release(report, self.apps.current.get(key.app, -1)):
+            for key in entry.reports:
+                current = self.apps.current.get(key.app, -1)
+                if runs_release(entry.report(key, current), current):
                     out.setdefault(key, name)
         return out
 
-    def finished_handoffs(self) -> dict[InstanceKey, Assigned]:
-        """Handoffs whose new copy runs (or whose old agent is gone): the old copy may stop."""
+    def finished_handoffs(self, now: float, proof: Callable[[InstanceKey, int], float]
+                          ) -> dict[InstanceKey, Assigned]:
+        """Handoffs whose new copy runs (or whose old agent is gone): the old copy may stop.
+        A new copy on another release than the old one (a rollout's surge) must have run for
+        `proof(key, release)` seconds first (its type's min_healthy_time): one that has just
+        turned healthy may crash yet."""
         done = {}
         for key, where in self.assignments.items():
             if not where.previous:
                 continue
             old = self.agents.entries.get(where.previous)
-            if old is None or old.down or self.runs_assigned(key, where):
-                done[key] = Assigned(where.agent, where.release)
+            if old is None or old.down:
+                done[key] = where.settled()
+                continue
+            entry = self.agents.entries.get(where.agent)
+            since = entry.since(key, where.copy) if entry is not None and not entry.down \
+                else None
+            if since is not None and (where.old_copy == where.copy
+                                      or now - since >= proof(key, where.release)):
+                done[key] = where.settled()
         return done
 
     def runs_assigned(self, key: InstanceKey, where: Assigned) -> bool:
         """Does the live agent it is assigned to run it, on the release assigned?"""
         entry = self.agents.entries.get(where.agent)
         return entry is not None and not entry.down \
-            and runs_release(entry.reports.get(key), where.release)
+            and runs_release(entry.report(key, *where.copy), where.release)
+
+    def crash_looping(self, app: str, ptype: str) -> bool:
+        """Is every assigned instance of the type (one at least) down and restarted
+        CRASH_LOOP times or more by its agent, on every agent that hosts one? Then it is the
+        release, not one host, that is broken (`ctl formation`, `ctl releases`, a metric)."""
+        current = self.apps.current.get(app)
+        seen = False
+        for key, where in self.assignments.items():
+            if key.app != app or key.type != ptype:
+                continue
+            entry = self.agents.entries.get(where.agent)
+            if entry is None or entry.down:
+                continue
+            report = entry.report(key, *where.copy)
+            if where.release != current or report is None \
+                    or report.state == InstanceState.RUNNING or report.restarts < CRASH_LOOP:
+                return False
+            seen = True
+        return seen
 
     # ---- queries for agents and read models -------------------------------------------
 
-    def list_for(self, agent: str) -> list[InstanceKey]:
-        """The agent's list: what is assigned to it, and old copies it keeps in handoffs."""
-        return sorted(self.hosted.get(agent, ()))
+    def list_for(self, agent: str) -> list[tuple[InstanceKey, int, int]]:
+        """The agent's list, (instance, release, generation): what is assigned to it, and old
+        copies it keeps in handoffs (an instance in a surge on this agent is on it twice)."""
+        out = []
+        for key in sorted(self.hosted.get(agent, ())):
+            where = self.assignments[key]
+            if where.previous == agent and where.old_copy != where.copy:
+                out.append((key, *where.old_copy))
+            if where.agent == agent or where.old_copy == where.copy:
+                out.append((key, *where.copy))
+        return out
 
     def instance(self, key: InstanceKey) -> pb.Instance | None:
         """The row `ctl ps` shows for key, or None if the world no longer knows it."""
@@ -173,7 +215,7 @@ class World:
                 inst.reason = "no ready agent with a free slot"
                 return inst
             for name, entry in sorted(self.agents.entries.items()):
-                report = entry.reports.get(key)
+                report = entry.report(key)
                 if report is not None:  # an agent still stops it after a scale-down
                     _copy_report(inst, report)
                     inst.agent, inst.release = name, report.release
@@ -182,7 +224,7 @@ class World:
             return None
         inst.agent, inst.release = where.agent, where.release
         host = self.agents.entries.get(where.agent)
-        report = host.reports.get(key) if host else None
+        report = host.report(key, *where.copy) if host else None
         if host is not None and host.down:
             inst.state, inst.reason = InstanceState.LOST, f"agent {where.agent} is down"
         elif report is None or report.release != where.release:

@@ -157,6 +157,14 @@ rollbacks = message(pb.RollbackRequest, app=apps,
                     version=(st.sampled_from([0, 1, 2, 3]),
                              st.one_of(st.sampled_from([-1, 2**62, -(2**63)]), int32)),
                     author=authors)
+restarts = message(pb.RestartRequest, app=apps,
+                   targets=(st.lists(st.sampled_from(["web", "worker", "web.1", "web.2",
+                                                      "worker.1"]), max_size=3),
+                            st.one_of(st.lists(st.text(max_size=80), min_size=1, max_size=3),
+                                      st.builds(lambda: ["web"] * 101),
+                                      st.lists(st.sampled_from(["web.0", "web.x", ".1", "nope",
+                                                                "web.99"]), min_size=1))),
+                   author=authors)
 page_tokens: Field = (
     st.one_of(
         st.sampled_from(["", "fz-a/web/1/web.1", "fz-a/web/0/", "a/b/0/d", "fz-a/web/-1/x"]),
@@ -181,6 +189,11 @@ selectors: Field = (
 logs = message(pb.LogsRequest, app=(st.just("") | apps[0], apps[1]), selector=selectors,
                tail=(st.sampled_from([0, 1, 100, 100_000]), st.sampled_from([-1, 100_001, *INT32])),
                follow=(st.just(False), st.just(False)))
+# Never follow: a followed feed never ends (a follow is tested in tests/test_events.py).
+events = message(pb.EventsRequest, app=apps,
+                 tail=(st.sampled_from([0, 1, 999, 1000]),
+                       st.one_of(st.sampled_from([-1, 1001, *INT32]), int32)),
+                 follow=(st.just(False), st.just(False)))
 
 # Control's methods: the request strategy and the status codes a call may be answered with
 # besides OK. RESOURCE_EXHAUSTED is gRPC's for a request over 4 MiB (hostile_text); ABORTED is a
@@ -200,18 +213,21 @@ CONTROL: dict[str, tuple[st.SearchStrategy[Any], set[str]]] = {
     "SetConfig": (set_configs, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "ABORTED"}),
     "Rollback": (rollbacks, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND",
                              "ABORTED"}),
+    "Restart": (restarts, {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}),
     "Drain": (drains, {"INVALID_ARGUMENT", "NOT_FOUND"}),
     "RemoveAgent": (removes, {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"}),
     "Logs": (logs, {"INVALID_ARGUMENT"}),
+    "Events": (events, {"INVALID_ARGUMENT"}),
 }
 REQUEST_TYPES = {"Deploy": pb.DeployRequest, "Scale": pb.ScaleRequest,
                  "GetFormation": pb.GetFormationRequest,
                  "ListInstances": pb.ListInstancesRequest,
                  "ListAgents": pb.ListAgentsRequest, "ListReleases": pb.ListReleasesRequest,
                  "ListScales": pb.ListScalesRequest, "GetConfig": pb.GetConfigRequest, "SetConfig": pb.SetConfigRequest,
-                 "Rollback": pb.RollbackRequest,
+                 "Rollback": pb.RollbackRequest, "Restart": pb.RestartRequest,
                  "Drain": pb.DrainRequest,
-                 "RemoveAgent": pb.RemoveAgentRequest, "Logs": pb.LogsRequest}
+                 "RemoveAgent": pb.RemoveAgentRequest, "Logs": pb.LogsRequest,
+                 "Events": pb.EventsRequest}
 
 # ---- raw bytes ------------------------------------------------------------------------------
 

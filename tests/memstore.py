@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from common.appdef import Release
 from scheduler.placement import Assigned, InstanceKey
-from scheduler.records import AgentRecord, ScaleRecord, Snapshot, scales_json
+from scheduler.records import AgentRecord, Rollout, ScaleRecord, Snapshot, scales_json
 from scheduler.store import Conflict, StoreUnavailable
 
 
@@ -32,7 +32,7 @@ class MemStore:
         s = self.snap
         return Snapshot(
             releases={a: dict(v) for a, v in s.releases.items()}, current=dict(s.current),
-            formation=dict(s.formation), agents=dict(s.agents),
+            formation=dict(s.formation), rollouts=dict(s.rollouts), agents=dict(s.agents),
             assignments=dict(s.assignments), assignment_revisions=dict(s.assignment_revisions),
             app_revisions=dict(s.app_revisions), revision=self.revision)
 
@@ -59,6 +59,20 @@ class MemStore:
             self.snap.scales[app] = kept
             self.snap.app_revisions[f"apps/{app}/scales"] = rev
         return rev, kept
+
+    async def put_rollout(self, app: str, record: Rollout) -> int:
+        rev = self._next()
+        self.snap.rollouts[app] = record
+        self.snap.app_revisions[f"apps/{app}/rollout"] = rev
+        return rev
+
+    async def revert(self, app: str, version: int, record: Rollout) -> int:
+        rev = self._next()
+        self.snap.current[app] = version
+        self.snap.rollouts[app] = record
+        self.snap.app_revisions[f"apps/{app}/current"] = rev
+        self.snap.app_revisions[f"apps/{app}/rollout"] = rev
+        return rev
 
     async def drop_releases(self, app: str, versions: list[int]) -> None:
         self._next()

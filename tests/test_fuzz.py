@@ -44,9 +44,11 @@ REPLY_TYPES: dict[str, Any] = {"Deploy": pb.DeployReply, "Scale": pb.ScaleReply,
                "GetFormation": pb.FormationReply, "ListInstances": pb.ListInstancesReply,
                "ListAgents": pb.ListAgentsReply, "ListReleases": pb.ListReleasesReply,
                "ListScales": pb.ListScalesReply, "GetConfig": pb.ConfigReply, "SetConfig": pb.SetConfigReply,
-               "Rollback": pb.RollbackReply,
+               "Rollback": pb.RollbackReply, "Restart": pb.RestartReply,
                "Drain": pb.DrainReply,
-               "RemoveAgent": pb.RemoveAgentReply, "Logs": pb.LogLine}
+               "RemoveAgent": pb.RemoveAgentReply, "Logs": pb.LogLine,
+               "Events": pb.EventInfo}
+STREAMING = {"Logs", "Events"}  # server-streaming methods of Control
 
 
 def examples(n: int) -> settings:
@@ -105,7 +107,7 @@ def call(channel: grpc.Channel, method: str, request: bytes, service: str = "Con
     must decode as the method's reply type."""
     path = f"/formation.v1.{service}/{method}"
     try:
-        if method == "Logs":
+        if method in STREAMING:
             replies = list(channel.unary_stream(path)(request, timeout=CALL_TIMEOUT))
         else:
             replies = [channel.unary_unary(path)(request, timeout=CALL_TIMEOUT)]
@@ -198,7 +200,7 @@ def test_control_requests_get_a_documented_answer(fuzzed, method, data):
 @given(raw=fuzzing.raw_bytes)
 def test_control_raw_bytes_get_a_documented_answer(fuzzed, method, raw):
     request = decoded(fuzzing.REQUEST_TYPES[method], raw)
-    assume(not (method == "Logs" and request is not None and request.follow))
+    assume(not (method in STREAMING and request is not None and request.follow))
     code, details = call(fuzzed.channel, method, raw)
     event(code)
     allowed = {"OK", *fuzzing.CONTROL[method][1]} if request is not None else {"INVALID_ARGUMENT"}

@@ -54,7 +54,8 @@ def test_metrics_and_service_discovery(cluster):
     assert set(instances) == {"web.1", "web.2", "worker.1"}
     assert instances["web.1"]["targets"] == [f"127.0.0.1:{web1.port}"]
     assert instances["web.1"]["labels"] == {"app": "default", "type": "web",
-                                            "instance": "web.1", "agent": web1.agent}
+                                            "instance": "web.1", "agent": web1.agent,
+                                            "release": "1"}
     # And the example web app serves its own /metrics there.
     with urllib.request.urlopen(f"http://127.0.0.1:{web1.port}/metrics", timeout=5) as r:
         assert b"example_requests_total" in r.read()

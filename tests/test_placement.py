@@ -242,7 +242,8 @@ def test_drain_hands_off_to_a_ready_agent_and_the_old_copy_runs_until_then():
     p = plan({("app", "web"): 1}, {"app": 2}, views, before, running_on={web(1): "a"})
     assert p.migrate == {web(1): "b"} and p.handoff == {web(1): "a"}
     assert not p.unassign and not p.pending and not p.update
-    assert p.assignments_after(before, {"app": 2}) == {web(1): Assigned("b", 2, previous="a")}
+    assert p.assignments_after(before, {"app": 2}) == {
+        web(1): Assigned("b", 2, previous="a", previous_release=1)}  # a keeps its v1 copy
 
 
 def test_drain_with_nowhere_to_go_leaves_the_instance_where_it_is():

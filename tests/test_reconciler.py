@@ -64,7 +64,7 @@ def brute_running(s: Scheduler) -> Counter:
     out: Counter = Counter()
     for key, where in s.world.assignments.items():
         e = s.agents.entries.get(where.agent)
-        r = e.reports.get(key) if e is not None and not e.down else None
+        r = e.report(key, where.release) if e is not None and not e.down else None
         if r is not None and r.state == InstanceState.RUNNING and r.release == where.release:
             out[(key.app, key.type)] += 1
     return out
@@ -121,15 +121,14 @@ async def apply(s: Scheduler, op: tuple) -> None:
             assert s.world.apps.current_release(args[0]) is None
     elif kind == "hello":
         name, capacity = args
-        runs = [status(k, InstanceState.RUNNING, s.world.assignments[k].release)
-                for k in s.world.list_for(name)]
+        runs = [status(k, InstanceState.RUNNING, release)
+                for k, release, _ in s.world.list_for(name)]
         await s.agent_hello(pb.Hello(name=name, capacity=capacity, instances=runs))
     elif kind == "report" and args[0] in entries:
         name, index, state, current = args
-        keys = s.world.list_for(name)
-        if keys:
-            key = keys[index % len(keys)]
-            release = s.world.assignments[key].release if key in s.world.assignments else 1
+        items = s.world.list_for(name)
+        if items:
+            key, release, _ = items[index % len(items)]
             s.agent_status(name, status(key, state, release if current else release - 1))
     elif kind == "stray" and args[0] in entries:
         s.agent_status(args[0], status(InstanceKey(args[1], "web.9"), InstanceState.RUNNING, 1))
@@ -168,7 +167,7 @@ def test_read_models_always_equal_a_recount(ops):
         check_read_models(s)
         for name, entry in s.agents.entries.items():  # each connected agent has its list
             if entry.session is not None:
-                want = [f"{k.app}/{k.id}" for k in s.world.list_for(name)]
+                want = [f"{k.app}/{k.id}" for k, _, _ in s.world.list_for(name)]
                 assert last_list(s, name) == want
     asyncio.run(run())
 
@@ -200,7 +199,7 @@ async def test_a_replaced_instance_reports_stopped_then_its_new_copy_and_both_co
     await s.reconcile()
     w = InstanceKey("a", "worker.1")
     s.agent_status("n1", status(w, InstanceState.STOPPING, 2))
-    assert s.agents.entries["n1"].reports[w].state == InstanceState.STOPPING
+    assert s.agents.entries["n1"].reports[w][(2, 0)].state == InstanceState.STOPPING
     s.agent_status("n1", status(w, InstanceState.STOPPED, 2))
     s.agent_status("n1", status(w, InstanceState.RUNNING, 2))  # and now it lies
     assert w not in s.agents.entries["n1"].reports

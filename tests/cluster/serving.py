@@ -49,7 +49,11 @@ class Serving:
         self.error: BaseException | None = None
 
     def _learn(self) -> None:
-        for i in self.cluster.client.instances(self.app):
+        try:
+            listed = self.cluster.client.instances(self.app)
+        except Exception:  # noqa: BLE001 - the scheduler is down (a test restarts it): the
+            return         # copies already seen are still probed
+        for i in listed:
             if i.id.rpartition(".")[0] == self.ptype and i.port and \
                     i.state == InstanceState.RUNNING:
                 host = self.cluster.hosts[i.agent].address if i.agent in self.cluster.hosts \

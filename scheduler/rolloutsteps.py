@@ -1,0 +1,176 @@
+"""What the scheduler does for rollouts (docs/releases.md): begin one for each new current
+release, drive it a pass at a time (scheduler/rollouts.py decides, this writes), and when it
+fails, revert it or mark it failed. A part of the Scheduler (reconciler.py), kept apart so each
+file says one thing; every method runs under the Scheduler's lock, inside a reconcile pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import grpc
+
+from common.appdef import effective_deploy
+from scheduler import rollouts
+from scheduler.errors import Rejected
+from scheduler.eventlog import EventLog
+from scheduler.placement import Assigned, InstanceKey
+from scheduler.readmodels import ReadModels
+from scheduler.records import ACTIVE, FAILED, REVERTED, ROLLING, Rollout
+from scheduler.store import Store
+from scheduler.world import World
+
+log = logging.getLogger("scheduler")
+
+
+MAX_RESTART_TARGETS = 100  # types and ids one `ctl restart` names
+
+
+class RolloutSteps:
+    """The rollouts' side of the Scheduler; it provides these attributes."""
+
+    lock: asyncio.Lock
+    store: Store
+    world: World
+    read: ReadModels
+    events: EventLog
+    poke: Callable[[], None]
+    _app_revisions: dict[str, int]
+
+    async def _write(self, changes: Mapping[InstanceKey, Assigned | None]) -> None:
+        raise NotImplementedError  # the Scheduler's
+
+    async def restart(self, app: str, targets: list[str], author: str = ""
+                      ) -> tuple[list[str], list[str], int]:
+        """Restart app's instances on their release (docs/releases.md): the types named (all
+        if none is) roll onto a new generation of their copies; the ids named restart alone.
+        Returns (types, ids, release)."""
+        apps = self.world.apps
+        release = apps.current_release(app)
+        if release is None:
+            raise Rejected(f"app {app!r} has no release yet: run 'ctl deploy PROCFILE' first",
+                           grpc.StatusCode.FAILED_PRECONDITION)
+        if len(targets) > MAX_RESTART_TARGETS:
+            raise Rejected(f"at most {MAX_RESTART_TARGETS} types and instances at once")
+        types = sorted({t for t in targets if t in release.types})
+        ids = sorted({t for t in targets if t not in release.types})
+        for iid in ids:
+            if InstanceKey(app, iid) not in self.world.assignments:
+                raise Rejected(f"{iid!r} is neither a process type of {app} ("
+                               f"{', '.join(sorted(release.types))}) nor one of its instances",
+                               grpc.StatusCode.NOT_FOUND)
+        if not targets:
+            types = sorted(t for t in release.types if apps.formation.get((app, t), 0))
+        async with self.lock:
+            record = apps.rollouts.get(app)
+            if types and record is not None and record.status in ACTIVE:
+                raise Rejected(f"the rollout of v{record.release} is under way: restart once "
+                               "it finished", grpc.StatusCode.FAILED_PRECONDITION)
+            if types:
+                now = time.time()
+                base = record if record is not None else rollouts.begin(None, release.version,
+                                                                        now)
+                await self._put_rollout(app, rollouts.restart(self.world, app, base, types, now))
+            changes = {}
+            for iid in ids:
+                key = InstanceKey(app, iid)
+                where = self.world.assignments[key]
+                changes[key] = Assigned(where.agent, where.release,
+                                        generation=where.generation + 1)
+            if changes:
+                await self._write(changes)
+            self.events.add(app, "restart", "restart " + (", ".join(targets) or "every type"),
+                            author)
+        self.poke()
+        return types, ids, release.version
+
+    def waits_on_time(self) -> bool:
+        """Does a rollout or a surge wait for time to pass (min_healthy_time, a deadline)?"""
+        return any(r.status in ACTIVE for r in self.world.apps.rollouts.values()) \
+            or any(w.previous for w in self.world.assignments.values())
+
+    def _proof(self, key: InstanceKey, version: int) -> float:
+        """Seconds a new copy of key on release `version` must run before it counts."""
+        release = self.world.apps.releases.get(key.app, {}).get(version)
+        ptype = release.types.get(key.type) if release is not None else None
+        return effective_deploy(ptype).min_healthy_time or 0.0 if ptype is not None else 0.0
+
+    async def _put_rollout(self, app: str, record: Rollout) -> None:
+        revision = await self.store.put_rollout(app, record)
+        self._app_revisions[f"apps/{app}/rollout"] = revision
+        self.world.apps.rollouts[app] = record
+
+    async def _begin_rollouts(self, now: float) -> None:
+        """A rollout for each app whose current release is not the one it rolls out (a new
+        release, or a scheduler that kept none): it supersedes whatever was rolling."""
+        apps = self.world.apps
+        for app, version in sorted(apps.current.items()):
+            old = apps.rollouts.get(app)
+            if old is not None and old.release == version:
+                continue
+            doubles = rollouts.settle_doubles(self.world, app, version)
+            if doubles:
+                await self._write(doubles)
+            await self._put_rollout(app, rollouts.begin(old, version, now))
+            if old is not None and old.status in ACTIVE:
+                log.info("app %s: rollout of v%d superseded by v%d", app, old.release, version)
+            self.events.add(app, "rollout", f"v{version} rollout started" + (
+                f" (supersedes v{old.release}'s)" if old is not None and old.status in ACTIVE
+                else ""))
+
+    async def _drive_rollouts(self, now: float) -> None:
+        apps = self.world.apps
+        for app, record in sorted(apps.rollouts.items()):
+            release = apps.releases.get(app, {}).get(record.release)
+            if record.status != ROLLING or apps.current.get(app) != record.release \
+                    or release is None:
+                continue
+            step = rollouts.drive(self.world, app, record, release, now)
+            if step.changes:
+                await self._write(step.changes)
+            if step.failed is not None:
+                await self._failed(app, step.record or record, step.failed, now)
+            elif step.record is not None:
+                await self._put_rollout(app, step.record)
+                if step.done:
+                    took = now - record.started
+                    log.info("app %s: v%d rolled out in %.1fs (surge %d)", app,
+                             record.release, took, step.record.surge)
+                    self.events.add(app, "rollout", f"v{record.release} rolled out in {took:.1f}s"
+                                f" (surge {step.record.surge})")
+
+    async def _failed(self, app: str, record: Rollout, why: str, now: float) -> None:
+        """The rollout failed: revert to the last release that rolled out fine, if its
+        types say auto_revert and it is not itself a revert; else it stays, failed."""
+        apps = self.world.apps
+        release = apps.releases[app][record.release]
+        back = record.good(below=None)
+        back = back if back != record.release and back in apps.releases.get(app, {}) else 0
+        auto = all(effective_deploy(t).auto_revert for t in release.types.values())
+        if auto and back and not record.revert:
+            failed = replace(record, status=REVERTED, reason=why, finished=now,
+                             outcomes={**record.outcomes, record.release: REVERTED},
+                             reasons={**record.reasons, record.release: why})
+            revert = rollouts.begin(failed, back, now, revert=True)
+            revision = await self.store.revert(app, back, revert)
+            self._app_revisions[f"apps/{app}/current"] = revision
+            self._app_revisions[f"apps/{app}/rollout"] = revision
+            apps.current[app] = back
+            apps.rollouts[app] = revert
+            self.read.touch_current(app)
+            log.warning("app %s: v%d rollout failed (%s); reverting to v%d", app,
+                        record.release, why, back)
+            self.events.add(app, "rollout", f"v{record.release} failed: {why}; reverted to v{back}")
+            self.poke()
+            return
+        await self._put_rollout(app, replace(
+            record, status=FAILED, reason=why, finished=now,
+            outcomes={**record.outcomes, record.release: FAILED},
+            reasons={**record.reasons, record.release: why}))
+        note = (" (no earlier release rolled out fine to go back to)" if not back
+                else " (auto_revert is off)" if not auto else " (a revert is not reverted)")
+        log.warning("app %s: v%d rollout failed: %s%s", app, record.release, why, note)
+        self.events.add(app, "rollout", f"v{record.release} failed: {why}{note}")

@@ -38,11 +38,11 @@ def rollout(ro: dict) -> list[str]:
         out.append(f"| … every web back on the good release, running | "
                    f"{spread(rv['back_seconds'])} | | | | |")
     out.append(f"""
-{ro['agents']} agents, mutual TLS, {ro['rounds']} rounds of each, their order rotated from round
-to round: median (min–max) of `ctl deploy --wait` timed around a real `ctl` process (its start-up
+{ro['agents']} agents, mutual TLS, {ro['rounds']} rounds of each, their order rotated from round to
+round: median (min–max) of `ctl deploy --wait` timed around a real `ctl` process (its start-up
 and TLS connection, about 0.6 s, included); most serving is the highest of all rounds, fewest
-serving the lowest, and "fewer than {web} serving for" the longest (from the first sample below
-{web} to the last). Serving means answering `GET /healthz` with 200 within 0.5 s, every copy
+serving the lowest, and "fewer than {web} serving for" the longest (from the first sample
+below {web} to the last). Serving means answering `GET /healthz` with 200 within 0.5 s, every copy
 probed every 20 ms, old copies too until they stop answering (tests/cluster/serving.py). Each
 deploy is the same code again (a new release, every copy replaced); the web has an http health
 check every 0.2 s.
@@ -54,7 +54,7 @@ replaces 3 copies at a time (the surge), in 4 waves (3, 3, 3, 1): each wave's co
 pass a check (about 1.1 s here), are healthy for `min_healthy_time`, and then a pass (every
 0.2 s while a rollout waits on time) retires their old copies and starts the next wave. The
 waves are what it costs; what it buys is that never fewer than {web} copies serve, where all
-at once has fewer for about 2 s, down to none. A release that cannot boot costs nothing: its new copies crash
-before any is healthy, the crash-loop breaker fails the rollout at once, and the old copies,
-never stopped, keep serving.""")
+at once has fewer, down to none, for seconds. A release that cannot boot costs nothing: its
+new copies crash before any is healthy, the crash-loop breaker fails the rollout at once, and
+the old copies, never stopped, keep serving.""")
     return out

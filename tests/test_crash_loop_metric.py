@@ -9,6 +9,7 @@ from scheduler.metrics import SchedulerCollector
 from scheduler.placement import InstanceKey
 from scheduler.reconciler import Scheduler
 from scheduler.world import CRASH_LOOP
+from tests.cluster import wait_for
 from tests.test_reconciler import TYPES, make
 
 NAME = "formation_type_crash_looping"
@@ -80,3 +81,18 @@ async def test_each_app_and_type_is_its_own_series():
             report(s, w.agent, key, InstanceState.CRASHED if key.type == "worker"
                    else InstanceState.RUNNING, CRASH_LOOP)
     assert agrees(s) == {("a", "web"): 1.0, ("b", "web"): 0.0, ("b", "worker"): 1.0}
+
+
+def test_the_scheduler_serves_it_for_a_web_that_exits_at_once(make_cluster, tmp_path):
+    """End to end: a real cluster's /metrics, web=2 (one per agent) exiting at once."""
+    (tmp_path / "Procfile").write_text("web: sh -c 'echo broken; exit 3'\n")
+    (tmp_path / "formation.toml").write_text("[web.deploy]\nauto_revert = false\n")
+    c = make_cluster(agents=2, workdir=str(tmp_path))
+    c.ctl("deploy", str(tmp_path / "Procfile"))
+    c.ctl("scale", "web=2")
+    series = 'formation_type_crash_looping{app="default",type="web"}'
+    wait_for(lambda: c.scrape("scheduler").get(series) == 1, 30, interval=0.2,
+             what="the gauge at 1")
+    assert {i.agent for i in c.instances().values()} == {"agent-1", "agent-2"}
+    c.ctl("scale", "web=0")
+    wait_for(lambda: series not in c.scrape("scheduler"), 10, what="no series at web=0")

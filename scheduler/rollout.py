@@ -52,6 +52,7 @@ from common.deploysettings import (
     check_amount,
     resolve_amount,
 )
+from common.limits import MAX_DEPLOY_COUNT
 from common.names import instance_id, split_instance_id
 
 
@@ -155,14 +156,21 @@ def settings_for(desired: int, max_surge: str | int, max_unavailable: str | int,
                  healthy_deadline: float = DEFAULT_HEALTHY_DEADLINE,
                  at_most_once: bool = False) -> Settings:
     """Settings for a desired count. Progress is always possible: if both resolve to 0, the
-    surge is 1; an at_most_once type never surges and replaces at least one at a time."""
+    one that is not 0 at every count is 1 (max_surge if both are); an at_most_once type never
+    surges and replaces at least one at a time."""
     # More than the count means no more than the count.
     surge = min(resolve(max_surge, desired, True, "max_surge"), desired)
     unavailable = min(resolve(max_unavailable, desired, False, "max_unavailable"), desired)
     if at_most_once:
         surge, unavailable = 0, max(1, unavailable)
     elif surge == unavailable == 0:
-        surge = 1
+        # Both came to 0 for a small count: one more of the kind that was asked for (a
+        # "25%" unavailable of 2 is 1 down, not a surge the type never wanted).
+        if resolve(max_surge, MAX_DEPLOY_COUNT, True, "max_surge") \
+                or not resolve(max_unavailable, MAX_DEPLOY_COUNT, False, "max_unavailable"):
+            surge = 1
+        else:
+            unavailable = 1
     return Settings(surge, unavailable, min_healthy_time, healthy_deadline, at_most_once)
 
 

@@ -135,12 +135,24 @@ class RolloutSteps:
                 await self._failed(app, step.record or record, step.failed, now)
             elif step.record is not None:
                 await self._put_rollout(app, step.record)
+                self._say_progress(app, record, step)
                 if step.done:
                     took = now - record.started
                     log.info("app %s: v%d rolled out in %.1fs (surge %d)", app,
                              record.release, took, step.record.surge)
                     self.events.add(app, "rollout", f"v{record.release} rolled out in {took:.1f}s"
                                 f" (surge {step.record.surge})")
+
+    def _say_progress(self, app: str, before: Rollout, step: rollouts.Pass) -> None:
+        """An event each time a type's updated instances pass a quarter of its count."""
+        assert step.record is not None
+        for ptype, progress in step.progress.items():
+            total = progress.total
+            was = sum(1 for i in before.updated if i.rpartition(".")[0] == ptype)
+            now = sum(1 for i in step.record.updated if i.rpartition(".")[0] == ptype)
+            if 0 < now < total and now * 4 // total > was * 4 // total:
+                self.events.add(app, "rollout", f"v{before.release} {ptype} {now}/{total} "
+                                "updated")
 
     async def _failed(self, app: str, record: Rollout, why: str, now: float) -> None:
         """The rollout failed: revert to the last release that rolled out fine, if its

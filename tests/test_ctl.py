@@ -104,12 +104,13 @@ def test_json_shapes(cluster):
 
 
 def test_redeploy_restarts_instances_on_the_new_release(cluster, tmp_path):
-    """A new release restarts every instance on it, stop then start per instance: each old
-    process is gone, each new one has the new env, and no instance ever ran twice at once
-    (the flock oracle of tests/cluster/oracles.py: a copy started while the old one still
-    held its lock exits 97 and leaves its id in tmp_path/SECOND)."""
+    """A new release replaces every instance: each old process is gone, each new one has the
+    new env. A type without a health check (worker) is replaced stop-first, so it never ran
+    twice at once (the flock oracle of tests/cluster/oracles.py: a copy started while the old
+    one still held its lock exits 97 and leaves its id in tmp_path/SECOND); web surges, its
+    new copies beside the old ones (tests/test_rolling.py)."""
     procfile = tmp_path / "Procfile"
-    procfile.write_text(f"web: {once(tmp_path, f'python3 {EXAMPLES}/web.py')}\n"
+    procfile.write_text(f"web: python3 {EXAMPLES}/web.py\n"
                         f"worker: {once(tmp_path, 'sleep 100000')}\n")
     cluster.ctl("deploy", str(procfile), "--env", "V=1")
     cluster.ctl("scale", "web=2", "worker=2", "--wait", "--timeout", "20")
@@ -122,7 +123,8 @@ def test_redeploy_restarts_instances_on_the_new_release(cluster, tmp_path):
         return len(rows) == 4 and all(r["release"] == 2 and r["state"] == "running" and
                                       r["pid"] != old[r["id"]] for r in rows) and rows
     rows = wait_for(moved, 20, what="instances on release 2")
-    assert not [i for i, pid in old.items() if procs.alive(pid)], "old copies still run"
+    wait_for(lambda: not [i for i, pid in old.items() if procs.alive(pid)], 20,
+             what="the old copies gone")
     for r in rows:
         env = procs.environ(r["pid"])
         assert env["V"] == "2" and env["FORMATION_RELEASE"] == "2", (r["id"], env.get("V"))

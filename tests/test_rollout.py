@@ -63,6 +63,7 @@ def test_resolve_refuses_a_bad_spec_with_one_line(spec):
     (8, 0, "25%", False, (0, 2)),      # worker: replace a quarter in place
     (10, "25%", "25%", False, (3, 2)),
     (3, 0, 0, False, (1, 0)),          # both zero: surge 1, so progress is possible
+    (2, 0, "25%", False, (0, 1)),      # a quarter of 2 down is 0: one down, never a surge
     (3, "25%", "10%", False, (1, 0)),
     (0, "25%", 0, False, (1, 0)),
     (2, 5, 9, False, (2, 2)),          # more than the count means the count

@@ -239,8 +239,9 @@ class ControlService(pbg.ControlServicer):
             out = []
             for r in sorted(apps.releases.get(app, {}).values(), key=lambda r: -r.version):
                 status, reason = rollouts.release_status(record, current, r.version)
-                looping = r.version == current and any(
-                    world.crash_looping(app, t) for t in r.types)
+                looping = r.version == current and any(  # a type running a copy is not
+                    not self.s.read.running[(app, t)] and world.crash_looping(app, t)
+                    for t in r.types)
                 out.append(pb.ReleaseInfo(version=r.version, created=r.created,
                                           author=r.author, description=r.description,
                                           status=status, reason=reason,

@@ -87,7 +87,6 @@ class Rollout:
     release: int
     previous: int = 0           # the release it replaces (0: none, a first deploy)
     status: str = ROLLING
-    reason: str = ""            # why it failed, one line
     started: float = 0.0        # unix seconds
     finished: float = 0.0
     revert: bool = False        # an automatic revert to `release` after `previous` failed
@@ -98,10 +97,9 @@ class Rollout:
     surge: int = 0              # the most copies above the desired count at once (reported)
     generations: dict[str, int] = field(default_factory=dict)  # type -> restart generation
 
-    def good(self, below: int | None = None) -> int:
-        """The newest release that rolled out fine (below `below`), 0 if none."""
-        return max((v for v, o in self.outcomes.items() if o == FINISHED
-                    and (below is None or v < below)), default=0)
+    def good(self) -> int:
+        """The newest release that rolled out fine, 0 if none."""
+        return max((v for v, o in self.outcomes.items() if o == FINISHED), default=0)
 
 
 def rollout_json(r: Rollout) -> bytes:
@@ -113,15 +111,16 @@ def rollout_json(r: Rollout) -> bytes:
 
 def decode_rollout(value: bytes) -> Rollout:
     raw = json.loads(value)
-    return Rollout(int(raw["release"]), int(raw.get("previous", 0)), str(raw["status"]),
-                   str(raw.get("reason", "")), float(raw.get("started", 0)),
-                   float(raw.get("finished", 0)), bool(raw.get("revert", False)),
-                   {str(k): float(v) for k, v in raw.get("started_ids", {}).items()},
-                   [str(i) for i in raw.get("updated", [])],
-                   {int(k): str(v) for k, v in raw.get("outcomes", {}).items()},
-                   {int(k): str(v) for k, v in raw.get("reasons", {}).items()},
-                   int(raw.get("surge", 0)),
-                   {str(k): int(v) for k, v in raw.get("generations", {}).items()})
+    return Rollout(
+        int(raw["release"]), int(raw.get("previous", 0)), str(raw["status"]),
+        started=float(raw.get("started", 0)), finished=float(raw.get("finished", 0)),
+        revert=bool(raw.get("revert", False)),
+        started_ids={str(k): float(v) for k, v in raw.get("started_ids", {}).items()},
+        updated=[str(i) for i in raw.get("updated", [])],
+        outcomes={int(k): str(v) for k, v in raw.get("outcomes", {}).items()},
+        reasons={int(k): str(v) for k, v in raw.get("reasons", {}).items()},
+        surge=int(raw.get("surge", 0)),
+        generations={str(k): int(v) for k, v in raw.get("generations", {}).items()})
 
 
 @dataclass

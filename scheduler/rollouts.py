@@ -242,7 +242,7 @@ def release_status(record: Rollout | None, current: int, version: int) -> tuple[
             if record.status in ACTIVE:
                 return "rolling out", ""
             if record.status == FAILED:
-                return "failed", record.reasons.get(version, record.reason)
+                return "failed", record.reasons.get(version, "")
         return "current", ""
     if outcome in (FAILED, REVERTED):
         return outcome, record.reasons.get(version, "") if record is not None else ""

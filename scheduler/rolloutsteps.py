@@ -96,7 +96,9 @@ class RolloutSteps:
         """Seconds a new copy of key on release `version` must run before it counts."""
         release = self.world.apps.releases.get(key.app, {}).get(version)
         ptype = release.types.get(key.type) if release is not None else None
-        return effective_deploy(ptype).min_healthy_time or 0.0 if ptype is not None else 0.0
+        if ptype is None:
+            return 0.0
+        return effective_deploy(ptype).min_healthy_time or 0.0
 
     async def _put_rollout(self, app: str, record: Rollout) -> None:
         revision = await self.store.put_rollout(app, record)
@@ -159,11 +161,11 @@ class RolloutSteps:
         types say auto_revert and it is not itself a revert; else it stays, failed."""
         apps = self.world.apps
         release = apps.releases[app][record.release]
-        back = record.good(below=None)
+        back = record.good()
         back = back if back != record.release and back in apps.releases.get(app, {}) else 0
         auto = all(effective_deploy(t).auto_revert for t in release.types.values())
         if auto and back and not record.revert:
-            failed = replace(record, status=REVERTED, reason=why, finished=now,
+            failed = replace(record, status=REVERTED, finished=now,
                              outcomes={**record.outcomes, record.release: REVERTED},
                              reasons={**record.reasons, record.release: why})
             revert = rollouts.begin(failed, back, now, revert=True)
@@ -179,7 +181,7 @@ class RolloutSteps:
             self.poke()
             return
         await self._put_rollout(app, replace(
-            record, status=FAILED, reason=why, finished=now,
+            record, status=FAILED, finished=now,
             outcomes={**record.outcomes, record.release: FAILED},
             reasons={**record.reasons, record.release: why}))
         note = (" (no earlier release rolled out fine to go back to)" if not back

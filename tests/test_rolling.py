@@ -44,7 +44,7 @@ def web10(make_cluster, tmp_path, procfile: str = "web: python3 slowweb.py\n") -
     return c
 
 
-def rolled(c: Cluster, serving: Serving, what: list[str], version: int) -> float:
+def rolled(c: Cluster, what: list[str], version: int) -> float:
     """Run `ctl WHAT --wait` and check every web runs `version` after; its seconds."""
     started = time.monotonic()
     c.ctl(*what, "--wait", "--timeout", "120")
@@ -61,9 +61,9 @@ def test_deploy_config_and_rollback_never_drop_a_serving_copy(make_cluster, tmp_
     with Serving(c, floor=10) as serving:
         wait_for(lambda: serving.samples > 5 and serving.fewest == 10, 10,
                  what="every copy serving before the deploy")
-        took = [rolled(c, serving, ["deploy", str(tmp_path / "Procfile")], 2),
-                rolled(c, serving, ["config", "set", "COLOUR=blue"], 3),
-                rolled(c, serving, ["rollback", "v1"], 4)]
+        took = [rolled(c, ["deploy", str(tmp_path / "Procfile")], 2),
+                rolled(c, ["config", "set", "COLOUR=blue"], 3),
+                rolled(c, ["rollback", "v1"], 4)]
     assert serving.drops == [], f"fewer than 10 serving at (s, n): {serving.drops[:20]}"
     assert serving.samples > 100
     assert not pids & {i.pid for i in c.instances().values()}  # every copy was replaced

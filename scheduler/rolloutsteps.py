@@ -77,7 +77,9 @@ class RolloutSteps:
             changes = {}
             for iid in ids:
                 key = InstanceKey(app, iid)
-                where = self.world.assignments[key]
+                where = self.world.assignments.get(key)
+                if where is None:  # scaled away since it was checked: nothing to restart
+                    continue
                 changes[key] = Assigned(where.agent, where.release,
                                         generation=where.generation + 1)
             if changes:
@@ -88,9 +90,11 @@ class RolloutSteps:
         return types, ids, release.version
 
     def waits_on_time(self) -> bool:
-        """Does a rollout or a surge wait for time to pass (min_healthy_time, a deadline)?"""
-        return any(r.status in ACTIVE for r in self.world.apps.rollouts.values()) \
-            or any(w.previous for w in self.world.assignments.values())
+        """Has a rollout new copies in flight, whose min_healthy_time or healthy_deadline runs
+        out with no report to say so? (Reports of a rolling app poke the loop themselves; a
+        rollout that only waits for room, its instances pending, waits for no clock.)"""
+        return any(r.status in ACTIVE and r.started_ids
+                   for r in self.world.apps.rollouts.values())
 
     def _proof(self, key: InstanceKey, version: int) -> float:
         """Seconds a new copy of key on release `version` must run before it counts."""

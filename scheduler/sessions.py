@@ -18,7 +18,7 @@ from scheduler.eventlog import EventLog, listed
 from scheduler.placement import InstanceKey
 from scheduler.push import LinkTimes, push
 from scheduler.readmodels import ReadModels
-from scheduler.records import AgentRecord
+from scheduler.records import ACTIVE, AgentRecord
 from scheduler.store import Store
 from scheduler.world import World
 
@@ -121,9 +121,12 @@ class AgentEvents:
         self.instance_event(name, status, before)
         self.read.touch((key,))
         where = self.world.assignments.get(key)
-        # A handoff may finish, or an at_most_once instance may now be placed elsewhere (only
-        # then: a pass over every instance for each copy stopped by a scale-down is waste).
-        if where is not None and where.previous and status.state == InstanceState.RUNNING:
+        # A handoff may finish, a rollout go on, or an at_most_once instance now be placed
+        # elsewhere (only then: a pass over every instance for each copy stopped by a
+        # scale-down is waste).
+        rollout = self.world.apps.rollouts.get(key.app)
+        handoff = where is not None and where.previous and status.state == InstanceState.RUNNING
+        if handoff or (rollout is not None and rollout.status in ACTIVE):
             self.poke()
         elif status.state == InstanceState.STOPPED and (where is None or where.agent != name):
             release = self.world.apps.current_release(key.app)

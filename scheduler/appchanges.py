@@ -59,14 +59,17 @@ class AppChanges:
             version = max(apps.releases.get(app, {}), default=0) + 1
             release = Release(version, types, content.env, time.time(), author,
                               content.description)
+            # Heroku's default: a new app's web type starts with one instance. Whether it is
+            # new is read before the write: the watch may deliver the release meanwhile.
+            first_web = "web" in types and app not in apps.current \
+                and (app, "web") not in apps.formation
             revision = await self.store.create_release(app, release)
             if not revision:
                 raise Rejected("another deploy of this app won the race; try again",
                                grpc.StatusCode.ABORTED)
             self._app_revisions[f"apps/{app}/releases/{version}"] = revision
             self._app_revisions[f"apps/{app}/current"] = revision
-            # Heroku's default: a new app's web type starts with one instance.
-            if "web" in types and app not in apps.current and (app, "web") not in apps.formation:
+            if first_web:
                 await self._set_counts(app, {"web": 1})
             apps.releases.setdefault(app, {})[version] = release
             apps.current[app] = version

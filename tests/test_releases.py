@@ -29,7 +29,7 @@ def deploy_raw(c: Cluster, author: str) -> int:
 def test_releases_newest_first_with_author_and_status(cluster):
     assert releases(cluster) == []
     cluster.ctl("deploy", "examples/Procfile")
-    cluster.ctl("deploy", "examples/Procfile", "--env", "SECRET=hunter2")
+    cluster.ctl("deploy", "examples/Procfile", "--env", "SECRET=hunter2", "--wait")
     found = releases(cluster, role="viewer")  # a viewer may read them: no env in them
     assert [(r["version"], r["status"]) for r in found] == [(2, "current"), (1, "superseded")]
     for r in found:

@@ -6,6 +6,8 @@ Nothing here can block the agent or grow without bound:
   lines, BYTE_BURST bytes); beyond either, its output is read and dropped without being split,
   and the pipe is left to fill for a moment, which slows the flooding child, not the agent;
 - lines are cut at MAX_LINE bytes; each instance keeps its last KEEP lines (KEEP_BYTES at most);
+  the lines of an ended one-shot run (a release phase) stay for `ctl logs release`, those of
+  the last KEPT_RUNS such runs;
 - the stdout queue and each follower's queue are bounded in lines and in bytes; a line that
   does not fit is dropped. A follower is told how many lines it missed: the next line it
   gets carries the count (`missed`). A slow follower is never cut off: what it costs is
@@ -40,6 +42,7 @@ FOLLOWER_LINES = 10_000        # lines queued for one Logs(follow) stream, at mo
 FOLLOWER_BYTES = 4 << 20       # ... and bytes; beyond, dropped and told to it as `missed`
 LINE_COST = 64                 # bytes a queued line is counted for besides its text
 FLOOD_PAUSE = 0.05             # seconds an instance over its budget is left to its full pipe
+KEPT_RUNS = 8                  # ended one-shot runs (release phases) whose lines stay
 
 # Reasons a line is dropped, the label of the agent's drop counters.
 RATE, STDOUT, FOLLOWER = "rate", "stdout", "follower"
@@ -130,6 +133,7 @@ class LogSink:
         self.queued = 0  # bytes in self.queue
         self.keep, self.keep_bytes = keep, keep_bytes
         self.buffers: dict[tuple[str, str], _Ring] = {}
+        self.retired: collections.deque[tuple[str, str]] = collections.deque()  # kept runs
         self.followers: list[Follower] = []
         self.dropped = 0  # lines, every reason
         self.dropped_lines: collections.Counter[str] = collections.Counter()
@@ -162,6 +166,18 @@ class LogSink:
         """Drop an instance's buffered lines. Every copy of it (at any release) writes to this
         one buffer, so only once the last copy is stopped (agent/supervisor.py)."""
         self.buffers.pop((app, instance), None)
+
+    def retire(self, app: str, instance: str) -> None:
+        """Keep an ended one-shot run's lines for `ctl logs release`: those of the last
+        KEPT_RUNS runs stay, the oldest go."""
+        key = (app, instance)
+        if key not in self.buffers:
+            return
+        if key in self.retired:
+            self.retired.remove(key)
+        self.retired.append(key)
+        while len(self.retired) > KEPT_RUNS:
+            self.buffers.pop(self.retired.popleft(), None)
 
     def history(self, match: Match, tail: int) -> list[LogLine]:
         """The last `tail` buffered lines that match, oldest first."""

@@ -21,6 +21,7 @@ from agent.events import (
     Note,
     PortAcquired,
     ReleasePort,
+    Report,
     Spawned,
     SpawnFailed,
     StopRequested,
@@ -53,7 +54,7 @@ class OneShotMachine(InstanceMachine):
             return [ReleasePort(event.port)]
         if isinstance(event, StopRequested) and not self.stopping:
             self.stopping = True  # nothing left to stop: the runner may go
-            return [Finished()]
+            return self._leave()
         return []
 
     # ---- where an instance would start again, or be stopped: the run is over ---------------
@@ -78,7 +79,13 @@ class OneShotMachine(InstanceMachine):
                         not ok))
         self._to(S.SUCCEEDED if ok else S.FAILED, why)
         if self.stopping:
-            self._emit(Finished())
+            self._emit(*self._leave())
+
+    def _leave(self) -> list[Command]:
+        """The run leaves the agent (its outcome said, it stays its state): said as by any
+        instance that stopped, for the scheduler starts the app's next release phase only
+        once no agent reports one."""
+        return [Report(S.STOPPED, self.reason, 0, 0, self.restarts), Finished()]
 
     # ---- handlers that differ from an instance's ---------------------------------------------
 

@@ -23,11 +23,12 @@ from common.limits import (
     MAX_HEALTH_PATH_BYTES,
     MAX_HEALTH_SECONDS,
     MAX_RELEASE_BYTES,
+    MAX_RELEASE_TIMEOUT,
     MAX_STOP_TIMEOUT,
     MAX_TYPES_PER_RELEASE,
     MIN_HEALTH_INTERVAL,
 )
-from common.names import check_name
+from common.names import RELEASE_TYPE, check_name
 
 HEALTH_TYPES = ("tcp", "http", "exec")
 # The health-check defaults, for formation.toml and the API alike (a web type with no check of
@@ -37,6 +38,7 @@ DEFAULT_TIMEOUT = 2.0
 DEFAULT_GRACE = 60.0
 DEFAULT_FAILURES = 3
 DEFAULT_STOP_TIMEOUT = 10.0
+DEFAULT_RELEASE_TIMEOUT = 600.0  # seconds a release phase may run ([release] timeout)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ class Release:
     created: float
     author: str = ""       # who made it: "operator alice" (TLS) or "user@host" (ctl)
     description: str = ""  # what made it: "Deploy"
+    # The release phase (the Procfile's `release:`), run once before its rollout if
+    # run_release: a deploy or config change says yes, a rollback only if asked to.
+    release_command: str = ""
+    release_timeout: float = DEFAULT_RELEASE_TIMEOUT
+    run_release: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
@@ -107,7 +114,11 @@ class Release:
                  for name, t in raw["types"].items()}
         return Release(version=int(raw["version"]), types=types, env=dict(raw["env"]),
                        created=float(raw["created"]), author=str(raw.get("author", "")),
-                       description=str(raw.get("description", "")))
+                       description=str(raw.get("description", "")),
+                       release_command=str(raw.get("release_command", "")),
+                       release_timeout=float(raw.get("release_timeout",
+                                                     DEFAULT_RELEASE_TIMEOUT)),
+                       run_release=bool(raw.get("run_release", False)))
 
 
 # ---- validation: one set of rules for formation.toml, the Procfile and the API ------------
@@ -169,6 +180,9 @@ def check_type(t: ProcessType, where: str = "") -> ProcessType:
     """A whole process type, whoever sent it; InvalidName or AppDefError (ValueErrors)."""
     check_name("process type", t.name)
     where = where or f"process type {t.name!r}"
+    if t.name == RELEASE_TYPE:
+        raise AppDefError(f"{where}: {RELEASE_TYPE!r} is the release phase, not a process "
+                          "type: send it as the release command")
     if not t.command.strip():
         raise AppDefError(f"{where}: has no command")
     check_text(where, "command", t.command, MAX_COMMAND_BYTES)
@@ -209,9 +223,20 @@ def check_env(env: Mapping[str, str], where: str = "env") -> dict[str, str]:
     return dict(env)
 
 
-def check_release(types: Mapping[str, ProcessType], env: Mapping[str, str]) -> None:
-    """What Deploy stores: 1 to MAX_TYPES_PER_RELEASE valid types, a valid env, and at most
-    MAX_RELEASE_BYTES as stored (so etcd never refuses the write)."""
+def check_release_phase(command: str, timeout: float, where: str = "release") -> None:
+    """The release phase's command ("": none) and its timeout in seconds."""
+    check_text(where, "command", command, MAX_COMMAND_BYTES)
+    if command and not command.strip():
+        raise AppDefError(f"{where}: the command is blank")
+    check_seconds(where, "timeout", timeout, 1, MAX_RELEASE_TIMEOUT)
+
+
+def check_release(types: Mapping[str, ProcessType], env: Mapping[str, str],
+                  release_command: str = "",
+                  release_timeout: float = DEFAULT_RELEASE_TIMEOUT) -> None:
+    """What Deploy stores: 1 to MAX_TYPES_PER_RELEASE valid types, a valid env, a valid
+    release phase, and at most MAX_RELEASE_BYTES as stored (so etcd never refuses the
+    write)."""
     if not types:
         raise AppDefError("a release needs at least one process type")
     if len(types) > MAX_TYPES_PER_RELEASE:
@@ -222,7 +247,9 @@ def check_release(types: Mapping[str, ProcessType], env: Mapping[str, str]) -> N
             raise AppDefError(f"process type {t.name!r} is listed as {name!r}")
         check_type(t)
     check_env(env)
-    size = len(Release(0, dict(types), dict(env), 0.0).to_json())
+    check_release_phase(release_command, release_timeout)
+    size = len(Release(0, dict(types), dict(env), 0.0, release_command=release_command,
+                       release_timeout=release_timeout).to_json())
     if size > MAX_RELEASE_BYTES:
         raise AppDefError(f"the release is {size} bytes as stored, more than "
                           f"{MAX_RELEASE_BYTES}: shorten its commands or env")

@@ -8,6 +8,7 @@ from common.appdef import (
     DEFAULT_FAILURES,
     DEFAULT_GRACE,
     DEFAULT_INTERVAL,
+    DEFAULT_RELEASE_TIMEOUT,
     DEFAULT_TIMEOUT,
     AppDefError,
     HealthCheck,
@@ -80,9 +81,11 @@ def type_from_pb(t: pb.ProcessType) -> ProcessType:
                                   deploy_from_pb(t.deploy)))
 
 
-def release_from_pb(request: pb.DeployRequest) -> tuple[dict[str, ProcessType], dict[str, str]]:
-    """Validate a whole DeployRequest but its app name: (types by name, env), or AppDefError
-    (InvalidName for a bad type name); both ValueErrors, answered INVALID_ARGUMENT."""
+def release_from_pb(request: pb.DeployRequest
+                    ) -> tuple[dict[str, ProcessType], dict[str, str], str, float]:
+    """Validate a whole DeployRequest but its app name: (types by name, env, release command,
+    its timeout), or AppDefError (InvalidName for a bad type name); both ValueErrors,
+    answered INVALID_ARGUMENT."""
     if len(request.types) > MAX_TYPES_PER_RELEASE:  # before any work per type
         raise AppDefError(f"a release has {len(request.types)} process types, more than "
                           f"{MAX_TYPES_PER_RELEASE}")
@@ -92,8 +95,9 @@ def release_from_pb(request: pb.DeployRequest) -> tuple[dict[str, ProcessType], 
             raise AppDefError(f"process type {t.name!r} is defined twice")
         types[t.name] = type_from_pb(t)
     env = check_env(request.env)
-    check_release(types, env)
-    return types, env
+    timeout = request.release_timeout or DEFAULT_RELEASE_TIMEOUT
+    check_release(types, env, request.release_command, timeout)
+    return types, env, request.release_command, timeout
 
 
 def check_for(assignment: pb.Assignment) -> HealthCheck | None:

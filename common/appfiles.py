@@ -14,6 +14,7 @@ from common.appdef import (
     DEFAULT_FAILURES,
     DEFAULT_GRACE,
     DEFAULT_INTERVAL,
+    DEFAULT_RELEASE_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_TIMEOUT,
     HEALTH_TYPES,
@@ -41,11 +42,12 @@ from common.limits import (
     MAX_DEPLOY_SECONDS,
     MAX_ENV_BYTES,
     MAX_HEALTH_SECONDS,
+    MAX_RELEASE_TIMEOUT,
     MAX_STOP_TIMEOUT,
     MAX_TYPES_PER_RELEASE,
     MIN_HEALTH_INTERVAL,
 )
-from common.names import InvalidName, check_name
+from common.names import RELEASE_TYPE, InvalidName, check_name
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -66,10 +68,12 @@ def _lines(text: str) -> list[str]:
 @dataclass(frozen=True)
 class Procfile:
     """A parsed Procfile: commands by process type, in file order; the names it spelled
-    differently; one-line warnings ("Procfile:3: ...") for the user."""
+    differently; one-line warnings ("Procfile:3: ...") for the user; the release phase's
+    command (its `release:` entry, never a process type), "" if none."""
     commands: dict[str, str]
     renamed: dict[str, str] = field(default_factory=dict)   # spelling in the file -> name
     warnings: tuple[str, ...] = ()
+    release: str = ""
 
 
 def parse_procfile(text: str, source: str = "Procfile") -> Procfile:
@@ -78,7 +82,8 @@ def parse_procfile(text: str, source: str = "Procfile") -> Procfile:
     Accepts what Heroku's CNB parser (heroku/buildpacks-procfile) accepts, with its
     corrections and a warning each: a name with `_` or uppercase is normalised
     (normalise_type_name), a type defined twice keeps its last definition. Also a UTF-8 BOM,
-    CRLF line endings, indentation, spaces around the name and the command."""
+    CRLF line endings, indentation, spaces around the name and the command. A `release:`
+    entry is Heroku's release phase: kept apart, not a process type."""
     commands: dict[str, str] = {}
     defined_on: dict[str, int] = {}
     renamed: dict[str, str] = {}
@@ -106,7 +111,9 @@ def parse_procfile(text: str, source: str = "Procfile") -> Procfile:
             raise AppDefError(f"{where}: the command of {spelled!r} contains the control "
                               f"character U+{ord(bad.group()):04X}")
         check_text(where, f"the command of {spelled!r}", command, MAX_COMMAND_BYTES)
-        if name != spelled:
+        if name != spelled and name == RELEASE_TYPE:
+            warnings.append(f"{where}: {spelled!r} is the release phase")
+        elif name != spelled:
             renamed[spelled] = name
             warnings.append(f"{where}: process type {spelled!r} is named {name!r}")
         if name in commands:
@@ -114,12 +121,14 @@ def parse_procfile(text: str, source: str = "Procfile") -> Procfile:
                             f"{defined_on[name]}); this last definition is used")
         commands[name] = command
         defined_on[name] = lineno
+    release = commands.pop(RELEASE_TYPE, "")
     if not commands:
-        raise AppDefError(f"{source}: defines no process type")
+        raise AppDefError(f"{source}: defines no process type" + (
+            " (a release phase alone runs nothing)" if release else ""))
     if len(commands) > MAX_TYPES_PER_RELEASE:
         raise AppDefError(f"{source}: defines {len(commands)} process types, more than "
                           f"{MAX_TYPES_PER_RELEASE}")
-    return Procfile(commands, renamed, tuple(warnings))
+    return Procfile(commands, renamed, tuple(warnings), release)
 
 
 # ---- formation.toml -------------------------------------------------------------------------
@@ -128,6 +137,7 @@ _TYPE_KEYS = {"stop_timeout", "at_most_once", "health", "deploy"}
 _HEALTH_KEYS = {"type", "path", "command", "interval", "timeout", "grace", "failures"}
 _DEPLOY_KEYS = {"max_surge", "max_unavailable", "min_healthy_time", "healthy_deadline",
                 "auto_revert"}
+_RELEASE_KEYS = {"timeout"}
 _TABLE_RE = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 
 
@@ -171,11 +181,17 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
         if name in tables:
             raise AppDefError(f"{at(spelled)}: process type {name!r} has settings twice "
                               f"([{tables[name][0]}] too)")
+        if name == RELEASE_TYPE:  # the release phase's: parse_release_timeout
+            tables[name] = (spelled, None)
+            continue
+        if name in tables:
+            raise AppDefError(f"{at(spelled)}: process type {name!r} has settings twice "
+                              f"([{tables[name][0]}] too)")
         if name != spelled and warnings is not None:
             warnings.append(f"{at(spelled)}: applies to process type {name!r}")
         tables[name] = (spelled, table)
     unknown_types = sorted(spelled for name, (spelled, _) in tables.items()
-                           if name not in commands)
+                           if name not in commands and name != RELEASE_TYPE)
     if unknown_types:
         raise AppDefError(f"{source}: settings for process type(s) not in the Procfile: "
                           f"{', '.join(unknown_types)}")
@@ -203,6 +219,29 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
             _deploy_rules(f"{spelled}.deploy", t, at)
         types[name] = check_type(t, f"{source}: [{spelled}]")
     return types
+
+
+def parse_release_timeout(text: str, release: str, source: str = "formation.toml") -> float:
+    """formation.toml's `[release] timeout` (seconds the release phase may run), or the
+    default; a [release] table needs a `release:` entry in the Procfile."""
+    try:
+        raw = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as e:
+        raise AppDefError(f"{source}: {e}") from None
+    spelled = [name for name in raw if normalise_type_name(name) == RELEASE_TYPE]
+    if not spelled:
+        return DEFAULT_RELEASE_TIMEOUT
+    name = spelled[0]  # two spellings: parse_settings says so, as of any table
+
+    def at(table: str, key: str | None = None) -> str:
+        line = _toml_line(text, table, key) or _toml_line(text, table)
+        return f"{source}{'' if line is None else f':{line}'}: [{table}]"
+    table = _table(name, raw[name], _RELEASE_KEYS, at)
+    if not release:
+        raise AppDefError(f"{at(name)}: settings for the release phase, but the Procfile has "
+                          "no 'release:' entry")
+    return check_seconds(at(name, "timeout"), "timeout",
+                         table.get("timeout", DEFAULT_RELEASE_TIMEOUT), 1, MAX_RELEASE_TIMEOUT)
 
 
 def _table(table: str, raw: Any, keys: set[str] | frozenset[str],

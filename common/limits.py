@@ -22,4 +22,5 @@ MAX_HEALTH_FAILURES = 1000          # failures in a row before a restart (1 .. t
 MAX_DEPLOY_COUNT = 10_000           # a [TYPE.deploy] max_surge/max_unavailable count: no type
 #                                     has more instances (names.MAX_INSTANCES_PER_TYPE)
 MAX_DEPLOY_SECONDS = 3600.0         # the largest min_healthy_time and healthy_deadline
+MAX_RELEASE_TIMEOUT = 86400.0       # the largest [release] timeout (1 .. this seconds)
 MAX_LIST_BYTES = 64 * 2**20  # an agent's assignment list, encoded: the link's message limit

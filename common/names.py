@@ -7,6 +7,9 @@ from __future__ import annotations
 import re
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# The Procfile's `release:` entry is the release phase (docs/releases.md), never a process
+# type; its run of release vN is the instance `release.N`.
+RELEASE_TYPE = "release"
 # The largest count `ctl scale` accepts for one process type (documented in docs/ctl.md).
 MAX_INSTANCES_PER_TYPE = 10_000
 

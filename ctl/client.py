@@ -163,9 +163,10 @@ class Client:
         return self._call(lambda s: s.SetConfig, pb.SetConfigRequest(
             app=app, set=to_set, unset=unset, author=author))
 
-    def rollback(self, app: str, version: int, author: str = "") -> pb.RollbackReply:
-        return self._call(lambda s: s.Rollback,
-                          pb.RollbackRequest(app=app, version=version, author=author))
+    def rollback(self, app: str, version: int, author: str = "", run_release: bool = False
+                 ) -> pb.RollbackReply:
+        return self._call(lambda s: s.Rollback, pb.RollbackRequest(
+            app=app, version=version, author=author, run_release=run_release))
 
     def restart(self, app: str, targets: list[str], author: str = "") -> pb.RestartReply:
         return self._call(lambda s: s.Restart,

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
-from common.appdef import AppDefError, ProcessType, check_release
+from common.appdef import DEFAULT_RELEASE_TIMEOUT, AppDefError, ProcessType, check_release
 from common.appdef_pb import type_to_pb
-from common.appfiles import parse_env_file, parse_env_line, parse_procfile, parse_settings
+from common.appfiles import (
+    parse_env_file,
+    parse_env_line,
+    parse_procfile,
+    parse_release_timeout,
+    parse_settings,
+)
 from ctl import waitrelease
 from ctl.author import author
 from ctl.client import Client
@@ -43,10 +50,20 @@ def read_text(path: str, what: str) -> str:
                        USAGE) from None
 
 
-def load_types(procfile: str, settings: str | None, warnings: list[str] | None = None
-               ) -> tuple[dict[str, ProcessType], dict[str, str]]:
-    """The process types of a Procfile with their settings, and the names the Procfile spelled
-    differently (spelling -> name); AppDefError names the bad line; warnings are appended."""
+@dataclass(frozen=True)
+class AppFiles:
+    """What a Procfile and its settings file say: the process types with their settings, the
+    names the Procfile spelled differently (spelling -> name), the release phase."""
+    types: dict[str, ProcessType]
+    renamed: dict[str, str]
+    release_command: str = ""
+    release_timeout: float = DEFAULT_RELEASE_TIMEOUT
+
+
+def load_files(procfile: str, settings: str | None, warnings: list[str] | None = None
+               ) -> AppFiles:
+    """Read the Procfile and its settings; AppDefError names the bad line; warnings are
+    appended."""
     parsed = parse_procfile(read_text(procfile, "Procfile"), procfile)
     if warnings is not None:
         warnings.extend(parsed.warnings)
@@ -54,8 +71,9 @@ def load_types(procfile: str, settings: str | None, warnings: list[str] | None =
         beside = os.path.join(os.path.dirname(procfile) or ".", "formation.toml")
         settings = beside if os.path.exists(beside) else None
     text = read_text(settings, "settings file") if settings else ""
-    return (parse_settings(text, parsed.commands, settings or "formation.toml", warnings),
-            parsed.renamed)
+    source = settings or "formation.toml"
+    return AppFiles(parse_settings(text, parsed.commands, source, warnings), parsed.renamed,
+                    parsed.release, parse_release_timeout(text, parsed.release, source))
 
 
 def prepare(args: argparse.Namespace) -> tuple[pb.DeployRequest, dict[str, str]]:
@@ -63,21 +81,23 @@ def prepare(args: argparse.Namespace) -> tuple[pb.DeployRequest, dict[str, str]]
     are written to stderr, one line each."""
     warnings: list[str] = []
     try:
-        types, renamed = load_types(args.procfile, args.settings, warnings)
+        files = load_files(args.procfile, args.settings, warnings)
         env: dict[str, str] = {}
         if args.env_file:
             env.update(parse_env_file(read_text(args.env_file, "env file"), args.env_file))
         for item in args.env:
             key, value = parse_env_line(item, "--env")
             env[key] = value
-        check_release(types, env)
+        check_release(files.types, env, files.release_command, files.release_timeout)
     except AppDefError as e:
         raise CtlError(str(e), USAGE) from None
     for warning in warnings:
         sys.stderr.write(f"ctl: warning: {warning}\n")
-    request = pb.DeployRequest(app=args.app, types=[type_to_pb(t) for t in types.values()],
-                               env=env, author=author())
-    return request, renamed
+    request = pb.DeployRequest(app=args.app,
+                               types=[type_to_pb(t) for t in files.types.values()],
+                               env=env, author=author(), release_command=files.release_command,
+                               release_timeout=files.release_timeout)
+    return request, files.renamed
 
 
 def build_request(args: argparse.Namespace) -> pb.DeployRequest:
@@ -95,5 +115,6 @@ def run(args: argparse.Namespace, client: Client) -> int:
                    "renamed": renamed})
     else:
         note = "".join(f"; {spelled} is now {name}" for spelled, name in renamed.items())
-        print(f"Deployed {args.app} release v{reply.version} ({', '.join(names)}{note})")
+        phase = "; its release phase runs first" if request.release_command else ""
+        print(f"Deployed {args.app} release v{reply.version} ({', '.join(names)}{note}{phase})")
     return 0

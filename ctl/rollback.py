@@ -1,6 +1,7 @@
-"""`ctl rollback [vN] [--wait]`: a new release with the code, settings and config vars of
-release vN (default: the newest one before the current one), made current like a deploy.
-Counts do not change. The release phase does not run again."""
+"""`ctl rollback [vN] [--run-release] [--wait]`: a new release with the code, settings and
+config vars of release vN (default: the newest one before the current one that rolled out
+fine), made current like a deploy. Counts do not change. vN's release phase does not run again
+unless --run-release says so: a migration run a second time, backwards, is a hazard."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
                        description=__doc__.split("\n")[0])
     p.add_argument("version", nargs="?", default="", metavar="vN",
                    help="the release to go back to (default: the one before the current)")
+    p.add_argument("--run-release", action="store_true",
+                   help="run vN's release phase again before rolling it out")
     waitrelease.add_flags(p)
     p.set_defaults(run=run)
 
@@ -32,7 +35,7 @@ def parse_version(text: str) -> int:
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
-    reply = client.rollback(args.app, parse_version(args.version), author())
+    reply = client.rollback(args.app, parse_version(args.version), author(), args.run_release)
     if args.wait:
         waitrelease.wait(client, args, reply.version)
     if args.json:

@@ -44,6 +44,8 @@ def outcome(releases: list[pb.ReleaseInfo], version: int) -> str | None:
                        0)
         back = f"; reverted to v{current}" if current else "; reverted"
         raise CtlError(f"v{version} rollout failed{why}{back}", RUNTIME)
+    if info.status == "failed" and info.reason.startswith("release phase"):
+        raise CtlError(f"v{version} failed{why}; nothing was rolled out", RUNTIME)
     if info.status == "failed":
         raise CtlError(f"v{version} rollout failed{why} (not reverted)", RUNTIME)
     if info.status == "superseded":

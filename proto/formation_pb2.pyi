@@ -98,7 +98,7 @@ class ProcessType(_message.Message):
     def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., deploy: _Optional[_Union[DeploySettings, _Mapping]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("app", "types", "env", "author")
+    __slots__ = ("app", "types", "env", "author", "release_command", "release_timeout")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,11 +110,15 @@ class DeployRequest(_message.Message):
     TYPES_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_COMMAND_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     app: str
     types: _containers.RepeatedCompositeFieldContainer[ProcessType]
     env: _containers.ScalarMap[str, str]
     author: str
-    def __init__(self, app: _Optional[str] = ..., types: _Optional[_Iterable[_Union[ProcessType, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ..., author: _Optional[str] = ...) -> None: ...
+    release_command: str
+    release_timeout: float
+    def __init__(self, app: _Optional[str] = ..., types: _Optional[_Iterable[_Union[ProcessType, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ..., author: _Optional[str] = ..., release_command: _Optional[str] = ..., release_timeout: _Optional[float] = ...) -> None: ...
 
 class DeployReply(_message.Message):
     __slots__ = ("version",)
@@ -391,14 +395,16 @@ class SetConfigReply(_message.Message):
     def __init__(self, version: _Optional[int] = ..., changed: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("app", "version", "author")
+    __slots__ = ("app", "version", "author", "run_release")
     APP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    RUN_RELEASE_FIELD_NUMBER: _ClassVar[int]
     app: str
     version: int
     author: str
-    def __init__(self, app: _Optional[str] = ..., version: _Optional[int] = ..., author: _Optional[str] = ...) -> None: ...
+    run_release: bool
+    def __init__(self, app: _Optional[str] = ..., version: _Optional[int] = ..., author: _Optional[str] = ..., run_release: _Optional[bool] = ...) -> None: ...
 
 class RollbackReply(_message.Message):
     __slots__ = ("version", "to")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import grpc
 
-from common.appdef import ProcessType, Release
+from common.appdef import DEFAULT_RELEASE_TIMEOUT, ProcessType, Release
 from scheduler import releases
 from scheduler.errors import Rejected
 from scheduler.eventlog import EventLog, scale_text
@@ -38,11 +38,13 @@ class AppChanges:
     _app_revisions: dict[str, int]
 
     async def deploy(self, app: str, types: dict[str, ProcessType], env: dict[str, str],
-                     author: str = "") -> int:
+                     author: str = "", release_command: str = "",
+                     release_timeout: float = DEFAULT_RELEASE_TIMEOUT) -> int:
         """A new release of app from a Procfile (its env on top of the current config), made
         current; returns its version."""
         version, _ = await self.new_release(
-            app, lambda cur: releases.deployed(cur, types, env), author)
+            app, lambda cur: releases.deployed(cur, types, env, release_command,
+                                               release_timeout), author)
         return version
 
     async def new_release(self, app: str, make: Callable[[Release | None], Content | None],
@@ -58,7 +60,9 @@ class AppChanges:
             types = content.types
             version = max(apps.releases.get(app, {}), default=0) + 1
             release = Release(version, types, content.env, time.time(), author,
-                              content.description)
+                              content.description, content.release_command,
+                              content.release_timeout,
+                              bool(content.release_command) and content.run_release)
             # Heroku's default: a new app's web type starts with one instance. Whether it is
             # new is read before the write: the watch may deliver the release meanwhile.
             first_web = "web" in types and app not in apps.current \

@@ -113,10 +113,12 @@ class ControlService(pbg.ControlServicer):
                      ) -> pb.DeployReply:
         async def run() -> pb.DeployReply:
             app = check_name("app", request.app)
-            types, env = release_from_pb(request)
-            version = await self.s.deploy(app, types, env, author_of(context, request.author))
+            types, env, command, timeout = release_from_pb(request)
+            version = await self.s.deploy(app, types, env, author_of(context, request.author),
+                                          command, timeout)
             audit(context, f"deployed {app} v{version}: {len(types)} process types, "
-                           f"{len(env)} env variables")  # their names and values never
+                           f"{len(env)} env variables"  # their names and values never
+                  + (", a release phase" if command else ""))
             return pb.DeployReply(version=version)
         return await answer(context, run)
 
@@ -198,10 +200,14 @@ class ControlService(pbg.ControlServicer):
                     if record is not None else set()
                 found = releases.rollback_target(apps.releases.get(app, {}),
                                                  apps.current.get(app, 0), request.version, bad)
+                if request.run_release and not found.release_command:
+                    raise Rejected(f"v{found.version} has no release phase to run again "
+                                   "(its Procfile had no 'release:' entry)")
                 target.append(found.version)
-                return releases.rolled_back(found)
+                return releases.rolled_back(found, request.run_release)
             version, _ = await self.s.new_release(app, make, author)
-            audit(context, f"rolled {app} back to v{target[0]} (v{version})")
+            audit(context, f"rolled {app} back to v{target[0]} (v{version})"
+                  + (", its release phase run again" if request.run_release else ""))
             return pb.RollbackReply(version=version, to=target[0])
         return await answer(context, run)
 

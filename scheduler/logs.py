@@ -32,6 +32,7 @@ FOLLOWER_LINES = 10_000    # lines queued for one ctl follower, at most ...
 FOLLOWER_BYTES = 4 << 20   # ... and bytes; beyond, dropped and told to it as `missed`
 MAX_CHANNELS = 4096        # agent API channels kept open; the oldest is dropped beyond
 LINE_COST = 128            # bytes a queued line is counted for besides its text
+RELEASE_OUTPUT_LINES = 20  # last lines of a release phase's output copied into its events
 
 DROPPED_LINES = Counter("formation_log_follower_lines_dropped",
                         "Log lines dropped because a follower (ctl logs -f) read too slowly.")
@@ -147,3 +148,20 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
     finally:
         for t in tasks:
             t.cancel()
+
+
+async def last_lines(table: AgentTable, channels: AgentChannels, app: str, instance: str,
+                     agent: str, n: int) -> list[pb.LogLine]:
+    """The last n lines of one instance from one agent ([] if it cannot say, in 10 s)."""
+    entry = table.entries.get(agent)
+    if entry is None or entry.down or not entry.record.api_address:
+        return []
+    request = pb.LogsRequest(app=app, selector=instance, tail=n)
+    lines: list[pb.LogLine] = []
+    try:
+        async for line in channels.stub(agent, entry.record.api_address).Logs(request,
+                                                                               timeout=10):
+            lines.append(line)
+    except grpc.aio.AioRpcError as e:
+        log.info("logs of %s/%s from %s: %s", app, instance, agent, e.code().name)
+    return lines[-n:]

@@ -22,7 +22,7 @@ from common.net import split_hostport
 from scheduler import authz, discovery, etcdclient, eventstore, metrics
 from scheduler.agentlink import AgentLinkService
 from scheduler.control import ControlService
-from scheduler.logs import AgentChannels
+from scheduler.logs import RELEASE_OUTPUT_LINES, AgentChannels, last_lines
 from scheduler.push import LinkTimes
 from scheduler.reconciler import Scheduler
 from scheduler.store import Store
@@ -119,7 +119,14 @@ async def run(args: argparse.Namespace) -> None:
         await store.close()
         raise SystemExit(1)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    add_service(ControlService(scheduler, AgentChannels(credentials)), server, "Control",
+    channels = AgentChannels(credentials)
+
+    async def release_output(app: str, instance: str, agent: str) -> None:
+        for line in await last_lines(scheduler.agents, channels, app, instance, agent,
+                                     RELEASE_OUTPUT_LINES):
+            scheduler.events.add(app, "release", f"{instance} | {line.text}")
+    scheduler.release_output = release_output
+    add_service(ControlService(scheduler, channels), server, "Control",
                 authz.control if secure else None)
     add_service(AgentLinkService(scheduler, tls=secure), server, "AgentLink",
                 authz.agent_link if secure else None)

@@ -18,6 +18,9 @@ The Plan sorts every wanted or assigned instance into buckets, like Nomad's reco
                                           (stopped first, placed once the old copy is gone)
     wanted & unassigned                -> place     (or pending; also while `blocked`)
     assigned & not wanted              -> stop      (scale-down: highest numbers first)
+
+A release phase's run (`release.N`, scheduler/releasephase.py) is not placement's: it takes
+a slot on its agent, and is never placed, moved or stopped here.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from common.names import instance_id
+from common.names import RELEASE_TYPE, instance_id
 
 
 class InstanceKey(NamedTuple):
@@ -156,6 +159,10 @@ def plan(desired: Mapping[tuple[str, str], int],
     for key in sorted(assignments):
         where = assignments[key]
         agent = agents.get(where.agent)
+        if key.type == RELEASE_TYPE:  # a release phase's run: never placement's, but it
+            if agent is not None and agent.alive:  # takes a slot
+                load[where.agent] += 1
+            continue
         if key not in wanted_set:
             result.stop.append(key)
         elif agent is not None and agent.alive:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from common.appdef import DEFAULT_STOP_TIMEOUT
 from common.appdef_pb import health_to_pb
 from common.limits import MAX_LIST_BYTES
+from common.names import RELEASE_TYPE
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentEntry
 from scheduler.placement import InstanceKey
@@ -29,7 +31,13 @@ class LinkTimes:
 def assignment_message(world: World, key: InstanceKey, version: int, generation: int
                        ) -> pb.Assignment:
     """One item of a list; its env travels once per release, in the list's `envs`."""
-    ptype = world.apps.releases[key.app][version].types[key.type]
+    release = world.apps.releases[key.app][version]
+    if key.type == RELEASE_TYPE:  # its release phase: run once, within its timeout
+        return pb.Assignment(
+            app=key.app, id=key.id, type=key.type, release=version, generation=generation,
+            command=release.release_command, stop_timeout=DEFAULT_STOP_TIMEOUT,
+            at_most_once=True, oneshot=True, timeout=release.release_timeout)
+    ptype = release.types[key.type]
     return pb.Assignment(
         app=key.app, id=key.id, type=key.type, release=version, generation=generation,
         command=ptype.command,

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from scheduler import instruments
 from scheduler.agents import AgentTable
@@ -56,6 +57,8 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
         self._app_revisions: dict[str, int] = {}  # "apps/..." key -> mod_revision applied
         self._apps_stale = False        # the watch was compacted away: re-read apps
         self._assignments_stale = False  # a write failed midway: re-read assignments
+        self.release_output: Callable[[str, str, str], Coroutine[Any, Any, None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- start-up and etcd ---------------------------------------------------------
 
@@ -142,6 +145,9 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
                 else max(0.0, deadline - time.monotonic())
             if self.waits_on_time():
                 timeout = ROLLOUT_TICK if timeout is None else min(timeout, ROLLOUT_TICK)
+            phase = self.phase_wait(time.time())
+            if phase is not None:
+                timeout = phase if timeout is None else min(timeout, phase)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
@@ -214,12 +220,15 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
         if handed:
             await self._write(handed)
         await self._begin_rollouts(now)
-        once = apps.at_most_once()
-        rolling = {(app, t) for app, t in apps.desired() if app in apps.rollouts}
-        result = plan(apps.desired(), apps.current, self.agents.views(), world.assignments,
-                      once, world.blocked(once), world.running_on(), rolling)
+        await self._drive_release_phases(now)
+        serving = apps.serving()
+        desired = apps.desired(serving)
+        once = apps.at_most_once(serving)
+        rolling = {(app, t) for app, t in desired if app in apps.rollouts}
+        result = plan(desired, serving, self.agents.views(), world.assignments,
+                      once, world.blocked(once), world.running_on(serving), rolling)
         if not result.empty():
-            after = result.assignments_after(world.assignments, apps.current)
+            after = result.assignments_after(world.assignments, serving)
             changes: dict[InstanceKey, Assigned | None] = dict.fromkeys(
                 (*result.stop, *result.unassign))
             changes.update({k: after[k] for k in (*result.place, *result.migrate,

@@ -96,6 +96,11 @@ class Rollout:
     reasons: dict[int, str] = field(default_factory=dict)   # release -> why it failed
     surge: int = 0              # the most copies above the desired count at once (reported)
     generations: dict[str, int] = field(default_factory=dict)  # type -> restart generation
+    # The release phase (scheduler/releasephase.py): False until it passed (True if there is
+    # none to run); while False, the app runs `previous`, never `release`.
+    released: bool = True
+    phase_started: float = 0.0  # when its run was assigned (0: not yet)
+    phase_seen: bool = False    # its agent has reported the run: it must never start again
 
     def good(self) -> int:
         """The newest release that rolled out fine, 0 if none."""
@@ -120,7 +125,10 @@ def decode_rollout(value: bytes) -> Rollout:
         outcomes={int(k): str(v) for k, v in raw.get("outcomes", {}).items()},
         reasons={int(k): str(v) for k, v in raw.get("reasons", {}).items()},
         surge=int(raw.get("surge", 0)),
-        generations={str(k): int(v) for k, v in raw.get("generations", {}).items()})
+        generations={str(k): int(v) for k, v in raw.get("generations", {}).items()},
+        released=bool(raw.get("released", True)),
+        phase_started=float(raw.get("phase_started", 0)),
+        phase_seen=bool(raw.get("phase_seen", False)))
 
 
 @dataclass

@@ -10,11 +10,18 @@ changes them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
-from common.appdef import ProcessType, Release, check_env, check_env_name, check_release
+from common.appdef import (
+    DEFAULT_RELEASE_TIMEOUT,
+    ProcessType,
+    Release,
+    check_env,
+    check_env_name,
+    check_release,
+)
 from scheduler.errors import Rejected
 
 MAX_NAMES_SHOWN = 5  # config var names a description lists before "and N more"
@@ -27,13 +34,19 @@ class Content:
     env: dict[str, str]
     description: str
     event: str = "release"  # its kind in `ctl events`: "release", or "config" (names only)
+    release_command: str = ""  # its release phase, "" for none ...
+    release_timeout: float = DEFAULT_RELEASE_TIMEOUT
+    run_release: bool = True   # ... run before its rollout (a rollback: only if asked)
 
 
 def deployed(current: Release | None, types: dict[str, ProcessType],
-             env: Mapping[str, str]) -> Content:
+             env: Mapping[str, str], release_command: str = "",
+             release_timeout: float = DEFAULT_RELEASE_TIMEOUT) -> Content:
     merged = {**(current.env if current else {}), **env}
-    check_release(types, merged)  # the merged env must fit the bounds too
-    return Content(types, merged, "Deploy")
+    # the merged env must fit the bounds too
+    check_release(types, merged, release_command, release_timeout)
+    return Content(types, merged, "Deploy", release_command=release_command,
+                   release_timeout=release_timeout)
 
 
 def _names(verb: str, names: list[str]) -> str:
@@ -57,14 +70,17 @@ def configured(current: Release | None, set_: Mapping[str, str],
         raise Rejected(f"{both[0]} is both set and unset")
     env = {k: v for k, v in current.env.items() if k not in unset}
     env.update(check_env(set_, "set"))
-    check_release(current.types, env)
+    check_release(current.types, env, current.release_command, current.release_timeout)
     if env == current.env:
         return None
     changed = sorted(k for k in set_ if current.env.get(k) != set_[k])
     gone = sorted(k for k in set(unset) if k in current.env)
     what = "; ".join(part for part in (changed and _names("Set", changed),
                                        gone and _names("Unset", gone)) if part)
-    return Content(dict(current.types), env, what, event="config")
+    # Heroku's: a config change runs the release phase too (it may use the changed vars).
+    return Content(dict(current.types), env, what, event="config",
+                   release_command=current.release_command,
+                   release_timeout=current.release_timeout)
 
 
 def rollback_target(releases: Mapping[int, Release], current: int, version: int,
@@ -96,5 +112,10 @@ def rollback_target(releases: Mapping[int, Release], current: int, version: int,
     return target
 
 
-def rolled_back(target: Release) -> Content:
-    return Content(dict(target.types), dict(target.env), f"Rollback to v{target.version}")
+def rolled_back(target: Release, run_release: bool = False) -> Content:
+    """A rollback's release: vN's code, settings and config. Its release phase runs again
+    only if asked (`ctl rollback --run-release`): a migration run backwards is a hazard."""
+    content = Content(dict(target.types), dict(target.env), f"Rollback to v{target.version}",
+                      release_command=target.release_command,
+                      release_timeout=target.release_timeout)
+    return replace(content, run_release=run_release and bool(target.release_command))

@@ -30,6 +30,7 @@ from scheduler.records import (
     ACTIVE,
     FAILED,
     FINISHED,
+    RELEASING,
     REVERTED,
     ROLLING,
     SUPERSEDED,
@@ -193,14 +194,18 @@ def drive(world: World, app: str, record: Rollout, release: Release, now: float)
 UNFIT = (FAILED, REVERTED, SUPERSEDED)  # outcomes `ctl rollback` does not pick by itself
 
 
-def begin(old: Rollout | None, release: int, now: float, revert: bool = False) -> Rollout:
-    """A new rollout to `release`, replacing (superseding) whatever `old` was doing."""
+def begin(old: Rollout | None, release: int, now: float, revert: bool = False,
+          phase: bool = False) -> Rollout:
+    """A new rollout to `release`, replacing (superseding) whatever `old` was doing; its
+    release phase first if `phase` (scheduler/releasephase.py)."""
     previous = old.release if old is not None else 0
     if old is not None and old.status in ACTIVE:
         old = replace(old, outcomes={**old.outcomes, old.release: SUPERSEDED})
-    return Rollout(release, previous, ROLLING, started=now, revert=revert,
-                   outcomes=dict(old.outcomes) if old is not None else {},
-                   reasons=dict(old.reasons) if old is not None else {})
+    if old is not None and not old.released:
+        previous = old.previous  # its release phase never passed: nothing ran it
+    return Rollout(release, previous, RELEASING if phase else ROLLING, started=now,
+                   revert=revert, outcomes=dict(old.outcomes) if old is not None else {},
+                   reasons=dict(old.reasons) if old is not None else {}, released=not phase)
 
 
 def restart(world: World, app: str, old: Rollout, types: list[str], now: float) -> Rollout:
@@ -239,6 +244,9 @@ def release_status(record: Rollout | None, current: int, version: int) -> tuple[
     outcome = record.outcomes.get(version, "") if record is not None else ""
     if version == current:
         if record is not None and record.release == version:
+            if record.status == RELEASING:  # running once its agent said so
+                return "rolling out", "release phase " + ("running" if record.phase_seen
+                                                          else "starting")
             if record.status in ACTIVE:
                 return "rolling out", ""
             if record.status == FAILED:

@@ -8,18 +8,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
+from typing import Any
 
 import grpc
 
 from common.appdef import effective_deploy
-from scheduler import rollouts
+from scheduler import releasephase, rollouts
 from scheduler.errors import Rejected
 from scheduler.eventlog import EventLog
 from scheduler.placement import Assigned, InstanceKey
 from scheduler.readmodels import ReadModels
-from scheduler.records import ACTIVE, FAILED, REVERTED, ROLLING, Rollout
+from scheduler.records import ACTIVE, FAILED, RELEASING, REVERTED, ROLLING, Rollout
 from scheduler.store import Store
 from scheduler.world import World
 
@@ -39,6 +40,10 @@ class RolloutSteps:
     events: EventLog
     poke: Callable[[], None]
     _app_revisions: dict[str, int]
+    # Copies a release phase's last lines of output into the app's events (scheduler/main.py
+    # sets it: it reads them from the agent); None: not copied.
+    release_output: Callable[[str, str, str], Coroutine[Any, Any, None]] | None
+    _background: set[asyncio.Task[None]]
 
     async def _write(self, changes: Mapping[InstanceKey, Assigned | None]) -> None:
         raise NotImplementedError  # the Scheduler's
@@ -66,6 +71,9 @@ class RolloutSteps:
             types = sorted(t for t in release.types if apps.formation.get((app, t), 0))
         async with self.lock:
             record = apps.rollouts.get(app)
+            if record is not None and not record.released and record.status not in ACTIVE:
+                raise Rejected(f"v{record.release}'s release phase failed: nothing runs it "
+                               "to restart; deploy again", grpc.StatusCode.FAILED_PRECONDITION)
             if types and record is not None and record.status in ACTIVE:
                 raise Rejected(f"the rollout of v{record.release} is under way: restart once "
                                "it finished", grpc.StatusCode.FAILED_PRECONDITION)
@@ -96,6 +104,15 @@ class RolloutSteps:
         return any(r.status in ACTIVE and r.started_ids
                    for r in self.world.apps.rollouts.values())
 
+    def phase_wait(self, now: float) -> float | None:
+        """Seconds until a running release phase is overdue (releasephase.deadline): a pass
+        then, in case its agent never says; None if none runs."""
+        apps = self.world.apps
+        waits = [releasephase.deadline(r, release) - now for app, r in apps.rollouts.items()
+                 if r.status == RELEASING and r.phase_started
+                 and (release := apps.releases.get(app, {}).get(r.release)) is not None]
+        return max(0.0, min(waits)) + 0.01 if waits else None
+
     def _proof(self, key: InstanceKey, version: int) -> float:
         """Seconds a new copy of key on release `version` must run before it counts."""
         release = self.world.apps.releases.get(key.app, {}).get(version)
@@ -120,12 +137,90 @@ class RolloutSteps:
             doubles = rollouts.settle_doubles(self.world, app, version)
             if doubles:
                 await self._write(doubles)
-            await self._put_rollout(app, rollouts.begin(old, version, now))
+            release = apps.releases.get(app, {}).get(version)
+            phase = release is not None and release.run_release
+            await self._put_rollout(app, rollouts.begin(old, version, now, phase=phase))
             if old is not None and old.status in ACTIVE:
                 log.info("app %s: rollout of v%d superseded by v%d", app, old.release, version)
-            self.events.add(app, "rollout", f"v{version} rollout started" + (
+            what = "release phase" if phase else "rollout"
+            self.events.add(app, "rollout", f"v{version} {what} started" + (
                 f" (supersedes v{old.release}'s)" if old is not None and old.status in ACTIVE
                 else ""))
+
+    async def _drive_release_phases(self, now: float) -> None:
+        """Each release phase a pass further (scheduler/releasephase.py); runs that no
+        rollout waits on are removed first."""
+        stray = releasephase.strays(self.world)
+        if stray:
+            await self._write(stray)
+        apps = self.world.apps
+        for app, record in sorted(apps.rollouts.items()):
+            release = apps.releases.get(app, {}).get(record.release)
+            if record.status != RELEASING or apps.current.get(app) != record.release \
+                    or release is None:
+                continue
+            step = releasephase.drive(self.world, record, release, app, now)
+            key = releasephase.run_key(app, record.release)
+            where = self.world.assignments.get(key)
+            record = step.record or record
+            if (step.passed or step.failed) and where is not None:
+                self._copy_output(app, key.id, where.agent)
+            if step.passed:
+                took = now - record.phase_started
+                await self._put_rollout(app, replace(record, status=ROLLING, released=True))
+                log.info("app %s: v%d release phase succeeded in %.1fs", app, record.release,
+                         took)
+                self.events.add(app, "rollout", f"v{record.release} release phase succeeded "
+                                f"in {took:.1f}s; rollout started")
+                self.poke()  # the app's instances go on the new release now
+            elif step.failed is not None:
+                await self._phase_failed(app, record, step.failed, now)
+            elif step.record is not None:
+                await self._put_rollout(app, step.record)
+            if step.changes:  # a run is dropped once its outcome is written, never before
+                await self._write(step.changes)
+            if step.started:
+                log.info("app %s: v%d release phase runs on %s", app, record.release,
+                         step.started)
+                self.events.add(app, "rollout", f"v{record.release} release phase: "
+                                f"{key.id} runs on {step.started}")
+
+    def _copy_output(self, app: str, iid: str, agent: str) -> None:
+        """The last lines a release phase wrote, from its agent into the app's events: in the
+        background, outside the lock (they come over the network)."""
+        if self.release_output is None:
+            return
+        task = asyncio.create_task(self.release_output(app, iid, agent))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _phase_failed(self, app: str, record: Rollout, why: str, now: float) -> None:
+        """The release phase failed: nothing of the release was rolled out, and the release
+        before it is current again (whatever auto_revert says: nothing runs it), its rollout
+        going on where it was; on a first deploy the app runs nothing until the next."""
+        apps = self.world.apps
+        why = f"release phase: {why}"
+        failed = replace(record, status=FAILED, finished=now,
+                         outcomes={**record.outcomes, record.release: FAILED},
+                         reasons={**record.reasons, record.release: why})
+        back = record.previous if record.previous in apps.releases.get(app, {}) else 0
+        log.warning("app %s: v%d %s", app, record.release, why)
+        if not back:
+            await self._put_rollout(app, failed)
+            self.events.add(app, "rollout", f"v{record.release} failed: {why}; nothing was "
+                            "rolled out")
+            return
+        # released (begin's view would be the failed one's previous), from the failed one
+        again = replace(rollouts.begin(failed, back, now), previous=record.release)
+        revision = await self.store.revert(app, back, again)
+        self._app_revisions[f"apps/{app}/current"] = revision
+        self._app_revisions[f"apps/{app}/rollout"] = revision
+        apps.current[app] = back
+        apps.rollouts[app] = again
+        self.read.touch_current(app)
+        self.events.add(app, "rollout", f"v{record.release} failed: {why}; nothing was rolled "
+                        f"out, v{back} is current again")
+        self.poke()
 
     async def _drive_rollouts(self, now: float) -> None:
         apps = self.world.apps

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from common.appdef import Release
+from common.names import RELEASE_TYPE
 from common.states import InstanceState
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentTable
@@ -39,19 +40,36 @@ class Apps:
         version = self.current.get(app)
         return None if version is None else self.releases.get(app, {}).get(version)
 
-    def desired(self) -> dict[tuple[str, str], int]:
-        """Counts for the types of each app's current release (others count as zero)."""
+    def serving(self) -> dict[str, int]:
+        """The release each app's instances are placed on: its current one, unless that
+        one's release phase has not passed (running, or failed on a first deploy): then the
+        one before it, or none (scheduler/releasephase.py)."""
+        out = dict(self.current)
+        for app, record in self.rollouts.items():
+            if not record.released and out.get(app) == record.release:
+                if record.previous and record.previous in self.releases.get(app, {}):
+                    out[app] = record.previous
+                else:
+                    del out[app]
+        return out
+
+    def desired(self, serving: Mapping[str, int] | None = None) -> dict[tuple[str, str], int]:
+        """Counts for the types of each app's serving release (others count as zero)."""
+        serving = self.serving() if serving is None else serving
         out = {}
         for (app, ptype), n in self.formation.items():
-            release = self.current_release(app)
-            if release is not None and ptype in release.types:
+            release = self.releases.get(app, {}).get(serving.get(app, -1))
+            # (a type named `release`, stored before the release phase was, runs no more)
+            if release is not None and ptype in release.types and ptype != RELEASE_TYPE:
                 out[(app, ptype)] = n
         return out
 
-    def at_most_once(self) -> set[tuple[str, str]]:
+    def at_most_once(self, serving: Mapping[str, int] | None = None
+                     ) -> set[tuple[str, str]]:
+        serving = self.serving() if serving is None else serving
         out = set()
-        for app in self.current:
-            release = self.current_release(app)
+        for app, version in serving.items():
+            release = self.releases.get(app, {}).get(version)
             if release is not None:
                 out |= {(app, t) for t, pt in release.types.items() if pt.at_most_once}
         return out
@@ -73,6 +91,7 @@ class World:
         self.assignments: dict[InstanceKey, Assigned] = {}
         self.revisions: dict[InstanceKey, int] = {}  # etcd mod_revision of each assignment
         self.hosted: dict[str, set[InstanceKey]] = defaultdict(set)  # agent -> its list
+        self.release_runs: set[InstanceKey] = set()  # `release.N` keys (releasephase.py)
         self.pending: set[InstanceKey] = set()  # wanted, fit nowhere
 
     # ---- changes ------------------------------------------------------------------
@@ -83,6 +102,7 @@ class World:
         self.assignments = dict(table)
         self.revisions = dict(revisions)
         self.hosted = defaultdict(set)
+        self.release_runs = set()
         for key, where in self.assignments.items():
             self._host(key, where)
 
@@ -110,11 +130,14 @@ class World:
         self.hosted[where.agent].add(key)
         if where.previous:
             self.hosted[where.previous].add(key)
+        if key.type == RELEASE_TYPE:
+            self.release_runs.add(key)
 
     def _unhost(self, key: InstanceKey, where: Assigned) -> None:
         for name in (where.agent, where.previous):
             if name:
                 self.hosted[name].discard(key)
+        self.release_runs.discard(key)
 
     # ---- queries for placement ------------------------------------------------------
 
@@ -131,14 +154,14 @@ class World:
                         out.add(key)
         return out
 
-    def running_on(self) -> dict[InstanceKey, str]:
-        """Where connected agents report instances running on their app's current release."""
+    def running_on(self, serving: Mapping[str, int]) -> dict[InstanceKey, str]:
+        """Where connected agents report instances running on their app's serving release."""
         out: dict[InstanceKey, str] = {}
         for name, entry in sorted(self.agents.entries.items()):
             if entry.session is None or entry.down:
                 continue
             for key in entry.reports:
-                current = self.apps.current.get(key.app, -1)
+                current = serving.get(key.app, -1)
                 if runs_release(entry.report(key, current), current):
                     out.setdefault(key, name)
         return out

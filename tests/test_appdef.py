@@ -69,7 +69,10 @@ REAL_PROCFILES = [
                          ids=[name for name, _, _ in REAL_PROCFILES])
 def test_realistic_procfiles(text, commands):
     parsed = parse_procfile(text)
+    commands = dict(commands)
+    release = commands.pop("release", "")  # the release phase, kept apart
     assert parsed.commands == commands and parsed.warnings == ()
+    assert parsed.release == release
 
 
 # What Heroku's CNB parser corrects, with a warning: (text, commands, renamed, warnings).

@@ -159,7 +159,7 @@ def test_round_trip_files_pb_appdef_json_appdef():
     types = parse_settings(ISSUE_BLOCK + '[worker.deploy]\nmax_surge = 0\nmax_unavailable = "50%"'
                            '\nmin_healthy_time = 0\n', {**COMMANDS, "clock": "c"})
     wire = pb.DeployRequest(app="a", types=[type_to_pb(t) for t in types.values()])
-    back, _ = release_from_pb(pb.DeployRequest.FromString(wire.SerializeToString()))
+    back, _, _, _ = release_from_pb(pb.DeployRequest.FromString(wire.SerializeToString()))
     assert back == types
     release = Release(4, back, {}, 1.5)
     assert Release.from_json(release.to_json()) == release

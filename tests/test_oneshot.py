@@ -84,7 +84,7 @@ def assert_over(m: OneShotMachine, state: S, reason: str) -> None:
                   TimerFired(Timer.DEADLINE), TimerFired(Timer.KILL)):
         assert m.handle(event, 1000) == [], event
     assert m.handle(PortAcquired(PORT + 1), 1000) == [ReleasePort(PORT + 1)]  # not wanted
-    assert m.handle(StopRequested(), 1000) == [Finished()]
+    assert m.handle(StopRequested(), 1000) == [Report(S.STOPPED, reason, 0, 0, 0), Finished()]
     assert m.handle(StopRequested(), 1001) == []
     assert (m.state, m.reason) == (state, reason)
 
@@ -185,7 +185,8 @@ def test_a_stop_while_running_takes_the_stop_path_and_fails_it_then_finishes():
     out = m.handle(Exited(0), 4)  # even a clean exit on SIGTERM: it did not finish its work
     assert without(out) == [CancelTimer(Timer.KILL), Signal(100, SIGKILL), ReleaseGroup(100),
                             ReleasePort(PORT), Finished()]
-    assert reports(out) == [(S.FAILED, "stopped before it finished")]
+    assert reports(out) == [(S.FAILED, "stopped before it finished"),
+                            (S.STOPPED, "stopped before it finished")]
     assert (m.state, m.pid, m.port, m.restarts) == (S.FAILED, 0, 0, 0)
     assert m.handle(StopRequested(), 5) == []  # finished once
 
@@ -196,14 +197,16 @@ def test_a_stop_after_the_timeout_keeps_the_timeout_as_the_reason():
     out = m.handle(StopRequested(timeout=2), 2)  # a fence: only brings the SIGKILL forward
     assert without(out) == [StartTimer(Timer.KILL, 2)] and reports(out) == []
     out = m.handle(Exited(-15), 3)
-    assert reports(out) == [(S.FAILED, "timed out after 1 s")] and Finished() in out
+    assert reports(out) == [(S.FAILED, "timed out after 1 s"), (S.STOPPED, "timed out after 1 s")]
+    assert Finished() in out
 
 
 def test_a_stop_before_it_ran_fails_it_at_once():
     m = new()
     out = m.handle(StopRequested(), 0)  # not even begun
     assert without(out) == [Finished()]
-    assert reports(out) == [(S.FAILED, "stopped before it finished")]
+    assert reports(out) == [(S.FAILED, "stopped before it finished"),
+                            (S.STOPPED, "stopped before it finished")]
     assert m.handle(Begin(), 1) == []
     m = new()
     m.handle(Begin(), 0)
@@ -212,13 +215,15 @@ def test_a_stop_before_it_ran_fails_it_at_once():
     assert m.handle(Spawned(100), 0.1) == [Signal(100, SIGKILL),
                                            StartTimer(Timer.KILL, KILL_WAIT)]
     out = m.handle(Exited(-9), 0.1)
-    assert reports(out) == [(S.FAILED, "stopped before it finished")] and Finished() in out
+    assert reports(out) == [(S.FAILED, "stopped before it finished"),
+                            (S.STOPPED, "stopped before it finished")] and Finished() in out
 
 
-def test_a_stop_on_an_ended_run_only_finishes_it():
+def test_a_stop_on_an_ended_run_only_says_it_left():
     m = running(new(), pid=100)
     m.handle(Exited(0), 1)
-    assert m.handle(StopRequested(), 2) == [Finished()]  # no report: it stays succeeded
+    # it stays succeeded; the report says it left
+    assert m.handle(StopRequested(), 2) == [Report(S.STOPPED, "exited 0", 0, 0, 0), Finished()]
     assert (m.state, m.reason) == (S.SUCCEEDED, "exited 0")
 
 

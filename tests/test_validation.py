@@ -125,7 +125,7 @@ def test_release_from_pb_refuses_with_one_line(req, message):
 
 
 def test_what_the_api_may_leave_unset_takes_the_defaults():
-    types, env = release_from_pb(request(
+    types, env, _, _ = release_from_pb(request(
         ptype(stop_timeout=0, health=health(type="http")),
         ptype("worker", "python3 worker.py", health=health(interval=-1, path="bogus")),
         env={"BIG": "x" * 100_000, "EMPTY": "", "PEM": "-----BEGIN-----\nabc\n"}))

@@ -10,7 +10,9 @@ copy replaced) with each of:
     deploy did before rollouts), with min_healthy_time 2 and 0.5: the baseline of the rolling
     deploy with the same min_healthy_time;
 and, with the defaults, a release whose web exits at once: its rollout fails by the crash-loop
-breaker and is reverted by itself.
+breaker and is reverted by itself; and with min_healthy_time 0.5 and a release phase that
+does nothing (`release: true`): what the release phase adds, run once on one agent before
+the rollout (its baseline: rolling with min_healthy_time 0.5).
 
 Measured for each: the seconds of `ctl deploy --wait` (a real ctl process, as an operator
 runs it), the most and fewest copies serving at once while it ran, and how long fewer than 10
@@ -52,7 +54,10 @@ VARIANTS = {
     "rolling_fast": "min_healthy_time = 0.5\n",
     "all_at_once_fast": ALL_AT_ONCE + "min_healthy_time = 0.5\n",
 }
-BASELINE = {"rolling": "all_at_once", "rolling_fast": "all_at_once_fast"}
+# name -> the Procfile's release phase, if it has one
+RELEASE = {"release_phase": ("release: true\n", "min_healthy_time = 0.5\n")}
+BASELINE = {"rolling": "all_at_once", "rolling_fast": "all_at_once_fast",
+            "release_phase": "rolling_fast"}
 GOOD = "web: python3 slowweb.py\n"
 BROKEN = "web: sh -c 'echo broken; exit 3'\n"
 
@@ -115,17 +120,20 @@ def run(tmp: Path, rounds: int = 3) -> dict:
     d.mkdir(exist_ok=True)
     (d / "slowweb.py").write_text(SLOW_WEB)
     write_app(d, GOOD, "")
-    seen: dict[str, list[dict]] = {name: [] for name in [*VARIANTS, "revert"]}
+    seen: dict[str, list[dict]] = {name: [] for name in [*VARIANTS, *RELEASE, "revert"]}
     with Cluster(agents=2, mode="local", workdir=str(d)) as c:
         c.ctl("deploy", str(d / "Procfile"))
         c.ctl("scale", f"web={WEB}", "--wait", "--timeout", "60")
-        order = [*VARIANTS, "revert"]
+        order = [*VARIANTS, *RELEASE, "revert"]
         for r in range(rounds):
             for name in order[r % len(order):] + order[:r % len(order)]:
                 if name == "revert":
                     write_app(d, BROKEN, "")
                     x = deploy(c, d, expect_failure=True)
                     write_app(d, GOOD, "")
+                elif name in RELEASE:
+                    write_app(d, GOOD + RELEASE[name][0], RELEASE[name][1])
+                    x = deploy(c, d)
                 else:
                     write_app(d, GOOD, VARIANTS[name])
                     x = deploy(c, d)

@@ -157,23 +157,29 @@ def _toml_line(text: str, table: str, key: str | None = None) -> int | None:
     return None
 
 
-def parse_settings(text: str, commands: Mapping[str, str], source: str = "formation.toml",
-                   warnings: list[str] | None = None) -> dict[str, ProcessType]:
-    """Combine Procfile commands with per-type settings from formation.toml text.
-
-    A table's name is normalised as a Procfile's (`[critical_job]` is for `critical-job`);
-    each such table adds a warning to `warnings` if given."""
+def _toml(text: str, source: str) -> tuple[dict[str, Any], Callable[..., str]]:
+    """The parsed text, and `at(table, key=None)`: `formation.toml:LINE: [table]`, the line of
+    the key, else of the table."""
     try:
         raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as e:
         raise AppDefError(f"{source}: {e}") from None
 
     def at(table: str, key: str | None = None) -> str:
-        """`formation.toml:LINE: [table]`: the line of the key, else of the table."""
         parent, _, last = table.rpartition(".")
         line = _toml_line(text, table, key) or _toml_line(text, table) \
             or (_toml_line(text, parent, last) if parent else None)
         return f"{source}{'' if line is None else f':{line}'}: [{table}]"
+    return raw, at
+
+
+def parse_settings(text: str, commands: Mapping[str, str], source: str = "formation.toml",
+                   warnings: list[str] | None = None) -> dict[str, ProcessType]:
+    """Combine Procfile commands with per-type settings from formation.toml text.
+
+    A table's name is normalised as a Procfile's (`[critical_job]` is for `critical-job`);
+    each such table adds a warning to `warnings` if given."""
+    raw, at = _toml(text, source)
 
     tables: dict[str, tuple[str, Any]] = {}  # name -> (spelling, table)
     for spelled, table in raw.items():
@@ -224,18 +230,11 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
 def parse_release_timeout(text: str, release: str, source: str = "formation.toml") -> float:
     """formation.toml's `[release] timeout` (seconds the release phase may run), or the
     default; a [release] table needs a `release:` entry in the Procfile."""
-    try:
-        raw = tomllib.loads(text.removeprefix("\ufeff"))
-    except tomllib.TOMLDecodeError as e:
-        raise AppDefError(f"{source}: {e}") from None
+    raw, at = _toml(text, source)
     spelled = [name for name in raw if normalise_type_name(name) == RELEASE_TYPE]
     if not spelled:
         return DEFAULT_RELEASE_TIMEOUT
     name = spelled[0]  # two spellings: parse_settings says so, as of any table
-
-    def at(table: str, key: str | None = None) -> str:
-        line = _toml_line(text, table, key) or _toml_line(text, table)
-        return f"{source}{'' if line is None else f':{line}'}: [{table}]"
     table = _table(name, raw[name], _RELEASE_KEYS, at)
     if not release:
         raise AppDefError(f"{at(name)}: settings for the release phase, but the Procfile has "

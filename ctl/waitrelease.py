@@ -61,7 +61,11 @@ def wait(client: Client, args: argparse.Namespace, version: int) -> None:
     desired = {t.type: t.desired for t in client.formation(args.app).types if t.desired}
 
     def check() -> tuple[bool, str]:
-        finished = outcome(client.releases(args.app), version) == ""
+        releases = client.releases(args.app)
+        finished = outcome(releases, version) == ""
+        info = next(r for r in releases if r.version == version)  # outcome() found it
+        if info.reason.startswith("release phase"):  # nothing of it runs yet
+            return False, info.reason
         done, line = progress(client.instances(args.app), desired, version)
         return finished and done, line
     done, line = watch(check, args.timeout, sys.stderr.isatty() and not args.json)

@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 from common.names import RELEASE_TYPE, instance_id
 
+RELEASE_RUN = RELEASE_TYPE + "."  # the id prefix of a release phase's run (no type has a dot)
+
 
 class InstanceKey(NamedTuple):
     """One instance of an app: `app`, `web.3`. A tuple, so hashing and ordering run in C (the
@@ -159,8 +161,8 @@ def plan(desired: Mapping[tuple[str, str], int],
     for key in sorted(assignments):
         where = assignments[key]
         agent = agents.get(where.agent)
-        if key.type == RELEASE_TYPE:  # a release phase's run: never placement's, but it
-            if agent is not None and agent.alive:  # takes a slot
+        if key.id.startswith(RELEASE_RUN):  # a release phase's run: never placement's,
+            if agent is not None and agent.alive:  # but it takes a slot
                 load[where.agent] += 1
             continue
         if key not in wanted_set:

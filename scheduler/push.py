@@ -10,7 +10,7 @@ from common.appdef_pb import health_to_pb
 from common.limits import MAX_LIST_BYTES
 from common.names import RELEASE_TYPE
 from proto import formation_pb2 as pb
-from scheduler.agents import AgentEntry
+from scheduler.agents import AgentEntry, Session
 from scheduler.placement import InstanceKey
 from scheduler.world import World
 
@@ -55,12 +55,21 @@ def list_message(world: World, items: list[tuple[InstanceKey, int, int]], times:
         fence_after=times.fence, agent_ttl=times.agent_ttl))
 
 
+def _withheld(world: World, entry: AgentEntry, session: Session, key: InstanceKey) -> bool:
+    """A release phase's run runs once: one already sent (to an earlier session of its agent,
+    or before this scheduler started) goes only to a session that got it or reports it; an
+    agent that came back without it does not get it again (releasephase.py fails it)."""
+    return key in world.delivered and key not in session.given and key not in entry.reports
+
+
 def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False) -> bool:
     """Queue the agent's list on its session if it changed (or `force`); True if sent."""
     session = entry.session
     if session is None:
         return False
     items = world.list_for(entry.record.name)
+    if world.release_runs:
+        items = [i for i in items if not _withheld(world, entry, session, i[0])]
     fingerprint = tuple(items)
     if not force and session.last_sent == fingerprint:
         return False  # checked before building messages: this runs for every agent, every pass
@@ -76,6 +85,7 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False)
     session.too_large = False
     session.last_sent = fingerprint
     session.given.update(k for k, _, _ in items)
+    world.delivered.update(k for k, _, _ in items if k in world.release_runs)
     session.outbox.put_nowait(message)
     return True
 

@@ -5,10 +5,10 @@ reconciler writes what a pass returns (rolloutsteps.py).
 The run of release vN is the one-shot instance `release.N` (Assignment.oneshot), assigned to
 a ready agent with a free slot. While it runs the rollout's status is "releasing" and the app
 keeps its instances on the release before (Apps.serving). Its agent reports it SUCCEEDED:
-the rollout starts; FAILED (a non-zero exit, or its timeout), its agent lost or restarted
-while it ran, or no word from the agent long past its timeout: the release failed and
-nothing of it is rolled out. It never runs twice: a run that may have started is never
-assigned again, it fails instead.
+the rollout starts; FAILED (a non-zero exit, or its timeout), its agent lost, or back (a new
+session) without it, or no word from the agent long past its timeout: the release failed and
+nothing of it is rolled out. It never runs twice: a run sent to an agent once is never sent
+again to a session of it that does not run it (push.py), it fails instead.
 
 A new release supersedes one whose phase runs: that run is stopped, and the new one starts
 once no agent reports it any longer (two migrations never run at once).
@@ -100,9 +100,11 @@ def drive(world: World, record: Rollout, release: Release, app: str, now: float)
         return Phase(drop, failed=f"agent {where.agent} was lost while it ran")
     report = entry.report(key, *where.copy)
     if report is None:
-        if record.phase_seen and entry.session is not None:
-            # It reported the run before, and now (a new session) does not: it restarted.
-            return Phase(drop, failed=f"agent {where.agent} restarted while it ran")
+        session = entry.session
+        if session is not None and key in world.delivered and key not in session.given:
+            # Sent to it before, and it came back without it (push.py withholds it now).
+            return Phase(drop, failed=f"agent {where.agent} came back without it (restarted "
+                                      "while it ran?); it is not run again")
         if now > deadline(record, release):
             return Phase(drop, failed=f"no outcome from agent {where.agent} "
                                       f"{now - record.phase_started:.0f}s after it was assigned")

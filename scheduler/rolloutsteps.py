@@ -18,7 +18,7 @@ from common.appdef import effective_deploy
 from scheduler import releasephase, rollouts
 from scheduler.errors import Rejected
 from scheduler.eventlog import EventLog
-from scheduler.placement import Assigned, InstanceKey
+from scheduler.placement import RELEASE_RUN, Assigned, InstanceKey
 from scheduler.readmodels import ReadModels
 from scheduler.records import ACTIVE, FAILED, RELEASING, REVERTED, ROLLING, Rollout
 from scheduler.store import Store
@@ -63,6 +63,10 @@ class RolloutSteps:
         types = sorted({t for t in targets if t in release.types})
         ids = sorted({t for t in targets if t not in release.types})
         for iid in ids:
+            if iid.startswith(RELEASE_RUN):
+                raise Rejected(f"{iid} is a release phase's run: it runs once, never again "
+                               "(ctl rollback vN --run-release runs a release phase anew)",
+                               grpc.StatusCode.FAILED_PRECONDITION)
             if InstanceKey(app, iid) not in self.world.assignments:
                 raise Rejected(f"{iid!r} is neither a process type of {app} ("
                                f"{', '.join(sorted(release.types))}) nor one of its instances",
@@ -167,7 +171,8 @@ class RolloutSteps:
                 self._copy_output(app, key.id, where.agent)
             if step.passed:
                 took = now - record.phase_started
-                await self._put_rollout(app, replace(record, status=ROLLING, released=True))
+                await self._put_rollout(app, replace(record, status=ROLLING, released=True,
+                                                     started=now))
                 log.info("app %s: v%d release phase succeeded in %.1fs", app, record.release,
                          took)
                 self.events.add(app, "rollout", f"v{record.release} release phase succeeded "

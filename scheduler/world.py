@@ -15,7 +15,7 @@ from common.names import RELEASE_TYPE
 from common.states import InstanceState
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentTable
-from scheduler.placement import Assigned, InstanceKey
+from scheduler.placement import RELEASE_RUN, Assigned, InstanceKey
 from scheduler.records import Rollout, ScaleRecord
 
 CRASH_LOOP = 3  # restarts of a copy that is down again: crash-looping, not one unlucky crash
@@ -92,6 +92,9 @@ class World:
         self.revisions: dict[InstanceKey, int] = {}  # etcd mod_revision of each assignment
         self.hosted: dict[str, set[InstanceKey]] = defaultdict(set)  # agent -> its list
         self.release_runs: set[InstanceKey] = set()  # `release.N` keys (releasephase.py)
+        # Release runs pushed to an agent (or assigned before this scheduler started): one
+        # that a later session of its agent does not report is never sent again (push.py).
+        self.delivered: set[InstanceKey] = set()
         self.pending: set[InstanceKey] = set()  # wanted, fit nowhere
 
     # ---- changes ------------------------------------------------------------------
@@ -105,6 +108,7 @@ class World:
         self.release_runs = set()
         for key, where in self.assignments.items():
             self._host(key, where)
+        self.delivered = set(self.release_runs)  # maybe delivered: never sent twice
 
     def assign(self, changes: Mapping[InstanceKey, Assigned | None],
                revisions: Mapping[InstanceKey, int]) -> None:
@@ -130,7 +134,7 @@ class World:
         self.hosted[where.agent].add(key)
         if where.previous:
             self.hosted[where.previous].add(key)
-        if key.type == RELEASE_TYPE:
+        if key.id.startswith(RELEASE_RUN):
             self.release_runs.add(key)
 
     def _unhost(self, key: InstanceKey, where: Assigned) -> None:
@@ -138,6 +142,7 @@ class World:
             if name:
                 self.hosted[name].discard(key)
         self.release_runs.discard(key)
+        self.delivered.discard(key)
 
     # ---- queries for placement ------------------------------------------------------
 

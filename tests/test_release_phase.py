@@ -89,6 +89,8 @@ def test_release_phase_runs_once_before_the_rollout_and_a_failed_one_rolls_nothi
     wait_for(lambda: releases(c)[0].get("reason") == "release phase running", 30,
              what="v7's release phase running")
     assert runs(ran)[-1:] == ["started"]
+    refused = c.ctl("restart", "release.7", check=False)  # it runs once: never restarted
+    assert refused.returncode == 2 and "runs once" in refused.stderr, refused
     deploy(c, tmp_path, migrate, "--wait", "--timeout", "60")  # v8
     assert runs(ran)[-2:] == ["started", "v8-two"]
     assert [(r["version"], r["status"]) for r in releases(c)[:2]] == [(8, "current"),

@@ -14,6 +14,7 @@ from proto import formation_pb2 as pb
 from scheduler import releasephase, releases, rollouts
 from scheduler.agents import AgentEntry, AgentTable, Session
 from scheduler.placement import AgentView, Assigned, InstanceKey, plan
+from scheduler.push import LinkTimes, push
 from scheduler.records import (
     FAILED,
     FINISHED,
@@ -180,11 +181,27 @@ def test_its_agent_forgotten_fails_it():
         "agent n1 was lost while it ran"
 
 
-def test_no_report_after_it_was_seen_on_a_new_session_means_its_agent_restarted():
+def test_a_run_sent_to_an_earlier_session_and_not_reported_by_this_one_fails():
     w, record, rel = started()
-    step = releasephase.drive(w, replace(record, phase_seen=True), rel, APP, NOW + 5)
-    assert step.failed == "agent n1 restarted while it ran"
+    w.delivered.add(RUN)  # pushed to the agent's session before this one (push.py)
+    step = releasephase.drive(w, record, rel, APP, NOW + 5)
+    assert step.failed is not None and "came back without it" in step.failed
     assert step.changes == {RUN: None}
+
+
+def test_a_run_sent_to_this_session_and_not_reported_yet_waits():
+    w, record, rel = started()
+    w.delivered.add(RUN)
+    session = w.agents.entries["n1"].session
+    assert session is not None
+    session.given.add(RUN)
+    assert releasephase.drive(w, record, rel, APP, NOW + 5) == releasephase.Phase()
+
+
+def test_a_scheduler_that_recovers_an_assigned_run_counts_it_as_sent():
+    w, _, _ = started()
+    w.set_assignments(dict(w.assignments), dict(w.revisions))
+    assert w.delivered == {RUN}
 
 
 def test_no_report_after_it_was_seen_while_disconnected_waits():
@@ -382,3 +399,27 @@ def test_a_type_named_release_stored_before_the_release_phase_is_not_wanted():
     apps = Apps(releases={"a": {1: old}}, current={"a": 1},
                 formation={("a", "web"): 1, ("a", "release"): 1})
     assert apps.desired() == {("a", "web"): 1}
+
+
+def sent(session: Session | None) -> list[pb.Assignment]:
+    """The items of the list last queued on session."""
+    assert session is not None
+    message = session.outbox.get_nowait()
+    assert message is not None
+    return list(message.assignments.items)
+
+
+def test_push_sends_a_run_once_and_never_to_a_later_session_that_does_not_run_it():
+    w, _, _ = started()
+    w.apps.releases[APP] = {3: release()}
+    entry = w.agents.entries["n1"]
+    times = LinkTimes(agent_ttl=10.0, fence_after=0)
+    assert push(w, entry, times) and RUN in w.delivered  # the first session gets it
+    assert [(a.id, a.oneshot, a.command, a.timeout) for a in sent(entry.session)] == [
+        ("release.3", True, "./migrate", 60.0)]
+    entry.session = Session()  # the agent came back (a new session), without the run
+    assert push(w, entry, times)
+    assert sent(entry.session) == []
+    report(w, "n1", RUN, InstanceState.RUNNING)  # a session that runs it keeps it
+    assert push(w, entry, times, force=True)
+    assert [a.id for a in sent(entry.session)] == ["release.3"]

@@ -331,8 +331,9 @@ async def test_a_fence_leaves_an_ended_one_shot_run_in_place():
     fenced = launcher.children[1].pid
     assert [(t, sig) for t, pid, sig in launcher.signals() if pid == fenced][:2] == [
         (0, signal.SIGTERM), (2, signal.SIGKILL)]
-    assert (seen[-1].id, seen[-1].state, seen[-1].reason) == (
-        "release.2", InstanceState.FAILED, "stopped before it finished")
+    assert [(s.id, s.state, s.reason) for s in seen[-2:]] == [
+        ("release.2", InstanceState.FAILED, "stopped before it finished"),
+        ("release.2", InstanceState.STOPPED, "stopped before it finished")]  # it left
     sup.apply([done])  # the list again: the ended run does not run a second time
     await settle()
     assert len(launcher.children) == 2
@@ -416,7 +417,8 @@ async def test_an_ended_one_shot_run_stays_listed_until_the_list_drops_it():
     reported = len(seen)
     sup.apply([])
     await settle()
-    assert not sup.runners and not sup.stopping and len(seen) == reported
+    assert not sup.runners and not sup.stopping and len(seen) == reported + 1
+    assert (seen[-1].state, seen[-1].reason) == (InstanceState.STOPPED, "exited 0")  # it left
 
 
 async def test_a_one_shot_run_over_its_timeout_gets_sigterm_then_sigkill_and_fails():

@@ -36,6 +36,8 @@ def releases(c: Cluster) -> list[tuple[int, str, str]]:
 
 def test_config_persists_and_rollback_restores_code_and_config(make_cluster, tmp_path):
     (tmp_path / "Procfile").write_text("worker: sleep 100000\n")
+    # Each change rolls out (docs/releases.md); proving each new copy for 2 s is not the point.
+    (tmp_path / "formation.toml").write_text("[worker.deploy]\nmin_healthy_time = 0\n")
     c = make_cluster(agents=1, workdir=str(tmp_path))
     for args in (["config", "set", "A=1"], ["rollback"]):  # before any release: exit 2
         r = c.ctl(*args, check=False)

@@ -166,6 +166,8 @@ class LogSink:
         """Drop an instance's buffered lines. Every copy of it (at any release) writes to this
         one buffer, so only once the last copy is stopped (agent/supervisor.py)."""
         self.buffers.pop((app, instance), None)
+        if (app, instance) in self.retired:
+            self.retired.remove((app, instance))
 
     def retire(self, app: str, instance: str) -> None:
         """Keep an ended one-shot run's lines for `ctl logs release`: those of the last

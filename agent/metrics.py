@@ -93,8 +93,15 @@ class AgentCollector:
         for reason in (RATE, STDOUT, FOLLOWER):
             dropped.add_metric([reason], self.sink.dropped_lines[reason])
             dropped_bytes.add_metric([reason], self.sink.dropped_bytes[reason])
+        kept = GaugeMetricFamily("formation_agent_log_buffers",
+                                 "Instances whose last lines the agent keeps (for ctl logs), "
+                                 "by kind: running instances, or ended release phases.",
+                                 labels=["kind"])
+        ended = len(self.sink.retired)
+        kept.add_metric(["instance"], len(self.sink.buffers) - ended)
+        kept.add_metric(["release_phase"], ended)
         yield from (by_state, restarts, exits, failures, cpu, rss, slots, connected, dropped,
-                    dropped_bytes)
+                    dropped_bytes, kept)
 
 
 def install(collector: AgentCollector) -> None:

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, client: Client) -> int:
     names = [t.name for t in request.types]
     if args.json:
         emit_json({"app": args.app, "release": reply.version, "types": names,
-                   "renamed": renamed})
+                   "renamed": renamed, "release_phase": bool(request.release_command)})
     else:
         note = "".join(f"; {spelled} is now {name}" for spelled, name in renamed.items())
         phase = "; its release phase runs first" if request.release_command else ""

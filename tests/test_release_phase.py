@@ -48,6 +48,9 @@ def test_release_phase_runs_once_before_the_rollout_and_a_failed_one_rolls_nothi
     said = events(c)
     assert sum("release phase: release.1 runs on" in e for e in said) == 1, said
     assert any("v1 release phase succeeded" in e for e in said), said
+    where = next(e.rsplit(" ", 1)[1] for e in said if "release.1 runs on" in e)
+    wait_for(lambda: c.scrape(where).get('formation_agent_log_buffers{kind="release_phase"}')
+             == 1, 10, what="its output kept after it ended")
     logs = c.ctl("logs", "release").stdout
     assert "release.1 | migrated one" in logs, logs
     wait_for(lambda: any("release.1 | migrated one" in e for e in events(c)), 10,
@@ -85,7 +88,8 @@ def test_release_phase_runs_once_before_the_rollout_and_a_failed_one_rolls_nothi
     assert json.loads(c.ctl("formation", "--json").stdout)["web"]["desired"] == 2
 
     # A newer release stops a release phase that runs, then runs its own: never two at once.
-    deploy(c, tmp_path, f"sh -c 'echo started >> {ran}; exec sleep 60'")  # v7
+    said = deploy(c, tmp_path, f"sh -c 'echo started >> {ran}; exec sleep 60'", "--json")  # v7
+    assert json.loads(said.stdout)["release_phase"] is True
     wait_for(lambda: releases(c)[0].get("reason") == "release phase running", 30,
              what="v7's release phase running")
     assert runs(ran)[-1:] == ["started"]

@@ -258,5 +258,5 @@ def test_ctl_deploy_json_says_the_names(cluster, tmp_path):
     (tmp_path / "Procfile").write_text("web: python3 web.py\nlow_prio: python3 worker.py\n")
     out = json.loads(cluster.ctl("deploy", str(tmp_path / "Procfile"), "--json").stdout)
     assert out == {"app": "default", "release": 1, "types": ["web", "low-prio"],
-                   "renamed": {"low_prio": "low-prio"}}
+                   "renamed": {"low_prio": "low-prio"}, "release_phase": False}
 

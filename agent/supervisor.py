@@ -102,7 +102,8 @@ class Supervisor:
         want = wanted(items)
         for key, runner in list(self.runners.items()):
             spec = want.get(key)
-            if spec is None or not _same_spec(spec, runner.spec):
+            # A one-shot run keeps its first spec: replacing it would run it again.
+            if spec is None or not (runner.spec.oneshot or _same_spec(spec, runner.spec)):
                 self._stop(key)
         for key, spec in want.items():
             if key not in self.runners:

@@ -112,10 +112,14 @@ class Release:
         types = {name: ProcessType(**{**t, "health": HealthCheck(**t.get("health", {})),
                                       "deploy": DeploySettings(**t.get("deploy", {}))})
                  for name, t in raw["types"].items()}
+        # One stored before the release phase kept a Procfile's `release:` as a type: it is
+        # the release phase (never run for that release: run_release is unset).
+        legacy = types.pop(RELEASE_TYPE, None)
         return Release(version=int(raw["version"]), types=types, env=dict(raw["env"]),
                        created=float(raw["created"]), author=str(raw.get("author", "")),
                        description=str(raw.get("description", "")),
-                       release_command=str(raw.get("release_command", "")),
+                       release_command=str(raw.get("release_command", "")
+                                           or (legacy.command if legacy else "")),
                        release_timeout=float(raw.get("release_timeout",
                                                      DEFAULT_RELEASE_TIMEOUT)),
                        run_release=bool(raw.get("run_release", False)))

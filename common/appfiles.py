@@ -190,9 +190,6 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
         if name == RELEASE_TYPE:  # the release phase's: parse_release_timeout
             tables[name] = (spelled, None)
             continue
-        if name in tables:
-            raise AppDefError(f"{at(spelled)}: process type {name!r} has settings twice "
-                              f"([{tables[name][0]}] too)")
         if name != spelled and warnings is not None:
             warnings.append(f"{at(spelled)}: applies to process type {name!r}")
         tables[name] = (spelled, table)

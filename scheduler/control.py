@@ -203,6 +203,12 @@ class ControlService(pbg.ControlServicer):
                 if request.run_release and not found.release_command:
                     raise Rejected(f"v{found.version} has no release phase to run again "
                                    "(its Procfile had no 'release:' entry)")
+                unpassed = rollouts.phase_unpassed(record, found.version)
+                if unpassed and found.release_command and not request.run_release:
+                    detail = unpassed.removeprefix(f"{rollouts.PHASE_UNPASSED}: ")
+                    raise Rejected(f"the release phase of v{found.version} never passed "
+                                   f"({detail}): ctl rollback v{found.version} --run-release "
+                                   "runs it first", grpc.StatusCode.FAILED_PRECONDITION)
                 target.append(found.version)
                 return releases.rolled_back(found, request.run_release)
             version, _ = await self.s.new_release(app, make, author)

@@ -55,11 +55,17 @@ def list_message(world: World, items: list[tuple[InstanceKey, int, int]], times:
         fence_after=times.fence, agent_ttl=times.agent_ttl))
 
 
-def _withheld(world: World, entry: AgentEntry, session: Session, key: InstanceKey) -> bool:
+def _withheld(world: World, entry: AgentEntry, session: Session, key: InstanceKey,
+              version: int) -> bool:
     """A release phase's run runs once: one already sent (to an earlier session of its agent,
     or before this scheduler started) goes only to a session that got it or reports it; an
-    agent that came back without it does not get it again (releasephase.py fails it)."""
-    return key in world.delivered and key not in session.given and key not in entry.reports
+    agent that came back without it does not get it again (releasephase.py fails it). And
+    `release.K` on another release than vK is an instance of a type named `release` from
+    before the release phase: never sent (strays() removes it)."""
+    if key not in world.release_runs:
+        return False
+    return version != key.number or (key in world.delivered and key not in session.given
+                                     and key not in entry.reports)
 
 
 def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False) -> bool:
@@ -69,7 +75,7 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False)
         return False
     items = world.list_for(entry.record.name)
     if world.release_runs:
-        items = [i for i in items if not _withheld(world, entry, session, i[0])]
+        items = [i for i in items if not _withheld(world, entry, session, i[0], i[1])]
     fingerprint = tuple(items)
     if not force and session.last_sent == fingerprint:
         return False  # checked before building messages: this runs for every agent, every pass

@@ -74,7 +74,7 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._set_apps(snap)
-        self.world.set_assignments(snap.assignments, snap.assignment_revisions)
+        self.world.set_assignments(snap.assignments, snap.assignment_revisions, recovered=True)
         self.agents.restore(snap.agents)
         self.read.rebuild()
         log.info("recovered from etcd at revision %d: %d apps, %d agents, %d assignments",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from common.appdef import DEFAULT_STOP_TIMEOUT, Release
 from common.names import RELEASE_TYPE, instance_id
 from common.states import InstanceState
-from scheduler.placement import Assigned, InstanceKey
+from scheduler.placement import RELEASE_RUN, Assigned, InstanceKey
 from scheduler.records import RELEASING, Rollout
 from scheduler.world import World
 
@@ -50,24 +50,30 @@ def deadline(record: Rollout, release: Release) -> float:
 
 
 def strays(world: World) -> dict[InstanceKey, None]:
-    """Runs no rollout waits on (superseded, or left by a scheduler that stopped between
-    writing an outcome and dropping its run): removed, so their agents stop them."""
+    """Runs no rollout waits on (superseded, left by a scheduler that stopped between writing
+    an outcome and dropping its run, or an instance of a type named `release` from before
+    the release phase): removed, so their agents stop them."""
     out: dict[InstanceKey, None] = {}
     for key in world.release_runs:
         record = world.apps.rollouts.get(key.app)
-        if record is None or record.status != RELEASING or key != run_key(key.app,
-                                                                           record.release):
+        if record is None or record.status != RELEASING \
+                or key != run_key(key.app, record.release) \
+                or world.assignments[key].release != record.release:
             out[key] = None
     return out
 
 
 def _busy(world: World, key: InstanceKey) -> bool:
-    """Does a live agent still report another release phase run of the app?"""
+    """May another release phase run of the app still run? One is, if a live agent reports
+    it or was sent it (and has not said it stopped); and any agent that is not down but not
+    connected either (after a scheduler restart, before its hello) may run one."""
     for entry in world.agents.entries.values():
         if entry.down:
             continue
-        for other in entry.reports:
-            if other.app == key.app and other.type == RELEASE_TYPE and other != key:
+        if entry.session is None:
+            return True
+        for other in (*entry.reports, *entry.session.given):
+            if other.app == key.app and other.id.startswith(RELEASE_RUN) and other != key:
                 return True
     return False
 
@@ -84,9 +90,11 @@ def drive(world: World, record: Rollout, release: Release, app: str, now: float)
     """One pass of the release phase of record.release (status RELEASING)."""
     key = run_key(app, record.release)
     where = world.assignments.get(key)
+    if where is not None and where.release != record.release:
+        return Phase()  # an instance of an old type named `release`: strays() removes it
     if where is None:
-        if record.phase_started:
-            return Phase(failed="its run was removed before it reported an outcome")
+        # Never assigned, or its write failed (phase_started is written first): it was never
+        # sent, for a run leaves etcd only after its outcome is written or it is superseded.
         if _busy(world, key):
             return Phase()  # the superseded run still stops
         agent = _agent_for(world)

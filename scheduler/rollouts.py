@@ -192,6 +192,14 @@ def drive(world: World, app: str, record: Rollout, release: Release, now: float)
 
 
 UNFIT = (FAILED, REVERTED, SUPERSEDED)  # outcomes `ctl rollback` does not pick by itself
+PHASE_UNPASSED = "release phase"  # how a release's reason starts if its phase never passed
+
+
+def phase_unpassed(record: Rollout | None, version: int) -> str:
+    """Why release `version`'s release phase never passed ("" if it did, or none ran): its
+    failure, or a newer release that superseded it while it ran."""
+    reason = record.reasons.get(version, "") if record is not None else ""
+    return reason if reason.startswith(PHASE_UNPASSED) else ""
 
 
 def begin(old: Rollout | None, release: int, now: float, revert: bool = False,
@@ -201,6 +209,9 @@ def begin(old: Rollout | None, release: int, now: float, revert: bool = False,
     previous = old.release if old is not None else 0
     if old is not None and old.status in ACTIVE:
         old = replace(old, outcomes={**old.outcomes, old.release: SUPERSEDED})
+    if old is not None and old.status == RELEASING:  # its migration may not have run
+        old = replace(old, reasons={**old.reasons, old.release: f"{PHASE_UNPASSED}: "
+                                    f"superseded by v{release} before it passed"})
     if old is not None and not old.released:
         previous = old.previous  # its release phase never passed: nothing ran it
     return Rollout(release, previous, RELEASING if phase else ROLLING, started=now,

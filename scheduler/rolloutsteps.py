@@ -167,8 +167,6 @@ class RolloutSteps:
             key = releasephase.run_key(app, record.release)
             where = self.world.assignments.get(key)
             record = step.record or record
-            if (step.passed or step.failed) and where is not None:
-                self._copy_output(app, key.id, where.agent)
             if step.passed:
                 took = now - record.phase_started
                 await self._put_rollout(app, replace(record, status=ROLLING, released=True,
@@ -182,6 +180,8 @@ class RolloutSteps:
                 await self._phase_failed(app, record, step.failed, now)
             elif step.record is not None:
                 await self._put_rollout(app, step.record)
+            if (step.passed or step.failed) and where is not None:  # once: it is written
+                self._copy_output(app, key.id, where.agent)
             if step.changes:  # a run is dropped once its outcome is written, never before
                 await self._write(step.changes)
             if step.started:
@@ -204,7 +204,7 @@ class RolloutSteps:
         before it is current again (whatever auto_revert says: nothing runs it), its rollout
         going on where it was; on a first deploy the app runs nothing until the next."""
         apps = self.world.apps
-        why = f"release phase: {why}"
+        why = f"{rollouts.PHASE_UNPASSED}: {why}"
         failed = replace(record, status=FAILED, finished=now,
                          outcomes={**record.outcomes, record.release: FAILED},
                          reasons={**record.reasons, record.release: why})

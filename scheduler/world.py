@@ -100,15 +100,17 @@ class World:
     # ---- changes ------------------------------------------------------------------
 
     def set_assignments(self, table: Mapping[InstanceKey, Assigned],
-                        revisions: Mapping[InstanceKey, int]) -> None:
-        """Replace the whole table (recovery, or a re-read after a failed write)."""
+                        revisions: Mapping[InstanceKey, int], recovered: bool = False) -> None:
+        """Replace the whole table (recovery, or a re-read after a failed write). Release runs
+        recovered from etcd may have been sent by the scheduler before: they count as sent."""
         self.assignments = dict(table)
         self.revisions = dict(revisions)
         self.hosted = defaultdict(set)
         self.release_runs = set()
         for key, where in self.assignments.items():
             self._host(key, where)
-        self.delivered = set(self.release_runs)  # maybe delivered: never sent twice
+        self.delivered = set(self.release_runs) if recovered \
+            else self.delivered & self.release_runs
 
     def assign(self, changes: Mapping[InstanceKey, Assigned | None],
                revisions: Mapping[InstanceKey, int]) -> None:

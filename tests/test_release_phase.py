@@ -69,6 +69,9 @@ def test_release_phase_runs_once_before_the_rollout_and_a_failed_one_rolls_nothi
     assert [(r["version"], r["status"]) for r in top] == [(2, "failed"), (1, "current")], top
     assert {i.pid for i in c.instances().values()} == pids
     assert {i.release for i in c.instances().values()} == {1}
+    refused = c.ctl("rollback", "v2", check=False)  # its code never had its migration
+    assert refused.returncode == 2, refused
+    assert "release phase of v2 never passed (exited 1)" in refused.stderr, refused.stderr
     # The same for one that outlives its [release] timeout.
     (tmp_path / "formation.toml").write_text(SETTINGS + "[release]\ntimeout = 1\n")
     result = deploy(c, tmp_path, "sleep 60", "--wait", "--timeout", "60", check=False)

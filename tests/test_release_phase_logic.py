@@ -94,12 +94,28 @@ def test_the_least_loaded_agent_runs_it_then_the_first_by_name():
     assert releasephase.drive(w, releasing(), release(), APP, NOW).started == "b"
 
 
-def test_full_draining_and_disconnected_agents_are_passed_over():
-    w = world(("full", 1), ("draining", 4), ("gone", 4), ("z", 4))
+def test_full_and_draining_agents_are_passed_over():
+    w = world(("full", 1), ("draining", 4), ("z", 4))
     assign(w, InstanceKey(APP, "web.1"), "full", 2)
     w.agents.entries["draining"].record.state = "draining"
-    w.agents.entries["gone"].session = None
     assert releasephase.drive(w, releasing(), release(), APP, NOW).started == "z"
+
+
+def test_it_waits_while_an_agent_that_is_not_down_is_not_connected_either():
+    # After a scheduler restart, before its hello, it may run a superseded run still.
+    w = world(("n1", 4), ("n2", 4))
+    w.agents.entries["n2"].session = None
+    assert releasephase.drive(w, releasing(), release(), APP, NOW) == releasephase.Phase()
+    w.agents.entries["n2"].down = True  # down: it fences what it runs; no longer waited on
+    assert releasephase.drive(w, releasing(), release(), APP, NOW).started == "n1"
+
+
+def test_it_waits_while_an_agent_was_sent_a_superseded_run_and_has_not_said_it_stopped():
+    w = world(("n1", 4), ("n2", 4))
+    session = w.agents.entries["n2"].session
+    assert session is not None
+    session.given.add(InstanceKey(APP, "release.2"))  # pushed, not reported yet
+    assert releasephase.drive(w, releasing(), release(), APP, NOW) == releasephase.Phase()
 
 
 def test_with_no_room_anywhere_it_waits_like_a_pending_instance():
@@ -123,11 +139,19 @@ def test_a_down_agents_old_run_or_another_apps_run_does_not_hold_it_back():
     assert releasephase.drive(w, releasing(), release(), APP, NOW).started == "n1"
 
 
-def test_a_run_removed_after_it_was_assigned_fails_and_is_never_assigned_again():
+def test_a_run_whose_assignment_never_landed_is_assigned_again():
+    # phase_started is written first; an assignment write that failed was never sent.
     w = world(("n1", 4))
     step = releasephase.drive(w, releasing(phase_started=NOW), release(), APP, NOW + 1)
-    assert step.failed == "its run was removed before it reported an outcome"
-    assert not step.changes
+    assert step.failed is None and step.changes == {RUN: Assigned("n1", 3)}
+
+
+def test_an_instance_of_a_legacy_type_named_release_is_a_stray_not_the_run():
+    w = world(("n1", 4))
+    assign(w, RUN, "n1", version=1)  # release.3 of an old `release` type, on v1
+    w.apps.rollouts[APP] = releasing()
+    assert releasephase.strays(w) == {RUN: None}
+    assert releasephase.drive(w, releasing(), release(), APP, NOW) == releasephase.Phase()
 
 
 # ---- drive: its outcome ---------------------------------------------------------------------
@@ -200,7 +224,9 @@ def test_a_run_sent_to_this_session_and_not_reported_yet_waits():
 
 def test_a_scheduler_that_recovers_an_assigned_run_counts_it_as_sent():
     w, _, _ = started()
-    w.set_assignments(dict(w.assignments), dict(w.revisions))
+    w.set_assignments(dict(w.assignments), dict(w.revisions))  # a re-read: nothing was sent
+    assert w.delivered == set()
+    w.set_assignments(dict(w.assignments), dict(w.revisions), recovered=True)
     assert w.delivered == {RUN}
 
 
@@ -423,3 +449,20 @@ def test_push_sends_a_run_once_and_never_to_a_later_session_that_does_not_run_it
     report(w, "n1", RUN, InstanceState.RUNNING)  # a session that runs it keeps it
     assert push(w, entry, times, force=True)
     assert [a.id for a in sent(entry.session)] == ["release.3"]
+
+
+def test_a_legacy_release_type_is_read_as_the_release_phase():
+    stored = json.dumps({"version": 2, "env": {}, "created": 1.0, "types": {
+        "web": {"name": "web", "command": "w"},
+        "release": {"name": "release", "command": "rake db:migrate"}}}).encode()
+    old = Release.from_json(stored)
+    assert set(old.types) == {"web"} and old.release_command == "rake db:migrate"
+    assert not old.run_release
+    content = releases.configured(old, {"A": "1"}, [])  # no longer refused
+    assert content is not None and content.release_command == "rake db:migrate"
+
+
+def test_a_release_superseded_during_its_phase_says_so_for_rollback():
+    record = rollouts.begin(releasing(), 4, NOW, phase=True)
+    assert rollouts.phase_unpassed(record, 3).startswith("release phase: superseded by v4")
+    assert rollouts.phase_unpassed(record, 2) == ""

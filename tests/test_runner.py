@@ -414,6 +414,10 @@ async def test_an_ended_one_shot_run_stays_listed_until_the_list_drops_it():
     sup.apply([run])  # the same list again: it runs once, all the same
     await clock.advance(60)
     assert len(launcher.children) == 1 and not launcher.checks and sup.statuses() == ended
+    changed = spec("release.1", oneshot=True, health=health, stop_timeout=5)
+    sup.apply([changed])  # even with another spec (a newer scheduler's): kept, not run again
+    await clock.advance(60)
+    assert len(launcher.children) == 1 and sup.statuses() == ended
     reported = len(seen)
     sup.apply([])
     await settle()

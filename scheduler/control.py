@@ -17,7 +17,7 @@ from common.states import is_instance_state
 from common.tls import peer_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from scheduler import releases, rollouts
+from scheduler import releasephase, releases, rollouts
 from scheduler.errors import Rejected, answer
 from scheduler.eventlog import MAX_EVENTS, Event, Follower, TooManyFollowers
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
@@ -251,6 +251,9 @@ class ControlService(pbg.ControlServicer):
             out = []
             for r in sorted(apps.releases.get(app, {}).values(), key=lambda r: -r.version):
                 status, reason = rollouts.release_status(record, current, r.version)
+                if reason == rollouts.PHASE_STARTING and releasephase.run_key(
+                        app, r.version) not in world.assignments:
+                    reason = rollouts.PHASE_WAITING
                 looping = r.version == current and any(  # a type running a copy is not
                     not self.s.read.running[(app, t)] and world.crash_looping(app, t)
                     for t in r.types)

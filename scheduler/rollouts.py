@@ -193,6 +193,12 @@ def drive(world: World, app: str, record: Rollout, release: Release, now: float)
 
 UNFIT = (FAILED, REVERTED, SUPERSEDED)  # outcomes `ctl rollback` does not pick by itself
 PHASE_UNPASSED = "release phase"  # how a release's reason starts if its phase never passed
+PHASE_STARTING = "release phase starting"
+PHASE_RUNNING = "release phase running"
+# Not yet assigned: no ready agent has a free slot, or an earlier run still stops (Control
+# says so, from the assignments).
+PHASE_WAITING = ("release phase waiting for a ready agent with a free slot (or for an "
+                 "earlier release phase to stop)")
 
 
 def phase_unpassed(record: Rollout | None, version: int) -> str:
@@ -256,8 +262,7 @@ def release_status(record: Rollout | None, current: int, version: int) -> tuple[
     if version == current:
         if record is not None and record.release == version:
             if record.status == RELEASING:  # running once its agent said so
-                return "rolling out", "release phase " + ("running" if record.phase_seen
-                                                          else "starting")
+                return "rolling out", PHASE_RUNNING if record.phase_seen else PHASE_STARTING
             if record.status in ACTIVE:
                 return "rolling out", ""
             if record.status == FAILED:

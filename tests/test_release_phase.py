@@ -17,8 +17,8 @@ min_healthy_time = 0
 """
 
 
-def releases(c: Cluster) -> list[dict]:
-    return json.loads(c.ctl("releases", "--json").stdout)
+def releases(c: Cluster, app: str = "default") -> list[dict]:
+    return json.loads(c.ctl("releases", "--json", app=app).stdout)
 
 
 def events(c: Cluster) -> list[str]:
@@ -29,9 +29,10 @@ def runs(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def deploy(c: Cluster, tmp_path: Path, release: str, *extra: str, check: bool = True):
+def deploy(c: Cluster, tmp_path: Path, release: str, *extra: str, check: bool = True,
+           app: str = "default"):
     (tmp_path / "Procfile").write_text(WEB + f"release: {release}\n")
-    return c.ctl("deploy", str(tmp_path / "Procfile"), *extra, check=check)
+    return c.ctl("deploy", str(tmp_path / "Procfile"), *extra, check=check, app=app)
 
 
 def test_release_phase_runs_once_before_the_rollout_and_a_failed_one_rolls_nothing(
@@ -112,19 +113,31 @@ def test_a_release_phase_is_never_run_twice_whatever_stops_it(make_cluster, tmp_
     c = make_cluster(agents=2, workdir=str(tmp_path))
     slow = f"sh -c 'echo v$FORMATION_RELEASE >> {ran}; exec sleep 2'"
 
-    # A first deploy whose release phase fails runs nothing at all, until a good one.
-    result = deploy(c, tmp_path, "false", "--wait", "--timeout", "30", check=False)
+    # No agent may take it (both draining): it waits, and says why; then it runs.
+    for agent in ("agent-1", "agent-2"):
+        c.ctl("drain", agent)
+    deploy(c, tmp_path, slow)  # v1
+    wait_for(lambda: releases(c)[0].get("reason", "").startswith(
+        "release phase waiting for a ready agent with a free slot"), 10, what="it waits")
+    c.ctl("undrain", "agent-2")
+    wait_for(lambda: releases(c)[0]["status"] == "current", 30, what="v1 rolled out")
+    assert runs(ran) == ["v1"]
+    c.ctl("undrain", "agent-1")
+
+    # A deploy whose release phase fails runs nothing of it; on an app's first deploy,
+    # nothing at all, until a good one.
+    result = deploy(c, tmp_path, "false", "--wait", "--timeout", "30", check=False, app="new")
     assert result.returncode == 1 and "nothing was rolled out" in result.stderr, result
-    assert c.ps() == [] and releases(c)[0]["status"] == "failed"
-    assert "v1's release phase failed" in c.ctl("restart", check=False).stderr
-    deploy(c, tmp_path, slow)  # v2
+    assert c.ps(app="new") == [] and releases(c, app="new")[0]["status"] == "failed"
+    assert "v1's release phase failed" in c.ctl("restart", check=False, app="new").stderr
 
     # The scheduler killed while it runs: the run goes on, and counts once.
+    deploy(c, tmp_path, slow)  # v2
     running = lambda: releases(c)[0].get("reason") == "release phase running"  # noqa: E731
     wait_for(running, 30, what="v2's release phase running")
     c.restart_scheduler(signal.SIGKILL)
     wait_for(lambda: releases(c)[0]["status"] == "current", 30, what="v2 rolled out")
-    assert runs(ran) == ["v2"]
+    assert runs(ran) == ["v1", "v2"]
     assert {i.release for i in c.instances().values()} == {2}
 
     # Its agent killed while it runs: the release fails; the run is not started again.
@@ -137,6 +150,6 @@ def test_a_release_phase_is_never_run_twice_whatever_stops_it(make_cluster, tmp_
     assert "release phase: " in releases(c)[0]["reason"], releases(c)[0]
     assert [(r["version"], r["status"]) for r in releases(c)[:2]] == [(3, "failed"),
                                                                        (2, "current")]
-    assert runs(ran) == ["v2", "v3"]
+    assert runs(ran) == ["v1", "v2", "v3"]
     assert not [i for i in c.ps() if i["type"] == "release"]
     print("v3:", releases(c)[0]["reason"])

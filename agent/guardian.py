@@ -10,8 +10,9 @@ The agent starts it with a pipe on stdin and writes one line per event:
 
 When the pipe closes - the agent exited or was SIGKILLed - the guardian SIGKILLs every group
 still listed and every process of its cgroup (`cgroup.kill`: daemons that left the group with
-setsid too), removes the emptied cgroups and the agent's directory, so no instance (nor
-anything it started) outlives its agent. And when no `.` came for F seconds while
+setsid too), and of any other cgroup in the agent's directory (one made for an instance the
+agent was starting when it died, not yet told of), removes the emptied cgroups and the
+directory, so no instance (nor anything it started) outlives its agent. And when no `.` came for F seconds while
 at_most_once groups run - the agent is frozen, or cut off and could not fence them itself - it
 SIGKILLs those, before the scheduler may start them elsewhere. It runs in its own session so
 signals meant for the agent's group do not reach it.
@@ -28,16 +29,29 @@ EMPTY_WAIT = 3.0  # seconds for killed cgroups to empty before the guardian exit
 
 
 def kill(groups: dict[int, str]) -> None:
+    """SIGKILL each group (a pgid < 1 stands for none known) and every process of its
+    cgroup."""
     for pgid, cgroup in groups.items():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        if pgid > 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         if cgroup:
             with contextlib.suppress(OSError), open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
                 f.write("1")
 
 
+def untold(base: str, groups: dict[int, str]) -> list[str]:
+    """The cgroups under base the agent made but had not told of yet: it was killed between
+    making one (and starting its instance) and the `+` line."""
+    known = set(groups.values())
+    with contextlib.suppress(OSError):
+        return [e.path for e in os.scandir(base) if e.is_dir() and e.path not in known]
+    return []
+
+
 def remove(cgroups: list[str]) -> None:
-    """rmdir each (killed) cgroup once it is empty, waiting EMPTY_WAIT at most in all."""
+    """rmdir each (killed) cgroup once it is empty, waiting EMPTY_WAIT at most in all; one
+    still busy is killed again (a process that entered it since: an instance just started)."""
     deadline = time.monotonic() + EMPTY_WAIT
     left = list(cgroups)
     while left:
@@ -47,8 +61,10 @@ def remove(cgroups: list[str]) -> None:
                 left.remove(path)
             except FileNotFoundError:
                 left.remove(path)
-            except OSError:
-                pass  # EBUSY: its killed processes are still exiting
+            except OSError:  # EBUSY: its killed processes are still exiting, or a new one
+                with contextlib.suppress(OSError), \
+                        open(os.path.join(path, "cgroup.kill"), "w") as f:
+                    f.write("1")
         if not left or time.monotonic() >= deadline:
             return
         time.sleep(0.01)  # a process of its own with nothing else to do; bounded above
@@ -95,7 +111,9 @@ def main() -> None:
                 groups.pop(int(arg), None)
                 once.discard(int(arg))
     kill(groups)
-    remove([c for c in groups.values() if c] + ([base] if base else []))
+    late = untold(base, groups) if base else []
+    kill({-1 - i: c for i, c in enumerate(late)})  # no group of theirs known: cgroup.kill only
+    remove([c for c in groups.values() if c] + late + ([base] if base else []))
 
 
 if __name__ == "__main__":

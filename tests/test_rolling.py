@@ -55,7 +55,7 @@ def rolled(c: Cluster, what: list[str], version: int) -> float:
     return took
 
 
-def test_deploy_config_and_rollback_never_drop_a_serving_copy(make_cluster, tmp_path):
+def test_deploy_config_rollback_and_revert_never_drop_a_serving_copy(make_cluster, tmp_path):
     c = web10(make_cluster, tmp_path)
     pids = {i.pid for i in c.instances().values()}
     with Serving(c, floor=10) as serving:
@@ -75,9 +75,8 @@ def test_deploy_config_and_rollback_never_drop_a_serving_copy(make_cluster, tmp_
         (4, "current"), (3, "superseded"), (2, "superseded"), (1, "superseded")]
     assert counts(c) == {"web": 10}
 
-
-def test_a_release_that_cannot_boot_is_reverted_within_10s(make_cluster, tmp_path):
-    c = web10(make_cluster, tmp_path)
+    # A release that cannot boot is reverted by itself within 10 s (same cluster: v5).
+    good = (tmp_path / "Procfile").read_text()
     (tmp_path / "Procfile").write_text("web: sh -c 'echo broken; exit 3'\n")
     with Serving(c, floor=10) as serving:
         wait_for(lambda: serving.samples > 5 and serving.fewest == 10, 10)
@@ -86,44 +85,28 @@ def test_a_release_that_cannot_boot_is_reverted_within_10s(make_cluster, tmp_pat
                        check=False)
         took = time.monotonic() - started
         assert result.returncode == 1, result
-        assert "v2 rollout failed" in result.stderr and "reverted to v1" in result.stderr, \
+        assert "v5 rollout failed" in result.stderr and "reverted to v4" in result.stderr, \
             result.stderr
         assert took < 10, took
-        wait_for(lambda: {i.release for i in c.instances().values()} == {1}
+        wait_for(lambda: {i.release for i in c.instances().values()} == {4}
                  and all(i["state"] == "running" for i in c.ps()), 20,
-                 what="every web back on v1, running")
+                 what="every web back on v4, running")
     assert serving.drops == [], serving.drops[:20]
     top = releases(c)[:2]
-    assert [(r["version"], r["status"]) for r in top] == [(2, "reverted"), (1, "current")]
+    assert [(r["version"], r["status"]) for r in top] == [(5, "reverted"), (4, "current")]
     assert "crash-loop breaker" in top[0]["reason"]
     assert counts(c) == {"web": 10}
     print(f"reverted, deploy --wait answered after {took:.1f} s")
-
-
-def test_a_scheduler_killed_mid_rollout_finishes_it_after_restart(make_cluster, tmp_path):
-    (tmp_path / "formation.toml").write_text(SETTINGS.replace("min_healthy_time = 0.5",
-                                                              "min_healthy_time = 1.5"))
-    c = web10(make_cluster, tmp_path)
-    with Serving(c, floor=10) as serving:
-        wait_for(lambda: serving.samples > 5 and serving.fewest == 10, 10)
-        c.ctl("deploy", str(tmp_path / "Procfile"))
-        wait_for(lambda: 2 <= sum(i.release == 2 for i in c.instances().values()) < 8, 30,
-                 what="the rollout under way")
-        c.restart_scheduler(signal.SIGKILL)
-        wait_for(lambda: releases(c)[0]["status"] == "current", 60,
-                 what="v2 rolled out after the restart")
-        ps = c.instances()
-    assert serving.drops == [], serving.drops[:20]
-    assert {i.release for i in ps.values()} == {2} and len(ps) == 10
-    assert c.copies() == {f"web.{n}": 1 for n in range(1, 11)}  # nothing left twice
-    assert counts(c) == {"web": 10}
+    (tmp_path / "Procfile").write_text(good)
 
 
 def test_at_most_once_types_never_run_two_copies_during_a_rollout(make_cluster, tmp_path):
     lockdir = tmp_path / "locks"
     lockdir.mkdir()
     (tmp_path / "Procfile").write_text(f"clock: {once(lockdir, 'sleep 100000')}\n")
-    (tmp_path / "formation.toml").write_text("[clock]\nat_most_once = true\n")
+    # each copy proven for 0.2 s, not the default 2 s: what is checked is that none overlap
+    (tmp_path / "formation.toml").write_text("[clock]\nat_most_once = true\n"
+                                             "[clock.deploy]\nmin_healthy_time = 0.2\n")
     c = make_cluster(agents=2, workdir=str(tmp_path))
     c.ctl("deploy", str(tmp_path / "Procfile"))
     c.ctl("scale", "clock=4", "--wait", "--timeout", "30")
@@ -136,8 +119,7 @@ def test_at_most_once_types_never_run_two_copies_during_a_rollout(make_cluster, 
     assert counts(c) == {"clock": 4}
 
 
-def test_restart_rolls_a_type_without_dropping_a_copy_and_one_instance_alone(make_cluster,
-                                                                               tmp_path):
+def test_restart_and_a_scheduler_killed_mid_rollout_never_drop_a_copy(make_cluster, tmp_path):
     c = web10(make_cluster, tmp_path)
     before = {i.id: i.pid for i in c.instances().values()}
     with Serving(c, floor=10) as serving:
@@ -155,3 +137,22 @@ def test_restart_rolls_a_type_without_dropping_a_copy_and_one_instance_alone(mak
     assert counts(c) == {"web": 10}
     bad = c.ctl("restart", "nope", check=False)
     assert bad.returncode == 2 and "neither a process type" in bad.stderr, bad
+
+
+    # A scheduler killed mid-rollout finishes it after its restart (same cluster: v2, each
+    # new copy proven for 1.5 s, so the kill lands mid-way).
+    (tmp_path / "formation.toml").write_text(SETTINGS.replace("min_healthy_time = 0.5",
+                                                              "min_healthy_time = 1.5"))
+    with Serving(c, floor=10) as serving:
+        wait_for(lambda: serving.samples > 5 and serving.fewest == 10, 10)
+        c.ctl("deploy", str(tmp_path / "Procfile"))
+        wait_for(lambda: 2 <= sum(i.release == 2 for i in c.instances().values()) < 8, 30,
+                 what="the rollout under way")
+        c.restart_scheduler(signal.SIGKILL)
+        wait_for(lambda: releases(c)[0]["status"] == "current", 60,
+                 what="v2 rolled out after the restart")
+        ps = c.instances()
+    assert serving.drops == [], serving.drops[:20]
+    assert {i.release for i in ps.values()} == {2} and len(ps) == 10
+    assert c.copies() == {f"web.{n}": 1 for n in range(1, 11)}  # nothing left twice
+    assert counts(c) == {"web": 10}

@@ -151,12 +151,10 @@ class Supervisor:
                 if self.stopping.get(key) is task:
                     del self.stopping[key]
                     # Both copies write to one buffer, web.3's: it goes with the last of them.
-                    if self._in_use(key[0], key[1]):
-                        pass
-                    elif runner.spec.oneshot:  # its output is read after it ended
-                        self.sink.retire(key[0], key[1])
-                    else:
-                        self.sink.forget(key[0], key[1])
+                    # (A one-shot run's stays a while: its output is read after it ended.)
+                    if not self._in_use(key[0], key[1]):
+                        let_go = self.sink.retire if runner.spec.oneshot else self.sink.forget
+                        let_go(key[0], key[1])
 
         task = asyncio.create_task(stop(), name=f"stop {key[1]} {_copy(key)}")
         self.stopping[key] = task

@@ -12,6 +12,8 @@ from ctl.errors import RUNTIME, CtlError
 from ctl.progress import check_timeout, watch
 from proto import formation_pb2 as pb
 
+PHASE = "release phase"  # how ctl releases' reason starts while, or because, it ran
+
 
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true",
@@ -44,7 +46,7 @@ def outcome(releases: list[pb.ReleaseInfo], version: int) -> str | None:
                        0)
         back = f"; reverted to v{current}" if current else "; reverted"
         raise CtlError(f"v{version} rollout failed{why}{back}", RUNTIME)
-    if info.status == "failed" and info.reason.startswith("release phase"):
+    if info.status == "failed" and info.reason.startswith(PHASE):
         raise CtlError(f"v{version} failed{why}; nothing was rolled out", RUNTIME)
     if info.status == "failed":
         raise CtlError(f"v{version} rollout failed{why} (not reverted)", RUNTIME)
@@ -64,7 +66,7 @@ def wait(client: Client, args: argparse.Namespace, version: int) -> None:
         releases = client.releases(args.app)
         finished = outcome(releases, version) == ""
         info = next(r for r in releases if r.version == version)  # outcome() found it
-        if info.reason.startswith("release phase"):  # nothing of it runs yet
+        if info.reason.startswith(PHASE):  # nothing of it runs yet
             return False, info.reason
         done, line = progress(client.instances(args.app), desired, version)
         return finished and done, line

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from common.appdef import Release
 from scheduler.eventlog import Event, decode_events
@@ -100,11 +100,17 @@ class Rollout:
     # none to run); while False, the app runs `previous`, never `release`.
     released: bool = True
     phase_started: float = 0.0  # when its run was assigned (0: not yet)
-    phase_seen: bool = False    # its agent has reported the run: it must never start again
+    phase_seen: bool = False    # its agent has reported the run (`ctl releases`: running)
 
     def good(self) -> int:
         """The newest release that rolled out fine, 0 if none."""
         return max((v for v, o in self.outcomes.items() if o == FINISHED), default=0)
+
+    def ended(self, outcome: str, why: str, now: float) -> Rollout:
+        """This rollout over at `now`, its release's outcome (failed, reverted) and why."""
+        return replace(self, status=outcome, finished=now,
+                       outcomes={**self.outcomes, self.release: outcome},
+                       reasons={**self.reasons, self.release: why})
 
 
 def rollout_json(r: Rollout) -> bytes:

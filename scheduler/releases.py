@@ -10,7 +10,7 @@ changes them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import grpc
 
@@ -115,7 +115,7 @@ def rollback_target(releases: Mapping[int, Release], current: int, version: int,
 def rolled_back(target: Release, run_release: bool = False) -> Content:
     """A rollback's release: vN's code, settings and config. Its release phase runs again
     only if asked (`ctl rollback --run-release`): a migration run backwards is a hazard."""
-    content = Content(dict(target.types), dict(target.env), f"Rollback to v{target.version}",
-                      release_command=target.release_command,
-                      release_timeout=target.release_timeout)
-    return replace(content, run_release=run_release and bool(target.release_command))
+    return Content(dict(target.types), dict(target.env), f"Rollback to v{target.version}",
+                   release_command=target.release_command,
+                   release_timeout=target.release_timeout,
+                   run_release=run_release and bool(target.release_command))

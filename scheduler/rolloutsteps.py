@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import grpc
 
-from common.appdef import effective_deploy
+from common.appdef import Release, effective_deploy
 from scheduler import releasephase, rollouts
 from scheduler.errors import Rejected
 from scheduler.eventlog import EventLog
@@ -151,18 +151,34 @@ class RolloutSteps:
                 f" (supersedes v{old.release}'s)" if old is not None and old.status in ACTIVE
                 else ""))
 
+    def _under_way(self, status: str) -> Iterator[tuple[str, Rollout, Release]]:
+        """(app, its rollout, the release it goes to) of each rollout in `status` whose
+        release is (still) the app's current one."""
+        apps = self.world.apps
+        for app, record in sorted(apps.rollouts.items()):
+            release = apps.releases.get(app, {}).get(record.release)
+            if record.status == status and apps.current.get(app) == record.release \
+                    and release is not None:
+                yield app, record, release
+
+    async def _go_back(self, app: str, back: int, record: Rollout) -> None:
+        """Make release `back` current again with its rollout `record`, in one etcd write."""
+        apps = self.world.apps
+        revision = await self.store.revert(app, back, record)
+        self._app_revisions[f"apps/{app}/current"] = revision
+        self._app_revisions[f"apps/{app}/rollout"] = revision
+        apps.current[app] = back
+        apps.rollouts[app] = record
+        self.read.touch_current(app)
+        self.poke()
+
     async def _drive_release_phases(self, now: float) -> None:
         """Each release phase a pass further (scheduler/releasephase.py); runs that no
         rollout waits on are removed first."""
         stray = releasephase.strays(self.world)
         if stray:
             await self._write(stray)
-        apps = self.world.apps
-        for app, record in sorted(apps.rollouts.items()):
-            release = apps.releases.get(app, {}).get(record.release)
-            if record.status != RELEASING or apps.current.get(app) != record.release \
-                    or release is None:
-                continue
+        for app, record, release in self._under_way(RELEASING):
             step = releasephase.drive(self.world, record, release, app, now)
             key = releasephase.run_key(app, record.release)
             where = self.world.assignments.get(key)
@@ -205,9 +221,7 @@ class RolloutSteps:
         going on where it was; on a first deploy the app runs nothing until the next."""
         apps = self.world.apps
         why = f"{rollouts.PHASE_UNPASSED}: {why}"
-        failed = replace(record, status=FAILED, finished=now,
-                         outcomes={**record.outcomes, record.release: FAILED},
-                         reasons={**record.reasons, record.release: why})
+        failed = record.ended(FAILED, why, now)
         back = record.previous if record.previous in apps.releases.get(app, {}) else 0
         log.warning("app %s: v%d %s", app, record.release, why)
         if not back:
@@ -215,25 +229,15 @@ class RolloutSteps:
             self.events.add(app, "rollout", f"v{record.release} failed: {why}; nothing was "
                             "rolled out")
             return
-        # released (begin's view would be the failed one's previous), from the failed one
-        again = replace(rollouts.begin(failed, back, now), previous=record.release)
-        revision = await self.store.revert(app, back, again)
-        self._app_revisions[f"apps/{app}/current"] = revision
-        self._app_revisions[f"apps/{app}/rollout"] = revision
-        apps.current[app] = back
-        apps.rollouts[app] = again
-        self.read.touch_current(app)
+        # `back` rolls on where it was; the release it replaces is the failed one (begin
+        # would name the one before, as for a release whose phase never passed)
+        await self._go_back(app, back, replace(rollouts.begin(failed, back, now),
+                                               previous=record.release))
         self.events.add(app, "rollout", f"v{record.release} failed: {why}; nothing was rolled "
                         f"out, v{back} is current again")
-        self.poke()
 
     async def _drive_rollouts(self, now: float) -> None:
-        apps = self.world.apps
-        for app, record in sorted(apps.rollouts.items()):
-            release = apps.releases.get(app, {}).get(record.release)
-            if record.status != ROLLING or apps.current.get(app) != record.release \
-                    or release is None:
-                continue
+        for app, record, release in self._under_way(ROLLING):
             step = rollouts.drive(self.world, app, record, release, now)
             if step.changes:
                 await self._write(step.changes)
@@ -269,25 +273,13 @@ class RolloutSteps:
         back = back if back != record.release and back in apps.releases.get(app, {}) else 0
         auto = all(effective_deploy(t).auto_revert for t in release.types.values())
         if auto and back and not record.revert:
-            failed = replace(record, status=REVERTED, finished=now,
-                             outcomes={**record.outcomes, record.release: REVERTED},
-                             reasons={**record.reasons, record.release: why})
-            revert = rollouts.begin(failed, back, now, revert=True)
-            revision = await self.store.revert(app, back, revert)
-            self._app_revisions[f"apps/{app}/current"] = revision
-            self._app_revisions[f"apps/{app}/rollout"] = revision
-            apps.current[app] = back
-            apps.rollouts[app] = revert
-            self.read.touch_current(app)
+            await self._go_back(app, back, rollouts.begin(record.ended(REVERTED, why, now),
+                                                          back, now, revert=True))
             log.warning("app %s: v%d rollout failed (%s); reverting to v%d", app,
                         record.release, why, back)
             self.events.add(app, "rollout", f"v{record.release} failed: {why}; reverted to v{back}")
-            self.poke()
             return
-        await self._put_rollout(app, replace(
-            record, status=FAILED, finished=now,
-            outcomes={**record.outcomes, record.release: FAILED},
-            reasons={**record.reasons, record.release: why}))
+        await self._put_rollout(app, record.ended(FAILED, why, now))
         note = (" (no earlier release rolled out fine to go back to)" if not back
                 else " (auto_revert is off)" if not auto else " (a revert is not reverted)")
         log.warning("app %s: v%d rollout failed: %s%s", app, record.release, why, note)

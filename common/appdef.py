@@ -16,6 +16,7 @@ from common.deploysettings import DeploySettings
 from common.fieldchecks import AppDefError, check_seconds, check_text, shown
 from common.limits import (
     MAX_COMMAND_BYTES,
+    MAX_DEREGISTER_TIMEOUT,
     MAX_ENV_BYTES,
     MAX_ENV_NAME_BYTES,
     MAX_ENV_VARS,
@@ -38,6 +39,7 @@ DEFAULT_TIMEOUT = 2.0
 DEFAULT_GRACE = 60.0
 DEFAULT_FAILURES = 3
 DEFAULT_STOP_TIMEOUT = 10.0
+DEFAULT_DEREGISTER_TIMEOUT = 2.0  # seconds a stop waits for load balancers (docs/traffic.md)
 DEFAULT_RELEASE_TIMEOUT = 600.0  # seconds a release phase may run ([release] timeout)
 
 
@@ -72,6 +74,7 @@ class ProcessType:
     at_most_once: bool = False
     health: HealthCheck = field(default_factory=HealthCheck)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    deregister_timeout: float = DEFAULT_DEREGISTER_TIMEOUT
 
 
 def _surges(t: ProcessType) -> bool:
@@ -191,6 +194,7 @@ def check_type(t: ProcessType, where: str = "") -> ProcessType:
         raise AppDefError(f"{where}: has no command")
     check_text(where, "command", t.command, MAX_COMMAND_BYTES)
     check_seconds(where, "stop_timeout", t.stop_timeout, 0, MAX_STOP_TIMEOUT)
+    check_seconds(where, "deregister_timeout", t.deregister_timeout, 0, MAX_DEREGISTER_TIMEOUT)
     if t.health.type:
         check_health(where, t.health, "health ")
     check_deploy(where, t, "deploy ")

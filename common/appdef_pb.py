@@ -5,6 +5,7 @@ the rules are common/appdef.py's check_* (bounds in common/limits.py)."""
 from __future__ import annotations
 
 from common.appdef import (
+    DEFAULT_DEREGISTER_TIMEOUT,
     DEFAULT_FAILURES,
     DEFAULT_GRACE,
     DEFAULT_INTERVAL,
@@ -69,7 +70,8 @@ def deploy_from_pb(d: pb.DeploySettings) -> DeploySettings:
 def type_to_pb(t: ProcessType) -> pb.ProcessType:
     return pb.ProcessType(name=t.name, command=t.command, stop_timeout=t.stop_timeout,
                           at_most_once=t.at_most_once, health=health_to_pb(t.health),
-                          deploy=deploy_to_pb(t.deploy))
+                          deploy=deploy_to_pb(t.deploy),
+                          deregister_timeout=t.deregister_timeout)
 
 
 def type_from_pb(t: pb.ProcessType) -> ProcessType:
@@ -77,8 +79,10 @@ def type_from_pb(t: pb.ProcessType) -> ProcessType:
     A health check of type "" is no check: its other fields are ignored."""
     check_name("process type", t.name)
     health = health_from_pb(t.health) if t.health.type else HealthCheck()
-    return check_type(ProcessType(t.name, t.command, t.stop_timeout, t.at_most_once, health,
-                                  deploy_from_pb(t.deploy)))
+    return check_type(ProcessType(
+        t.name, t.command, t.stop_timeout, t.at_most_once, health, deploy_from_pb(t.deploy),
+        t.deregister_timeout if t.HasField("deregister_timeout")
+        else DEFAULT_DEREGISTER_TIMEOUT))
 
 
 def release_from_pb(request: pb.DeployRequest

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.appdef import (
+    DEFAULT_DEREGISTER_TIMEOUT,
     DEFAULT_FAILURES,
     DEFAULT_GRACE,
     DEFAULT_INTERVAL,
@@ -40,6 +41,7 @@ from common.deploysettings import (
 from common.limits import (
     MAX_COMMAND_BYTES,
     MAX_DEPLOY_SECONDS,
+    MAX_DEREGISTER_TIMEOUT,
     MAX_ENV_BYTES,
     MAX_HEALTH_SECONDS,
     MAX_RELEASE_TIMEOUT,
@@ -133,7 +135,9 @@ def parse_procfile(text: str, source: str = "Procfile") -> Procfile:
 
 # ---- formation.toml -------------------------------------------------------------------------
 
-_TYPE_KEYS = {"stop_timeout", "at_most_once", "health", "deploy"}
+_TYPE_KEYS = {"stop_timeout", "at_most_once", "health", "deploy", "deregister_timeout"}
+_SECONDS = (("stop_timeout", DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT),
+            ("deregister_timeout", DEFAULT_DEREGISTER_TIMEOUT, MAX_DEREGISTER_TIMEOUT))
 _HEALTH_KEYS = {"type", "path", "command", "interval", "timeout", "grace", "failures"}
 _DEPLOY_KEYS = {"max_surge", "max_unavailable", "min_healthy_time", "healthy_deadline",
                 "auto_revert"}
@@ -208,16 +212,15 @@ def parse_settings(text: str, commands: Mapping[str, str], source: str = "format
             raise AppDefError(f"{at(spelled, unknown[0])}: unknown key(s) {', '.join(unknown)}")
         at_most_once = table.get("at_most_once", False)
         if not isinstance(at_most_once, bool):
-            raise AppDefError(f"{at(spelled, 'at_most_once')}: at_most_once must be true or "
-                              f"false")
-        stop_timeout = check_seconds(at(spelled, "stop_timeout"), "stop_timeout",
-                                     table.get("stop_timeout", DEFAULT_STOP_TIMEOUT), 0,
-                                     MAX_STOP_TIMEOUT)
+            raise AppDefError(f"{at(spelled, 'at_most_once')}: at_most_once must be true or false")
+        stop, deregister = (check_seconds(at(spelled, key), key, table.get(key, default), 0, top)
+                            for key, default, top in _SECONDS)
         health = _health(f"{spelled}.health", table["health"], at) if "health" in table \
             else HealthCheck()
-        t = ProcessType(name=name, command=command, stop_timeout=stop_timeout,
+        t = ProcessType(name=name, command=command, stop_timeout=stop,
                         at_most_once=at_most_once, health=health,
-                        deploy=_deploy(f"{spelled}.deploy", table.get("deploy", {}), at))
+                        deploy=_deploy(f"{spelled}.deploy", table.get("deploy", {}), at),
+                        deregister_timeout=deregister)
         if "deploy" in table:  # the rules between the settings, at the line of the key
             _deploy_rules(f"{spelled}.deploy", t, at)
         types[name] = check_type(t, f"{source}: [{spelled}]")

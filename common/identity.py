@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from common.names import check_name
 
-ROLES = ("scheduler", "agent", "operator", "viewer")
+ROLES = ("scheduler", "agent", "operator", "viewer", "lb")
 SERVER_ROLES = ("scheduler", "agent")
 TRUST_DOMAIN = "formation"
 URI_PREFIX = f"spiffe://{TRUST_DOMAIN}/"

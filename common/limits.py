@@ -16,6 +16,7 @@ MAX_ENV_NAME_BYTES = 255            # one variable's name
 MAX_ENV_BYTES = 256 * 1024          # the whole env, names + values in UTF-8 (a 100 KB env fits)
 MAX_RELEASE_BYTES = 1024 * 1024     # a release as stored (JSON): etcd refuses requests > 1.5 MiB
 MAX_STOP_TIMEOUT = 3600.0           # seconds from SIGTERM to SIGKILL (0 .. this, finite)
+MAX_DEREGISTER_TIMEOUT = 300.0      # seconds a stop waits for load balancers (0 .. this)
 MIN_HEALTH_INTERVAL = 0.1           # seconds between checks (and a check's smallest timeout)
 MAX_HEALTH_SECONDS = 3600.0         # the largest health interval, timeout and grace
 MAX_HEALTH_FAILURES = 1000          # failures in a row before a restart (1 .. this; int32 wire)

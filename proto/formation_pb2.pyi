@@ -82,20 +82,22 @@ class DeploySettings(_message.Message):
     def __init__(self, max_surge_count: _Optional[int] = ..., max_surge_percent: _Optional[str] = ..., max_unavailable_count: _Optional[int] = ..., max_unavailable_percent: _Optional[str] = ..., min_healthy_time: _Optional[float] = ..., healthy_deadline: _Optional[float] = ..., auto_revert: _Optional[bool] = ...) -> None: ...
 
 class ProcessType(_message.Message):
-    __slots__ = ("name", "command", "stop_timeout", "at_most_once", "health", "deploy")
+    __slots__ = ("name", "command", "stop_timeout", "at_most_once", "health", "deploy", "deregister_timeout")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     AT_MOST_ONCE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     DEPLOY_FIELD_NUMBER: _ClassVar[int]
+    DEREGISTER_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     command: str
     stop_timeout: float
     at_most_once: bool
     health: HealthCheck
     deploy: DeploySettings
-    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., deploy: _Optional[_Union[DeploySettings, _Mapping]] = ...) -> None: ...
+    deregister_timeout: float
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., at_most_once: _Optional[bool] = ..., health: _Optional[_Union[HealthCheck, _Mapping]] = ..., deploy: _Optional[_Union[DeploySettings, _Mapping]] = ..., deregister_timeout: _Optional[float] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("app", "types", "env", "author", "release_command", "release_timeout")
@@ -495,6 +497,60 @@ class EventInfo(_message.Message):
     author: str
     missed: int
     def __init__(self, time: _Optional[float] = ..., kind: _Optional[str] = ..., text: _Optional[str] = ..., author: _Optional[str] = ..., missed: _Optional[int] = ...) -> None: ...
+
+class EndpointsWatch(_message.Message):
+    __slots__ = ("app", "type", "name", "acknowledges")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGES_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    type: str
+    name: str
+    acknowledges: bool
+    def __init__(self, app: _Optional[str] = ..., type: _Optional[str] = ..., name: _Optional[str] = ..., acknowledges: _Optional[bool] = ...) -> None: ...
+
+class EndpointsAck(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class EndpointsRequest(_message.Message):
+    __slots__ = ("watch", "ack")
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    watch: EndpointsWatch
+    ack: EndpointsAck
+    def __init__(self, watch: _Optional[_Union[EndpointsWatch, _Mapping]] = ..., ack: _Optional[_Union[EndpointsAck, _Mapping]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("app", "type", "instance", "agent", "host", "port", "release", "generation")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    type: str
+    instance: str
+    agent: str
+    host: str
+    port: int
+    release: int
+    generation: int
+    def __init__(self, app: _Optional[str] = ..., type: _Optional[str] = ..., instance: _Optional[str] = ..., agent: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., release: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class EndpointSet(_message.Message):
+    __slots__ = ("version", "endpoints")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    def __init__(self, version: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
     __slots__ = ("app", "id", "release", "pid", "port", "restarts", "reason", "state", "generation")

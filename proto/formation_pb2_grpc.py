@@ -109,6 +109,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.EventsRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.EventInfo.FromString,
                 _registered_method=True)
+        self.WatchEndpoints = channel.stream_stream(
+                '/formation.v1.Control/WatchEndpoints',
+                request_serializer=proto_dot_formation__pb2.EndpointsRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.EndpointSet.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -204,6 +209,15 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEndpoints(self, request_iterator, context):
+        """The running and healthy instances of each app's types, whole, once per change (the
+        load-balancer edge: formation-lb). A watcher that acknowledges versions holds back the
+        stop of an instance until it has applied the set without it (docs/traffic.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +295,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=proto_dot_formation__pb2.EventsRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.EventInfo.SerializeToString,
+            ),
+            'WatchEndpoints': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchEndpoints,
+                    request_deserializer=proto_dot_formation__pb2.EndpointsRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.EndpointSet.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +707,33 @@ class Control:
             '/formation.v1.Control/Events',
             proto_dot_formation__pb2.EventsRequest.SerializeToString,
             proto_dot_formation__pb2.EventInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEndpoints(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/formation.v1.Control/WatchEndpoints',
+            proto_dot_formation__pb2.EndpointsRequest.SerializeToString,
+            proto_dot_formation__pb2.EndpointSet.FromString,
             options,
             channel_credentials,
             insecure,

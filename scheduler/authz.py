@@ -4,8 +4,10 @@
     operator   everything                           -
     viewer     GetFormation, ListInstances,         -
                ListAgents, ListReleases,
-               ListScales, Events (not Logs: apps
+               ListScales, Events, WatchEndpoints
+               (not acknowledging; not Logs: apps
                print secrets; nor GetConfig: docs/security.md)
+    lb         WatchEndpoints (acknowledging)       -
     agent      -                                    Connect, as its own name only
     scheduler  -                                    -
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 from common.identity import NO_ROLE, Identity
 
 READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases",
-                       "ListScales", "Events"})  # events name config vars, never values
+                       "ListScales", "Events",  # events name config vars, never values
+                       "WatchEndpoints"})  # acknowledging needs lb or operator: endpointstream
 # What a refusal says the caller may not do: "viewer may not scale".
 ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the formation",
            "ListInstances": "list instances", "ListAgents": "list agents",
@@ -26,7 +29,7 @@ ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the forma
            "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
            "GetConfig": "read config vars", "SetConfig": "change config vars",
            "Rollback": "roll back", "Events": "read events",
-           "Connect": "connect as an agent"}
+           "Connect": "connect as an agent", "WatchEndpoints": "watch endpoints"}
 
 
 def _refusal(who: Identity | None, method: str) -> str:
@@ -36,9 +39,11 @@ def _refusal(who: Identity | None, method: str) -> str:
 
 
 def control(method: str, who: Identity | None) -> str | None:
-    """The Control service: operators do anything, viewers read (not logs)."""
+    """The Control service: operators do anything, viewers read (not logs), load balancers
+    follow the endpoints."""
     if who is not None and (who.role == "operator"
-                            or (who.role == "viewer" and method in READ_ONLY)):
+                            or (who.role == "viewer" and method in READ_ONLY)
+                            or (who.role == "lb" and method == "WatchEndpoints")):
         return None
     return _refusal(who, method)
 

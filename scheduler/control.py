@@ -17,7 +17,7 @@ from common.states import is_instance_state
 from common.tls import peer_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
-from scheduler import releasephase, releases, rollouts
+from scheduler import endpointstream, releasephase, releases, rollouts
 from scheduler.errors import Rejected, answer
 from scheduler.eventlog import MAX_EVENTS, Event, Follower, TooManyFollowers
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
@@ -108,6 +108,18 @@ class ControlService(pbg.ControlServicer):
         finally:
             if follower is not None:
                 self.s.events.unsubscribe(request.app, follower)
+
+    async def WatchEndpoints(self, requests: AsyncIterator[pb.EndpointsRequest],
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[pb.EndpointSet]:
+        """The endpoints of the types asked for, once and on every change (endpointstream)."""
+        try:
+            async for reply in endpointstream.watch(self.s, requests, context):
+                yield reply
+        except Rejected as e:
+            await context.abort(e.code, str(e))
+        except ValueError as e:  # a bad app or type name
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
     async def Deploy(self, request: pb.DeployRequest, context: grpc.aio.ServicerContext
                      ) -> pb.DeployReply:

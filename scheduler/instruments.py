@@ -19,3 +19,11 @@ IGNORED_REPORTS = Counter("formation_ignored_reports_total",
                           "not assigned to them.")
 RECONCILE_ERRORS = Counter("formation_reconcile_errors_total",
                            "Reconcile passes that failed with an unexpected error (logged).")
+DEREGISTER_SECONDS = Histogram(
+    "formation_deregister_duration_seconds",
+    "From an instance leaving the endpoints to its agent being let stop it: every "
+    "acknowledging load balancer applied the change, or deregister_timeout passed.",
+    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10))
+DEREGISTER_TIMEOUTS = Counter("formation_deregister_timeouts_total",
+                              "Deregistrations that ended at deregister_timeout, without "
+                              "every acknowledging load balancer's word.")

@@ -3,6 +3,7 @@ that stream (level-triggered: the agent converges to whatever list it got last).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.appdef import DEFAULT_STOP_TIMEOUT
@@ -11,6 +12,7 @@ from common.limits import MAX_LIST_BYTES
 from common.names import RELEASE_TYPE
 from proto import formation_pb2 as pb
 from scheduler.agents import AgentEntry, Session
+from scheduler.endpoints import Item
 from scheduler.placement import InstanceKey
 from scheduler.world import World
 
@@ -68,12 +70,18 @@ def _withheld(world: World, entry: AgentEntry, session: Session, key: InstanceKe
                                      and key not in entry.reports)
 
 
-def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False) -> bool:
-    """Queue the agent's list on its session if it changed (or `force`); True if sent."""
+def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False,
+         items: list[Item] | None = None, kept: Sequence[Item] = ()) -> bool:
+    """Queue the agent's list (`items`, computed if not given, plus the copies it `kept`
+    while load balancers deregister them: endpoints.py) on its session if it changed (or
+    `force`); True if sent."""
     session = entry.session
     if session is None:
         return False
-    items = world.list_for(entry.record.name)
+    if items is None:
+        items = world.list_for(entry.record.name)
+    if kept:
+        items = _with_kept(world, items, kept)
     if world.release_runs:
         items = [i for i in items if not _withheld(world, entry, session, i[0], i[1])]
     fingerprint = tuple(items)
@@ -96,6 +104,16 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False)
     return True
 
 
-def push_all(world: World, times: LinkTimes) -> None:
-    for entry in world.agents.entries.values():
-        push(world, entry, times)
+def _with_kept(world: World, items: list[Item], kept: Sequence[Item]) -> list[Item]:
+    """items plus the kept copies not in them (a kept copy of a pruned release is let go)."""
+    have = set(items)
+    extra = [i for i in kept if i not in have and i[1] in world.apps.releases.get(i[0].app, {})]
+    return sorted(items + extra) if extra else items
+
+
+def push_all(world: World, times: LinkTimes, lists: dict[str, list[Item]] | None = None,
+             kept: dict[str, list[Item]] | None = None) -> None:
+    """Push every agent its list (from `lists` where given), with the copies it `kept`."""
+    lists, kept = lists or {}, kept or {}
+    for name, entry in world.agents.entries.items():
+        push(world, entry, times, items=lists.get(name), kept=kept.get(name, []))

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from scheduler import instruments
+from common.appdef import DEFAULT_DEREGISTER_TIMEOUT
+from scheduler import endpoints, instruments
 from scheduler.agents import AgentTable
 from scheduler.appchanges import AppChanges
 from scheduler.eventlog import EventLog
@@ -31,7 +32,7 @@ from scheduler.records import (
 from scheduler.rolloutsteps import RolloutSteps
 from scheduler.sessions import AgentEvents
 from scheduler.store import Conflict, Store, StoreUnavailable
-from scheduler.world import Apps, World
+from scheduler.world import Apps, World, runs_release
 
 log = logging.getLogger("scheduler")
 APPLY_ATTEMPTS = 3  # a conflicting write is re-read and re-planned this many times per pass
@@ -57,6 +58,7 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
         self._app_revisions: dict[str, int] = {}  # "apps/..." key -> mod_revision applied
         self._apps_stale = False        # the watch was compacted away: re-read apps
         self._assignments_stale = False  # a write failed midway: re-read assignments
+        self.endpoints = endpoints.Endpoints()  # what load balancers follow (endpoints.py)
         self.release_output: Callable[[str, str, str], Coroutine[Any, Any, None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -148,6 +150,10 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
             phase = self.phase_wait(time.time())
             if phase is not None:
                 timeout = phase if timeout is None else min(timeout, phase)
+            held = self.endpoints.next_deadline()  # a deregistration that may time out
+            if held is not None:
+                held = max(0.0, held - time.monotonic())
+                timeout = held if timeout is None else min(timeout, held)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
@@ -189,9 +195,38 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
             for app, releases in list(self.world.apps.releases.items()):
                 if len(releases) > self.release_history:
                     await self._prune(app)
-            push_all(self.world, self.times)
+            self._push_all()
         instruments.RECONCILE_SECONDS.observe(time.monotonic() - started)
         return result
+
+    def _push_all(self) -> None:
+        """Push every agent its list. With load balancers watching, first publish the
+        endpoints of those lists, and keep the copies they have not let go of yet."""
+        ends, world = self.endpoints, self.world
+        if not ends.active():
+            push_all(world, self.times)
+            return
+        now, entries = time.monotonic(), world.agents.entries
+        lists = {name: world.list_for(name) for name, e in entries.items() if not e.down}
+        # After a start, an agent not yet heard from would look empty: wait for every one.
+        if all(e.down or e.last_seen for e in entries.values()):
+            ends.publish(endpoints.found(lists, lambda a: entries[a].record.address,
+                                         self._port), now, self._deregister_timeout)
+        for released in ends.settle(now):
+            instruments.DEREGISTER_SECONDS.observe(released.waited)
+            if released.timed_out:
+                instruments.DEREGISTER_TIMEOUTS.inc()
+        push_all(world, self.times, lists, ends.kept())
+
+    def _port(self, agent: str, key: InstanceKey, release: int, generation: int) -> int:
+        """The copy's port if its agent reports it running on its release, else 0."""
+        report = self.world.agents.entries[agent].report(key, release, generation)
+        return report.port if report is not None and runs_release(report, release) else 0
+
+    def _deregister_timeout(self, app: str, ptype: str, release: int) -> float:
+        found = self.world.apps.releases.get(app, {}).get(release)
+        t = found.types.get(ptype) if found is not None else None
+        return t.deregister_timeout if t is not None else DEFAULT_DEREGISTER_TIMEOUT
 
     async def _reread(self) -> None:
         """After a failed write or a lost watch, etcd (not memory) is the truth."""

@@ -13,6 +13,7 @@ from common.states import InstanceState
 from proto import formation_pb2 as pb
 from scheduler import instruments
 from scheduler.agents import AgentEntry, AgentTable, Session
+from scheduler.endpoints import Endpoints
 from scheduler.errors import Rejected
 from scheduler.eventlog import EventLog, listed
 from scheduler.placement import InstanceKey
@@ -35,6 +36,7 @@ class AgentEvents:
     events: EventLog
     lock: asyncio.Lock
     poke: Callable[[], None]
+    endpoints: Endpoints
 
     @property
     def agents(self) -> AgentTable:
@@ -96,7 +98,8 @@ class AgentEvents:
                 self.agent_event(hello.name, "up again", touched)
             log.info("agent %s connected from %s (capacity %d, running %d)", hello.name,
                      hello.address, hello.capacity, len(hello.instances))
-            push(self.world, entry, self.times, force=True)
+            push(self.world, entry, self.times, force=True,
+                 kept=self.endpoints.kept().get(hello.name, []))
         self.poke()
         return entry, session
 

@@ -7,6 +7,7 @@ from typing import Any
 from bench.fmt import f, ratio, spread
 from bench.report_rollout import rollout
 from bench.report_tls import api_round_trip, control_plane_notes, simulated_rows
+from bench.report_traffic import traffic
 
 FLOOR = "floor (bare asyncio)"
 
@@ -71,6 +72,7 @@ def render(r: dict) -> str:
             out.append(f"| {x['ttl']:g} s | {f(x['replace']['median'])} | "
                        f"{f(x['replace']['worst'])} | {x['runs']} |")
     out += rollout(r.get("rollout") or {})
+    out += traffic(r.get("traffic") or {})
     if "elapsed_seconds" in r:
         out.append(f"\nThe whole run took {r['elapsed_seconds'] / 60:.1f} minutes.")
     out += targets(r)
@@ -179,6 +181,11 @@ TARGETS: list[tuple[Any, ...]] = [
      10, "", AT_LEAST),
     ("deploy of a web that exits at once → reverted, worst",
      lambda r: r["rollout"]["revert"]["seconds"]["max"], 10.0, "s"),
+    ("requests/s through formation-lb vs plain HAProxy",
+     lambda r: r["traffic"]["throughput"]["formation_lb"]["median"]
+     / r["traffic"]["throughput"]["haproxy"]["median"], 0.9, "×", AT_LEAST),
+    ("`ctl scale web+1` → first request through formation-lb, worst",
+     lambda r: r["traffic"]["traffic"]["max"], 3.0, "s"),
 ]
 
 

@@ -132,7 +132,8 @@ def main() -> None:
     p.add_argument("--only", default="", help="run only managers whose name contains this; "
                    "'controlplane': only the control-plane part (as python -m bench.controlplane); "
                    "'api': only the API round trip, plaintext and TLS (as python -m bench.api); "
-                   "'rollout': only the rolling deploy (as python -m bench.rollout)")
+                   "'rollout': only the rolling deploy (as python -m bench.rollout); "
+                   "'traffic': only the load-balancer edge (as python -m bench.traffic)")
     p.add_argument("--kinds", default="sleep,python")
     p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("--out", type=Path, help="default: bench/results.json for a full run, a "
@@ -145,7 +146,8 @@ def main() -> None:
     control_plane_only = args.only == "controlplane"
     api_only = args.only == "api"
     rollout_only = args.only == "rollout"
-    one_part = control_plane_only or api_only or rollout_only
+    traffic_only = args.only == "traffic"
+    one_part = control_plane_only or api_only or rollout_only or traffic_only
     started = time.monotonic()
     rng = random.Random(1)
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
@@ -188,7 +190,7 @@ def main() -> None:
     if api_only or (not control_plane_only and args.only in FORMATION_1):  # "" is in it
         from bench import api
         results["api_round_trip"] = api.run(tmp)
-    if not (args.skip_control_plane or api_only or rollout_only):
+    if not (args.skip_control_plane or api_only or rollout_only or traffic_only):
         from bench import controlplane
         results["control_plane"] = controlplane.run_all(tmp)
     if not one_part:
@@ -197,6 +199,9 @@ def main() -> None:
     if rollout_only or not one_part:
         from bench import rollout
         results["rollout"] = rollout.run(tmp)
+    if traffic_only or not one_part:
+        from bench import traffic
+        results["traffic"] = traffic.run(tmp)
     results["elapsed_seconds"] = time.monotonic() - started
     out = args.out or (tmp / "results.json" if partial else ROOT / "bench" / "results.json")
     out.write_text(json.dumps(results, indent=2))
@@ -205,6 +210,7 @@ def main() -> None:
         print("\n".join(report.api_round_trip(results.get("api_round_trip") or {})
                          + report.control_plane(results.get("control_plane") or {})
                          + report.rollout(results.get("rollout") or {})
+                         + report.traffic(results.get("traffic") or {})
                          + report.targets(results)))
         print(f"wrote {out} (a partial run: docs/benchmarks.md left alone; --docs writes it)",
               file=sys.stderr)

@@ -25,7 +25,13 @@ from proto import formation_pb2 as pb
 # identities to check.
 Policy = Callable[[str, Identity | None], str | None]
 log = logging.getLogger("grpc.policy")
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    # Clients that watch for hours (formation-lb) ping every 10 s to notice a vanished
+    # server; gRPC's default (a ping at most every 5 min without data) would call that abuse
+    # and end their streams with "too_many_pings" after about 30 s.
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
 
 
 class _Undecodable:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+from common.haproxy import INSTALL_HINT, haproxy_binary
 from common.net import is_free
 from ctl import context, deploy, scale
 from ctl.client import Client
@@ -23,6 +24,7 @@ from ctl.devcerts import DevCerts
 from ctl.errors import USAGE, CtlError
 from ctl.localcluster import ClusterError, Launch, Part, free_port, wait_port
 
+LB = "lb"  # the part's name (its lines in the stream)
 PORTS_PER_AGENT = 100
 FIRST_APP_PORT = 5000
 
@@ -37,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--settings", metavar="FILE", help="per-type settings file")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--env-file", metavar="FILE")
+    p.add_argument("--lb-listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where formation-lb serves the web type, if haproxy is installed "
+                        "(127.0.0.1:8080; another free port if that one is taken)")
     p.set_defaults(run=run, needs_client=False)
 
 
@@ -51,9 +56,38 @@ def listen_address(default_port: int = 7070) -> str:
     return f"127.0.0.1:{port}"
 
 
+def start_lb(launch: Launch, scheduler: str, args: argparse.Namespace, certs: DevCerts
+             ) -> Part | None:
+    """formation-lb in front of the app's web type, when HAProxy is installed: the app at one
+    address, as Heroku's router gives it. Without HAProxy, say how to get it."""
+    binary = haproxy_binary()
+    if binary is None or not os.access(binary, os.X_OK):
+        say(f"no load balancer: haproxy is not installed ({INSTALL_HINT}); each web instance "
+            "answers on its own port (`ctl ps`)")
+        return None
+    host, _, port = args.lb_listen.rpartition(":")
+    if not is_free(int(port)):
+        port = str(free_port(host))
+    edge = launch.lb(scheduler, f"{host}:{port}", args.app, "web",
+                     tls=certs.issue("lb", "dev-lb"), name=LB)
+    try:
+        wait_port(host, int(port), 20, edge.proc)
+    except ClusterError as e:  # the app runs all the same: say so, go on without it
+        edge.stop()
+        say(f"no load balancer: formation-lb did not start ({e}; its lines are above); each "
+            "web instance answers on its own port (`ctl ps`)")
+        return None
+    say(f"web at http://{host}:{port}/ through formation-lb (HAProxy): "
+        f"try `curl {host}:{port}` a few times")
+    return edge
+
+
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.agents <= 32:
         raise CtlError("--agents must be from 1 to 32", USAGE)
+    host, _, port = args.lb_listen.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise CtlError(f"--lb-listen must be HOST:PORT, not {args.lb_listen!r}", USAGE)
     request = deploy.build_request(args)  # bad Procfile: fail before starting anything
     counts = scale.resolve(scale.parse_specs([s for s in args.scale.split(",") if s]), {})
     workdir = os.path.dirname(os.path.abspath(args.procfile))
@@ -106,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
                                               os.getpid()))
         say(f"{args.app} v{version} deployed on {args.agents} agents; scheduler at {listen} "
             "(mutual TLS)")
+        if "web" in {t.name for t in request.types}:
+            edge = start_lb(launch, listen, args, certs)
+            if edge is not None:
+                parts.insert(0, edge)  # stopped first
         say(f"ctl in another terminal finds this cluster by itself ({where})")
         say("try `ctl ps`, `ctl scale web=5`; Ctrl-C stops everything")
         while True:
@@ -121,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         say("stopping")
         agents = [p for p in parts if p.name.startswith("agent-")]
+        for p in parts[:1] if parts and parts[0].name == LB else []:
+            p.stop()
         for p in agents:
             p.proc.send_signal(signal.SIGTERM)
         for p in agents:

@@ -146,6 +146,13 @@ class Launch:
             argv += ["--metrics-listen", metrics]
         return self.start("scheduler", argv)
 
+    def lb(self, scheduler: str, listen: str, app: str, ptype: str = "web",
+           tls: TlsPaths | None = None, name: str = "lb") -> Part:
+        """formation-lb in front of the type's instances (HAProxy as its child)."""
+        return self.start(name, [self.python, "-m", "lb", "--scheduler", scheduler,
+                                 "--listen", listen, "--app", app, "--type", ptype,
+                                 "--name", name, *tls_flags(tls)])
+
     def agent(self, name: str, scheduler: str, capacity: int, port_range: str, workdir: str,
               listen: str, advertise: str = "", metrics: str = "", extra: Sequence[str] = (),
               tls: TlsPaths | None = None) -> Part:

@@ -40,9 +40,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def main() -> None:
     port = int(os.environ.get("PORT", "5000"))
     server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = False  # so server_close() below answers requests in flight
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"{INSTANCE} listening on port {port}", flush=True)
-    server.serve_forever()
+    server.serve_forever()  # until SIGTERM: no new connection is accepted after it
+    server.server_close()
     print(f"{INSTANCE} stopped", flush=True)
     sys.exit(0)
 

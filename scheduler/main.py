@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 
@@ -13,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import tls
-from common.cli import OneLineParser
+from common.cli import OneLineParser, number
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
 from common.limits import AGENT_REDIAL_MAX, HEARTBEAT
@@ -32,18 +31,6 @@ log = logging.getLogger("scheduler")
 
 def env_default(name: str, default: str) -> str:
     return os.environ.get(name, default)
-
-
-def number(flag: str, text: str, low: float, high: float, integer: bool = False) -> float:
-    """A flag's number within [low, high] (finite); ValueError with one line otherwise."""
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and low <= value <= high):
-        kind = "a whole number" if integer else "a number of seconds"
-        raise ValueError(f"{flag} must be {kind} from {low:g} to {high:g}, not {text!r}")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

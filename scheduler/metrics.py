@@ -54,7 +54,18 @@ class SchedulerCollector:
         up = GaugeMetricFamily("formation_scheduler_start_time_seconds",
                                "Unix time the scheduler started.")
         up.add_metric([], s.started)
-        yield from (desired, running, looping, agents, pending, up)
+        ends = s.endpoints
+        watchers = GaugeMetricFamily("formation_endpoint_watchers",
+                                     "WatchEndpoints streams open (load balancers).",
+                                     labels=["acknowledges"])
+        for flag in (True, False):
+            watchers.add_metric([str(flag).lower()],
+                                sum(w.acknowledges == flag for w in ends.watchers.values()))
+        held = GaugeMetricFamily("formation_deregistering_instances",
+                                 "Copies out of the endpoints that their agent keeps until the "
+                                 "load balancers have let go of them.")
+        held.add_metric([], len(ends.leaving))
+        yield from (desired, running, looping, agents, pending, up, watchers, held)
 
 
 def install(scheduler: Scheduler) -> None:

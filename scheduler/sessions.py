@@ -131,6 +131,8 @@ class AgentEvents:
         handoff = where is not None and where.previous and status.state == InstanceState.RUNNING
         if handoff or (rollout is not None and rollout.status in ACTIVE):
             self.poke()
+        elif self.endpoints.watchers and _serves(before) != _serves(status):
+            self.poke()  # an endpoint comes or goes: load balancers hear of it in a pass
         elif status.state == InstanceState.STOPPED and (where is None or where.agent != name):
             release = self.world.apps.current_release(key.app)
             ptype = release.types.get(key.type) if release is not None else None
@@ -196,3 +198,8 @@ class AgentEvents:
         if self.agents.gone(entry, session):
             log.info("agent %s disconnected", entry.record.name)
             self.poke()
+
+
+def _serves(report: pb.InstanceStatus | None) -> bool:
+    """Does the copy count as an endpoint (endpoints.py), as far as this report says?"""
+    return report is not None and report.state == InstanceState.RUNNING and report.port > 0

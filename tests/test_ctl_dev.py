@@ -7,13 +7,20 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 
 from common.states import InstanceState
 from common.tls import TlsPaths
 from ctl.client import Client
+from ctl.localcluster import free_port
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import ROOT
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode().strip()
 
 
 def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
@@ -21,11 +28,12 @@ def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
     where = tmp_path / "context.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORMATION_")}
     env.update(FTEST_RUN=run_id, FORMATION_CONTEXT=str(where))
+    lb = free_port()
     with open(tmp_path / "dev.log", "w") as out:  # the child keeps its own copy
         dev = subprocess.Popen(
             [sys.executable, "-m", "ctl", "dev", "examples/Procfile", "--agents", "2",
-             "--scale", "web=2,worker=1"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True)
+             "--scale", "web=2,worker=1", "--lb-listen", f"127.0.0.1:{lb}"], cwd=ROOT,
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         # ctl in another terminal finds the cluster and its operator certificate by itself.
         found = wait_for(lambda: where.exists() and json.loads(where.read_text()), 30,
@@ -44,6 +52,14 @@ def test_ctl_dev_runs_the_example_and_ctrl_c_cleans_up(tmp_path):
                             capture_output=True, text=True, timeout=30)
         assert ps.returncode == 0 and "worker.1" in ps.stdout, ps.stderr
         assert "(mutual TLS)" in (tmp_path / "dev.log").read_text()
+        # The README's first minute: one address, answered by each web in turn (formation-lb).
+        assert f"web at http://127.0.0.1:{lb}/" in (tmp_path / "dev.log").read_text()
+        answered: set[str] = set()
+
+        def both() -> bool:
+            answered.add(get(f"http://127.0.0.1:{lb}/"))
+            return answered == {"Hello from web.1", "Hello from web.2"}
+        wait_for(both, 20, what="both webs answering through formation-lb")
         # Logs are streamed like foreman: instance lines with their prefix.
         wait_for(lambda: re.search(r"\d\d:\d\d:\d\d worker\.1 \| worker\.1 tick \d",
                                    (tmp_path / "dev.log").read_text()), 10,

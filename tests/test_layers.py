@@ -1,4 +1,4 @@
-"""The layers import one way: proto <- common <- {scheduler, agent, ctl}; those three never
+"""The layers import one way: proto <- common <- {scheduler, agent, ctl, lb}; those four never
 import each other, and no module imports itself back through others (no import circle, counting
 imports made only for type checking)."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("proto", "common", "scheduler", "agent", "ctl")
+PACKAGES = ("proto", "common", "scheduler", "agent", "ctl", "lb")
 MAY_IMPORT = {"proto": {"proto"}, "common": {"proto", "common"},
               "scheduler": {"proto", "common", "scheduler"},
-              "agent": {"proto", "common", "agent"}, "ctl": {"proto", "common", "ctl"}}
+              "agent": {"proto", "common", "agent"}, "ctl": {"proto", "common", "ctl"},
+               "lb": {"proto", "common", "lb"}}
 
 
 def modules() -> dict[str, set[str]]:
@@ -71,7 +72,7 @@ def test_no_file_is_a_giant():
 def test_the_daemons_do_not_load_cryptography():
     """`cryptography` costs a process about 12 MiB; the daemons read their TLS files with
     `ssl` (common/certinfo.py), and only ctl makes certificates."""
-    for module in ("scheduler.main", "agent.main"):
+    for module in ("scheduler.main", "agent.main", "lb.main"):
         code = (f"import sys, {module}; "
                 "sys.exit(any(m.split('.')[0] == 'cryptography' for m in sys.modules))")
         assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60

@@ -3,6 +3,7 @@ calls the scheduler's narrow API; a change is acknowledged only once it is in et
 answered from the read models (readmodels.py), kept up to date as the world changes."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,9 +114,11 @@ class ControlService(pbg.ControlServicer):
                              context: grpc.aio.ServicerContext
                              ) -> AsyncIterator[pb.EndpointSet]:
         """The endpoints of the types asked for, once and on every change (endpointstream)."""
-        try:
-            async for reply in endpointstream.watch(self.s, requests, context):
-                yield reply
+        try:  # aclosing: a cancelled call unregisters its watcher now, not when collected
+            async with contextlib.aclosing(endpointstream.watch(self.s, requests, context)
+                                           ) as replies:
+                async for reply in replies:
+                    yield reply
         except Rejected as e:
             await context.abort(e.code, str(e))
         except ValueError as e:  # a bad app or type name

@@ -18,7 +18,10 @@ from typing import NamedTuple
 
 from scheduler.placement import RELEASE_RUN, InstanceKey
 
-MAX_WATCHERS = 64  # streams at once; more are refused (RESOURCE_EXHAUSTED)
+MAX_WATCHERS = 64  # acknowledging streams at once; more are refused (RESOURCE_EXHAUSTED)
+MAX_OTHER_WATCHERS = 16  # streams that do not acknowledge (viewers), in a pool of their own
+GHOST_TTL = 30.0  # seconds a disconnected load balancer still holds copies (see ghosts)
+EMPTY: frozenset[Ep] = frozenset()
 
 Item = tuple[InstanceKey, int, int]  # an agent's list item: instance, release, generation
 Copy = tuple[str, InstanceKey, int, int]  # agent, instance, release, generation
@@ -75,17 +78,26 @@ class Released:
 class Endpoints:
     version: int = 0
     current: dict[Copy, Ep] = field(default_factory=dict)
+    # current by (app, type), each set kept as the same object while it does not change:
+    # a change to one type costs the watchers of the others nothing.
+    groups: dict[tuple[str, str], frozenset[Ep]] = field(default_factory=dict)
     leaving: dict[Copy, Leaving] = field(default_factory=dict)
     watchers: dict[int, Watcher] = field(default_factory=dict)
+    # Acknowledging watchers whose stream ended, by name, and when: their HAProxy still
+    # balances to what they were last given, so they hold copies as if connected, until the
+    # same name acknowledges a set on a new stream, or GHOST_TTL passes.
+    ghosts: dict[str, tuple[Watcher, float]] = field(default_factory=dict)
     ready: bool = False  # a first set was computed: watchers may be given sets
     _next_id: int = 0
 
     # ---- watchers ---------------------------------------------------------------------
 
     def watch(self, watcher: Watcher) -> int | None:
-        """Register a watcher; None if MAX_WATCHERS are watching. It is given the current
-        set as soon as there is one."""
-        if len(self.watchers) >= MAX_WATCHERS:
+        """Register a watcher; None if its pool is full (MAX_WATCHERS acknowledging, and
+        MAX_OTHER_WATCHERS others: viewers cannot take a load balancer's place). It is given
+        the current set as soon as there is one."""
+        same = sum(w.acknowledges == watcher.acknowledges for w in self.watchers.values())
+        if same >= (MAX_WATCHERS if watcher.acknowledges else MAX_OTHER_WATCHERS):
             return None
         self._next_id += 1
         self.watchers[self._next_id] = watcher
@@ -93,8 +105,12 @@ class Endpoints:
             self._offer(watcher)
         return self._next_id
 
-    def unwatch(self, wid: int) -> None:
-        self.watchers.pop(wid, None)
+    def unwatch(self, wid: int, now: float) -> None:
+        watcher = self.watchers.pop(wid, None)
+        if watcher is not None and watcher.acknowledges and watcher.first is not None:
+            self.ghosts.pop(watcher.name, None)
+            if len(self.ghosts) < MAX_WATCHERS:
+                self.ghosts[watcher.name] = (watcher, now)
 
     def take(self, watcher: Watcher) -> tuple[int, frozenset[Ep]] | None:
         """The set to send the watcher now (only the newest: sets replace each other)."""
@@ -106,16 +122,24 @@ class Endpoints:
         return due
 
     def ack(self, watcher: Watcher, version: int) -> bool:
-        """The watcher applied `version`; False if it was never given that version."""
+        """The watcher applied `version`; False if it was never given that version. Its
+        ghost, if any, has then applied a whole set too: it holds nothing more."""
         if not 0 < version <= watcher.given:
             return False
         watcher.acked = max(watcher.acked, version)
+        if watcher.acknowledges:
+            self.ghosts.pop(watcher.name, None)
         return True
 
     def active(self) -> bool:
         """Is there anything to compute or hold? (Not with no watcher and nothing held: then
         a pass costs nothing more than before there were endpoints.)"""
-        return bool(self.watchers or self.leaving)
+        return bool(self.watchers or self.leaving or self.ghosts)
+
+    def idle(self) -> None:
+        """Nothing is active: forget the set, so the next watcher is given a fresh one, never
+        one from before it (whose copies may long be gone)."""
+        self.current, self.groups, self.ready = {}, {}, False
 
     # ---- the set, and deregistration ----------------------------------------------------
 
@@ -135,29 +159,44 @@ class Endpoints:
         for copy in found:
             self.leaving.pop(copy, None)  # back (healthy again) before it was stopped
         self.current = found
+        grouped: dict[tuple[str, str], set[Ep]] = {}
+        for ep in found.values():
+            grouped.setdefault((ep.app, ep.type), set()).add(ep)
+        old, self.groups = self.groups, {}
+        for key, eps in grouped.items():
+            same = old.get(key)
+            self.groups[key] = same if same is not None and same == eps else frozenset(eps)
         for watcher in self.watchers.values():
             self._offer(watcher)
         return True
 
     def _offer(self, watcher: Watcher) -> None:
-        mine = frozenset(ep for ep in self.current.values() if watcher.wants(ep.app, ep.type))
-        if mine != watcher.shown:
+        if watcher.app and watcher.type:  # the usual watcher: one type's set, as it is
+            mine = self.groups.get((watcher.app, watcher.type), EMPTY)
+        else:
+            mine = frozenset().union(*(eps for (app, ptype), eps in self.groups.items()
+                                       if watcher.wants(app, ptype)))
+        if mine is not watcher.shown and mine != watcher.shown:
             watcher.shown = mine
             watcher.due = (self.version, mine)
             watcher.wake()
 
     def holds(self, copy: Copy, now: float) -> bool:
         """Must its agent keep the copy? Yes while a watcher that acknowledges, wants its
-        type and was given a set with it has not applied one without it, until the deadline."""
+        type and was given a set with it has not applied one without it (connected, or a
+        ghost), until the deadline."""
         left = self.leaving.get(copy)
         if left is None or now >= left.deadline:
             return False
+        watchers = [*self.watchers.values(), *(w for w, _ in self.ghosts.values())]
         return any(w.acknowledges and w.wants(left.app, left.type) and w.first is not None
-                   and w.first < left.version and w.acked < left.version
-                   for w in self.watchers.values())
+                   and w.first < left.version and w.acked < left.version for w in watchers)
 
     def settle(self, now: float) -> list[Released]:
-        """Forget the copies no longer held; what each waited (for the metrics)."""
+        """Forget the copies no longer held, and ghosts past GHOST_TTL; what each copy
+        waited (for the metrics)."""
+        for name in [n for n, (_, gone) in self.ghosts.items() if now - gone >= GHOST_TTL]:
+            del self.ghosts[name]
         done = [c for c in self.leaving if not self.holds(c, now)]
         out = []
         for copy in done:

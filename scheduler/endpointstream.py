@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
@@ -20,7 +21,7 @@ from common.grpcserve import BadRequest
 from common.names import check_name
 from common.tls import peer_identity
 from proto import formation_pb2 as pb
-from scheduler.endpoints import MAX_WATCHERS, Ep, Watcher
+from scheduler.endpoints import MAX_OTHER_WATCHERS, MAX_WATCHERS, Ep, Watcher
 from scheduler.errors import Rejected
 from scheduler.reconciler import Scheduler
 
@@ -34,6 +35,28 @@ ACKNOWLEDGING_ROLES = ("lb", "operator")
 def endpoint_pb(e: Ep) -> pb.Endpoint:
     return pb.Endpoint(app=e.app, type=e.type, instance=e.instance, agent=e.agent, host=e.host,
                        port=e.port, release=e.release, generation=e.generation)
+
+
+class Encoded:
+    """The last message made of each set (endpoints.py gives every watcher of a type the same
+    set object): 64 load balancers of one type cost one sort and one message, not 64."""
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[frozenset[Ep], int, pb.EndpointSet]] = {}
+
+    def message(self, version: int, eps: frozenset[Ep]) -> pb.EndpointSet:
+        made = self._made.get(id(eps))
+        if made is not None and made[0] is eps and made[1] == version:
+            return made[2]
+        if len(self._made) >= 4 * MAX_WATCHERS:
+            self._made.clear()
+        message = pb.EndpointSet(version=version,
+                                 endpoints=[endpoint_pb(e) for e in sorted(eps)])
+        self._made[id(eps)] = (eps, version, message)
+        return message
+
+
+ENCODED = Encoded()
 
 
 def check_watch(request: pb.EndpointsRequest, context: grpc.aio.ServicerContext
@@ -68,7 +91,7 @@ async def first_message(requests: AsyncIterator[pb.EndpointsRequest]) -> pb.Endp
 
 
 async def watch(s: Scheduler, requests: AsyncIterator[pb.EndpointsRequest],
-                context: grpc.aio.ServicerContext) -> AsyncIterator[pb.EndpointSet]:
+                context: grpc.aio.ServicerContext) -> AsyncGenerator[pb.EndpointSet, None]:
     """The stream itself (the caller, control.py, answers Rejected with its status)."""
     asked = check_watch(await first_message(requests), context)
     wake = asyncio.Event()
@@ -76,7 +99,9 @@ async def watch(s: Scheduler, requests: AsyncIterator[pb.EndpointsRequest],
                       wake.set)
     wid = s.endpoints.watch(watcher)
     if wid is None:
-        raise Rejected(f"{MAX_WATCHERS} endpoint watchers are connected, the most there may "
+        most = MAX_WATCHERS if asked.acknowledges else MAX_OTHER_WATCHERS
+        kind = "acknowledging" if asked.acknowledges else "non-acknowledging"
+        raise Rejected(f"{most} {kind} endpoint watchers are connected, the most there may "
                        "be", grpc.StatusCode.RESOURCE_EXHAUSTED)
     log.info("endpoints watcher %s connected (app %s, type %s%s)", watcher.name,
              asked.app or "*", asked.type or "*", ", acknowledges" if asked.acknowledges else "")
@@ -91,15 +116,13 @@ async def watch(s: Scheduler, requests: AsyncIterator[pb.EndpointsRequest],
                 raise failed[0]
             due = s.endpoints.take(watcher)
             if due is not None:
-                version, eps = due
-                yield pb.EndpointSet(version=version,
-                                     endpoints=[endpoint_pb(e) for e in sorted(eps)])
+                yield ENCODED.message(*due)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        s.endpoints.unwatch(wid)
-        s.poke()  # the copies only it held back may stop now
+        s.endpoints.unwatch(wid, time.monotonic())
+        s.poke()  # a pass settles what its ghost holds (endpoints.py)
         log.info("endpoints watcher %s disconnected", watcher.name)
 
 
@@ -117,7 +140,8 @@ async def _read_acks(s: Scheduler, watcher: Watcher,
                 failed.append(Rejected(f"ack of version {request.ack.version}, which this "
                                        f"stream was not given (newest: {watcher.given})"))
                 return
-            s.poke()
+            if s.endpoints.leaving:  # a held copy may be let go now
+                s.poke()
     except BadRequest as e:  # an undecodable message (grpcserve.py)
         failed.append(Rejected(str(e)))
     finally:

@@ -14,7 +14,7 @@ from proto import formation_pb2 as pb
 from scheduler.agents import AgentEntry, Session
 from scheduler.endpoints import Item
 from scheduler.placement import InstanceKey
-from scheduler.world import World
+from scheduler.world import World, runs_release
 
 log = logging.getLogger("scheduler")
 
@@ -81,7 +81,7 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False,
     if items is None:
         items = world.list_for(entry.record.name)
     if kept:
-        items = _with_kept(world, items, kept)
+        items = _with_kept(world, entry, items, kept)
     if world.release_runs:
         items = [i for i in items if not _withheld(world, entry, session, i[0], i[1])]
     fingerprint = tuple(items)
@@ -104,10 +104,14 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False,
     return True
 
 
-def _with_kept(world: World, items: list[Item], kept: Sequence[Item]) -> list[Item]:
-    """items plus the kept copies not in them (a kept copy of a pruned release is let go)."""
+def _with_kept(world: World, entry: AgentEntry, items: list[Item], kept: Sequence[Item]
+               ) -> list[Item]:
+    """items plus the kept copies not in them that the agent reports running: a list never
+    starts a copy again (one the agent fenced, or lost in a restart); a kept copy of a pruned
+    release is let go."""
     have = set(items)
-    extra = [i for i in kept if i not in have and i[1] in world.apps.releases.get(i[0].app, {})]
+    extra = [i for i in kept if i not in have and i[1] in world.apps.releases.get(i[0].app, {})
+             and runs_release(entry.report(*i), i[1])]
     return sorted(items + extra) if extra else items
 
 

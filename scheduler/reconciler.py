@@ -204,6 +204,7 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
         endpoints of those lists, and keep the copies they have not let go of yet."""
         ends, world = self.endpoints, self.world
         if not ends.active():
+            ends.idle()
             push_all(world, self.times)
             return
         now, entries = time.monotonic(), world.agents.entries
@@ -224,9 +225,15 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
         return report.port if report is not None and runs_release(report, release) else 0
 
     def _deregister_timeout(self, app: str, ptype: str, release: int) -> float:
-        found = self.world.apps.releases.get(app, {}).get(release)
-        t = found.types.get(ptype) if found is not None else None
-        return t.deregister_timeout if t is not None else DEFAULT_DEREGISTER_TIMEOUT
+        """The type's deregister_timeout as the app's current release says (a deploy that
+        raises it applies to its own rollout's stops), else as the copy's release did."""
+        apps = self.world.apps
+        for version in (apps.current.get(app), release):
+            found = apps.releases.get(app, {}).get(version or -1)
+            t = found.types.get(ptype) if found is not None else None
+            if t is not None:
+                return t.deregister_timeout
+        return DEFAULT_DEREGISTER_TIMEOUT
 
     async def _reread(self) -> None:
         """After a failed write or a lost watch, etcd (not memory) is the truth."""

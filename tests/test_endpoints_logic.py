@@ -4,7 +4,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.endpoints import MAX_WATCHERS, Endpoints, Ep, Watcher, found
+from scheduler.endpoints import (
+    GHOST_TTL,
+    MAX_OTHER_WATCHERS,
+    MAX_WATCHERS,
+    Endpoints,
+    Ep,
+    Watcher,
+    found,
+)
 from scheduler.placement import InstanceKey
 
 WEB1, WEB2 = InstanceKey("shop", "web.1"), InstanceKey("shop", "web.2")
@@ -109,13 +117,60 @@ def test_a_watcher_that_never_saw_the_copy_holds_nothing():
     assert not e.holds(C1, 1.1)
 
 
-def test_a_watcher_that_goes_away_holds_nothing_more():
+def test_a_load_balancer_that_went_away_holds_as_a_ghost_until_it_is_back():
+    """Its HAProxy still balances to what it was last given: while it reconnects, a copy
+    that leaves still waits for it (until the deadline), and once it acknowledges a whole set
+    on a new stream, its ghost holds nothing more."""
     e, w = started(C1, C2)
-    wid = next(iter(e.watchers))
+    e.unwatch(next(iter(e.watchers)), 0.5)
     e.publish({C2: ep(C2)}, 1.0, timeout)
-    assert e.holds(C1, 1.0)
-    e.unwatch(wid)
-    assert not e.holds(C1, 1.0)
+    assert e.holds(C1, 1.0) and e.active()
+    back, _ = watcher()  # the same name ("lb") on a new stream
+    e.watch(back)
+    due = e.take(back)
+    assert due is not None and due[1] == frozenset({ep(C2)})
+    assert e.holds(C1, 1.1)  # not yet applied
+    e.ack(back, due[0])
+    assert not e.holds(C1, 1.1) and not e.ghosts
+
+
+def test_a_ghost_is_forgotten_after_its_ttl():
+    e, w = started(C1, C2)
+    e.unwatch(next(iter(e.watchers)), 0.0)
+    e.settle(GHOST_TTL - 0.1)
+    assert e.ghosts
+    e.settle(GHOST_TTL)
+    assert not e.ghosts and not e.active()
+
+
+def test_a_watcher_that_does_not_acknowledge_leaves_no_ghost():
+    e, w = started(C1, C2, acknowledges=False)
+    e.unwatch(next(iter(e.watchers)), 0.0)
+    assert not e.ghosts
+
+
+def test_with_nobody_watching_the_set_is_forgotten():
+    """A watcher that comes later must be given a fresh set, not one from before it."""
+    e, w = started(C1, C2)
+    e.unwatch(next(iter(e.watchers)), 0.0)
+    e.settle(GHOST_TTL)
+    e.idle()
+    late, _ = watcher()
+    e.watch(late)
+    assert e.take(late) is None  # nothing until the next pass computes the set
+    e.publish({C2: ep(C2)}, GHOST_TTL + 1, timeout)
+    due = e.take(late)
+    assert due is not None and due[1] == frozenset({ep(C2)}) and e.leaving == {}
+
+
+def test_a_type_that_does_not_change_keeps_its_set_object():
+    api = ("a1", InstanceKey("shop", "api.1"), 1, 0)
+    e, w = started(C1, api)
+    e.publish({C1: ep(C1), C2: ep(C2), api: ep(api)}, 1.0, timeout)
+    e.publish({C1: ep(C1), api: ep(api)}, 2.0, timeout)
+    before = e.groups[("shop", "api")]
+    e.publish({C1: ep(C1), C2: ep(C2), api: ep(api)}, 3.0, timeout)
+    assert e.groups[("shop", "api")] is before
 
 
 def test_a_copy_healthy_again_before_its_stop_is_no_longer_leaving():
@@ -143,11 +198,13 @@ def test_an_older_ack_does_not_undo_a_newer_one():
     assert w.acked == 2
 
 
-def test_watchers_are_bounded():
+def test_watchers_are_bounded_and_viewers_cannot_take_a_load_balancers_place():
     e = Endpoints()
     ids = [e.watch(watcher()[0]) for _ in range(MAX_WATCHERS)]
     assert None not in ids and e.watch(watcher()[0]) is None
-    e.unwatch(ids[0] or 0)
+    others = [e.watch(watcher(acknowledges=False)[0]) for _ in range(MAX_OTHER_WATCHERS)]
+    assert None not in others and e.watch(watcher(acknowledges=False)[0]) is None
+    e.unwatch(ids[0] or 0, 0.0)
     assert e.watch(watcher()[0]) is not None
 
 
@@ -190,3 +247,19 @@ def test_no_copy_is_let_go_before_every_watcher_that_saw_it_applied_a_set_withou
             if left is not None and w.acked < left.version and now < left.deadline:
                 assert e.holds(c, now)
         e.settle(now)
+
+
+def test_with_two_load_balancers_a_copy_is_held_until_both_let_go():
+    e, w1 = started(C1, C2)
+    w2, _ = watcher()
+    e.watch(w2)
+    due = e.take(w2)
+    assert due is not None
+    e.ack(w2, due[0])
+    e.publish({C2: ep(C2)}, 1.0, timeout)
+    for w in (w1, w2):
+        e.take(w)
+    e.ack(w1, 2)
+    assert e.holds(C1, 1.1)  # the second has not applied it yet
+    e.ack(w2, 2)
+    assert not e.holds(C1, 1.1)

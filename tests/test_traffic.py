@@ -94,7 +94,8 @@ def test_no_request_fails_while_the_web_type_scales_rolls_and_drains(make_cluste
             quiet(load, start, "scale 2 -> 10", min_answered_by=10)
 
             start = load.mark()
-            c.ctl("config", "set", "ROLL=1", "--wait", "--timeout", "120")  # a rolling deploy
+            # A rolling deploy: the same code again, a new release, every copy replaced.
+            c.ctl("deploy", str(tmp_path / "Procfile"), "--wait", "--timeout", "120")
             wait_for(lambda: serving(c, 10), 30, what="the old release's copies gone")
             quiet(load, start, "rolling deploy of 10")
 

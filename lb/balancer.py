@@ -10,6 +10,10 @@ reaches a removed instance. It may be acknowledged (the scheduler then stops the
 once those servers also have nothing in flight: `busy` tells which still have (drain.py
 waits). An add that fails does not hold the acknowledgement back (the instances it concerns
 are not being stopped); it is logged, counted and retried in the background with backoff.
+
+Invalid endpoints are left out of a set (servers.py), with one warning per set: how many, and
+why the first was. HAProxy is compared with the wanted servers by IP (`show servers state`
+gives IPs): a DNS host is resolved once, when it first appears, and its IP stands for it.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import socket
 import time
 
 from lb import drain, servers
-from lb.instruments import RUNTIME_ERRORS, SERVERS, SETS, VERSION
+from lb.instruments import LEFT_OUT, RUNTIME_ERRORS, SERVERS, SETS, VERSION
 from lb.runtime import Reply, Runtime, Session, Unavailable
 from lb.servers import Admin, Checks, Known, Server
 from proto import formation_pb2 as pb
@@ -59,12 +63,18 @@ class Balancer:
         applied, once every removal took effect (to drain before the acknowledgement); None
         if it may not be acknowledged (see the docstring)."""
         try:
-            want = servers.wanted(endpoints.endpoints, self.app, self.ptype)
+            want, left_out = servers.wanted(endpoints.endpoints, self.app, self.ptype)
         except servers.BadSet as e:
             log.warning("endpoint set v%d refused (HAProxy keeps its %s): %s",
                         endpoints.version, _servers(self.count(Admin.ACTIVE)), e)
             SETS.labels("refused").inc()
             return None
+        LEFT_OUT.set(len(left_out))
+        if left_out:
+            log.warning("endpoint set v%d: %d of %d endpoints left out as invalid (the "
+                        "others are applied); %s%s", endpoints.version, len(left_out),
+                        len(endpoints.endpoints), "first " if len(left_out) > 1 else "",
+                        left_out[0])
         await self._resolve(want)
         self.want = want
         try:
@@ -130,16 +140,16 @@ class Balancer:
         (always if prefix is given, else only if something changed)."""
         if self.dirty:
             await self._read_back(s)
-        plan = servers.plan(self.known, self.want)
+        # Compared as HAProxy has them: by IP (a read-back gives IPs, never names).
+        plan = servers.plan(self.known, servers.resolved(self.want, self.ips))
         b, now = self.backend, time.monotonic()
         adds: list[tuple[Server, str]] = []
         failed = 0
         for server in plan.add + plan.move:
-            ip = server.host if servers.is_ip(server.host) else self.ips.get(server.host)
-            if ip is None:  # its name did not resolve (yet)
+            if servers.is_ip(server.host):
+                adds.append((server, server.host))
+            else:  # its name did not resolve (yet)
                 failed += 1
-            else:
-                adds.append((server, ip))
         moved = set(plan.move)
         groups = ([servers.move_commands(b, x.name, ip, x.port) if x in moved else
                    servers.add_commands(b, x.name, ip, x.port, self.checks) for x, ip in adds]

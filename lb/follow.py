@@ -35,6 +35,13 @@ REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
            grpc.StatusCode.UNAUTHENTICATED}
 SLOW = REFUSED | {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION,
                   grpc.StatusCode.RESOURCE_EXHAUSTED}
+# The largest EndpointSet formation-lb takes (servers.MAX_ENDPOINTS, 30,000 endpoints) must
+# fit. An Endpoint with every field at its longest (app, type and agent of 63 characters, the
+# instance `<63>.10000`, a host of 253, a release and a generation of 10 bytes each) is 548
+# bytes, 551 with its tag and length in the set: 30,000 of them are 15.8 MiB, too close to
+# 16 MiB, hence 32. A usual one (`web.1234` on `agent-12` at 10.0.12.34) is 51 bytes: 30,000
+# are 1.5 MiB.
+MAX_MESSAGE = 32 * 2**20
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
     # A scheduler that vanished (its machine off, a cable cut) sends no RST: a ping
     # unanswered for 5 s ends the stream. The scheduler must allow pings this often.
@@ -42,7 +49,7 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),  # a quiet stream (no change for hours) too
-    ("grpc.max_receive_message_length", 16 * 2**20),  # 10,000 endpoints are ~1 MB
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
 ]
 # A set applied: the servers it took out of balancing, or None if it is not to be acknowledged.
 Apply = Callable[[pb.EndpointSet], Awaitable[list[str] | None]]

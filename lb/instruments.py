@@ -10,8 +10,15 @@ SERVERS = Gauge("formation_lb_servers",
                 "connections to end before it is deleted).", ["state"])
 SETS = Counter("formation_lb_endpoint_sets_total",
                "Endpoint sets received, by result: applied (acknowledged once the servers it "
-               "removed have no request in flight), refused (invalid: the servers before it "
-               "stay), failed (a removal did not take effect: not acknowledged).", ["result"])
+               "removed have no request in flight; invalid endpoints left out of it: "
+               "formation_lb_endpoints_left_out), refused (more endpoints than formation-lb "
+               "takes: the servers before it stay), failed (a removal did not take effect: "
+               "not acknowledged).", ["result"])
+LEFT_OUT = Gauge("formation_lb_endpoints_left_out",
+                 "Endpoints of the last set received that formation-lb left out as invalid "
+                 "(an address it cannot use, a malformed name, another app or type): their "
+                 "servers are not balanced to; the rest of the set is applied and "
+                 "acknowledged. 0 when none; a warning names the first reason.")
 RUNTIME_ERRORS = Counter("formation_lb_runtime_errors_total",
                          "Runtime-API commands HAProxy refused or did not answer (stats "
                          "reads included), and host names that did not resolve.")

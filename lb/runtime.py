@@ -19,7 +19,7 @@ COMMAND = re.compile(r"[A-Za-z0-9 _.:/\[\]-]{1,1024}")
 PROMPT = b"\n> "
 _ERROR = re.compile(r"\[[0-3]\]: ")   # emergency .. error
 _UNKNOWN = re.compile(r"(\[\d\]: )?Unknown command")
-REPLY_LIMIT = 64 * 2**20  # `show servers state` of 10,000 servers is about 1.5 MB
+REPLY_LIMIT = 64 * 2**20  # `show stat` of 30,000 servers, plus as many removing, is ~30 MB
 TIMEOUT = 5.0             # seconds for connecting, and for each batch of replies
 BATCH = 500               # commands sent before their replies are read
 

@@ -3,8 +3,18 @@ the servers HAProxy has against the ones wanted, and the runtime-API commands of
 
 The scheduler is a peer that may lie (or be an impostor with a stolen certificate), and what it
 says ends up in a text protocol where a newline or a `;` starts another command: every field
-that reaches a command is checked against a strict pattern here first, and a set with any bad
-endpoint is refused whole (HAProxy keeps the servers it has).
+that reaches a command is checked against a strict pattern here first. An endpoint that fails
+a check is left out (its server is not added, or is removed like any server the set does not
+list) and the rest of the set is applied and acknowledged as usual: one agent advertising an
+address formation-lb cannot use must not freeze the whole edge (the scheduler resends the same
+set until it is acknowledged, and holds every deregistration meanwhile). The balancer logs one
+line per set with how many were left out and why the first was, and shows the count in
+formation_lb_endpoints_left_out. Only a set of more than MAX_ENDPOINTS endpoints is refused
+whole (HAProxy keeps the servers it has).
+
+Hosts are compared as HAProxy has them: `show servers state` gives IPs, so a wanted server
+named by a DNS host is compared with its resolved IP (`resolved`), else every DNS-named server
+would look moved after each read-back.
 
 A server's life in HAProxy (its name: instance, release, generation and agent,
 `web.3-r4-g0.agent-2`: during a drain or a move the same copy runs on two agents at once):
@@ -26,11 +36,17 @@ from dataclasses import dataclass
 from common.names import InvalidName, check_name, split_instance_id
 from proto import formation_pb2 as pb
 
-MAX_ENDPOINTS = 10_000  # in one set (a type has at most 10,000 instances, common/names.py)
+# In one set: a type has at most 10,000 instances (common/names.py); a rollout's surge adds
+# up to as many again (max_surge is at most 100 %), and a copy being moved by a drain is listed
+# twice (old agent and new). 30,000 covers all of that with room; the message-size limit of
+# follow.py is sized for this many endpoints with the longest fields.
+MAX_ENDPOINTS = 30_000
 MAX_HOST = 253          # a DNS name's longest text form
 _IPV4 = re.compile(r"[0-9.]{7,15}")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")  # no `%zone`: its text is free-form
-_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# A host name's label: letters, digits, '-' inside, and '_' (not valid DNS, but common in
+# container host names, which getaddrinfo resolves from /etc/hosts); nothing else reaches it.
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 # HAProxy's own rule for a server name is this set; ours are narrower still.
 SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 # The admin-state bits of `show servers state` that mean maintenance (server-t.h: forced,
@@ -58,7 +74,8 @@ class Server:
 
 @dataclass
 class Known:
-    """A server HAProxy has, as far as formation-lb knows."""
+    """A server HAProxy has, as far as formation-lb knows (its host an IP, as HAProxy has
+    it: see `resolved`)."""
     server: Server
     admin: Admin
     since: float = 0.0  # when it went to maintenance (monotonic seconds), while REMOVING
@@ -109,7 +126,8 @@ def check_ip(text: str, listen: bool = False) -> str:
 
 
 def check_host(text: str, listen: bool = False) -> str:
-    """An IP literal (made canonical) or a DNS name of letters, digits, '-' and '.'."""
+    """An IP literal (made canonical) or a host name of letters, digits, '-', '_' and '.'
+    (lowercased; a trailing '.' dropped)."""
     if _IPV4.fullmatch(text) or (_IPV6.fullmatch(text) and ":" in text):
         return check_ip(text, listen)
     name = text[:-1] if text.endswith(".") else text
@@ -133,20 +151,24 @@ def server_name(instance: str, release: int, generation: int, agent: str = "") -
     return f"{name}.{agent}" if agent else name
 
 
-def wanted(endpoints: Iterable[pb.Endpoint], app: str, ptype: str) -> dict[str, Server]:
-    """The servers a set asks for, by name; BadSet (the whole set refused) if any endpoint is
-    not valid or not of the watched app and type, or if there are more than MAX_ENDPOINTS.
-    An endpoint named twice counts once (the first)."""
+def wanted(endpoints: Iterable[pb.Endpoint], app: str, ptype: str
+           ) -> tuple[dict[str, Server], list[str]]:
+    """The servers a set asks for, by name, and why each endpoint left out was (`endpoint N:
+    reason`, one line each): one that is not valid or not of the watched app and type. BadSet
+    (the whole set refused) only if there are more than MAX_ENDPOINTS endpoints. An endpoint
+    named twice counts once (the first valid one)."""
     out: dict[str, Server] = {}
+    left_out: list[str] = []
     for i, e in enumerate(endpoints):
         if i >= MAX_ENDPOINTS:
             raise BadSet(f"more than {MAX_ENDPOINTS} endpoints in one set")
         try:
             server = endpoint_server(e, app, ptype)
         except ValueError as err:
-            raise BadSet(f"endpoint {i + 1}: {err}") from None
+            left_out.append(f"endpoint {i + 1}: {err}")
+            continue
         out.setdefault(server.name, server)
-    return out
+    return out, left_out
 
 
 def endpoint_server(e: pb.Endpoint, app: str, ptype: str) -> Server:
@@ -172,8 +194,16 @@ def endpoint_server(e: pb.Endpoint, app: str, ptype: str) -> Server:
     return Server(name, check_host(e.host), e.port)
 
 
+def resolved(want: Mapping[str, Server], ips: Mapping[str, str]) -> dict[str, Server]:
+    """The wanted servers as HAProxy has them: each DNS host replaced by its IP in `ips` (one
+    that has none stays a name: it cannot be added or moved yet)."""
+    return {name: Server(name, ips[s.host], s.port) if s.host in ips else s
+            for name, s in want.items()}
+
+
 def plan(known: Mapping[str, Known], want: Mapping[str, Server]) -> Plan:
-    """The changes that make `known` into `want` (both by server name), sorted by name."""
+    """The changes that make `known` into `want` (both by server name), sorted by name. Hosts
+    are compared as text: give `want` through `resolved` (`known` holds IPs)."""
     add, enable, move = [], [], []
     for name in sorted(want):
         have = known.get(name)

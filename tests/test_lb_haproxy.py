@@ -22,6 +22,7 @@ import grpc
 import pytest
 
 from lb.haproxy import config, find_binary
+from lb.servers import Admin, parse_state
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
@@ -243,6 +244,18 @@ async def start_lb() -> AsyncIterator[StartLb]:
         await lb.close()
 
 
+def admin(workdir: Path, command: str) -> str:
+    """One command's reply from HAProxy's runtime API (non-interactive: it closes after)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(workdir / "admin.sock"))
+        s.sendall(f"{command}\n".encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply.decode()
+
+
 def _get(port: int, path: str) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     with contextlib.closing(conn):
@@ -262,7 +275,7 @@ async def bodies(port: int, n: int) -> list[str]:
     return [await get(port) for _ in range(n)]
 
 
-async def test_follows_sets_removes_before_the_ack_refuses_lies_and_stops_softly(
+async def test_follows_sets_removes_before_the_ack_leaves_out_lies_and_stops_softly(
         backends: tuple[Backend, Backend], fake: FakeScheduler, start_lb: StartLb) -> None:
     a, b = backends
     metrics = free_port()
@@ -284,16 +297,33 @@ async def test_follows_sets_removes_before_the_ack_refuses_lies_and_stops_softly
     assert await bodies(lb.listen, 10) == ["a"] * 10 and b.hits == at_ack[-1]
     assert sorted(await asyncio.gather(*slow)) == ["a", "b"]
 
-    # A lying scheduler: the set is refused whole, HAProxy keeps what it had.
-    v = await fake.send(ep("web.2", b.port, host="1.2.3.4\nshutdown"))
-    await lb.line(rf"endpoint set v{v} refused \(HAProxy keeps its 1 server\)")
-    assert await bodies(lb.listen, 3) == ["a"] * 3 and v not in fake.acks
+    # A lying scheduler (or an agent at an address formation-lb cannot use): that endpoint
+    # is left out and never reaches HAProxy; the rest of its set is applied and acknowledged.
+    v = await fake.send(ep("web.1", a.port), ep("web.2", b.port, host="1.2.3.4\nshutdown"),
+                        ep("web.3", b.port))
+    await fake.acked(v)
+    await lb.line(rf"endpoint set v{v}: 1 of 3 endpoints left out as invalid \(the others "
+                  r"are applied\); endpoint 2: not an IP address or a host name: "
+                  r"'1\.2\.3\.4\\nshutdown'")
+    await lb.line(rf"endpoints v{v}: 2 servers; added web.3-r1-g0.a1$")
+    assert set(await bodies(lb.listen, 6)) == {"a", "b"}  # b: as web.3
+    state = await asyncio.to_thread(admin, private_dir(hx), "show servers state instances")
+    active = {n: k.server.host for n, k in parse_state(state, "instances", 0.0).items()
+              if k.admin is Admin.ACTIVE}
+    assert active == {"web.1-r1-g0.a1": "127.0.0.1", "web.3-r1-g0.a1": "127.0.0.1"}, state
+    assert "1.2.3.4" not in state
+    page = (await asyncio.to_thread(_get, metrics, "/metrics"))[1]
+    assert "formation_lb_endpoints_left_out 1.0" in page
+    assert 'formation_lb_endpoint_sets_total{result="refused"} 0.0' in page
 
-    await fake.acked(await fake.send(ep("web.1", a.port), ep("web.2", b.port)))  # web.2 back
+    v = await fake.send(ep("web.1", a.port), ep("web.2", b.port))  # web.2 back, web.3 gone
+    await fake.acked(v)
+    await lb.line(rf"endpoints v{v}: 2 servers; added web.2-r1-g0.a1; removed web.3-r1-g0.a1")
     assert set(await bodies(lb.listen, 6)) == {"a", "b"}
     page = (await asyncio.to_thread(_get, metrics, "/metrics"))[1]
-    assert 'formation_lb_endpoint_sets_total{result="refused"} 1.0' in page
+    assert "formation_lb_endpoints_left_out 0.0" in page
     assert "formation_lb_connected 1.0" in page
+    assert not any("HAProxy refused" in line for line in lb.out)
 
     # The scheduler goes away: HAProxy keeps serving; back, its first set is the whole
     # truth (web.2 is gone from it), and formation-lb follows it.

@@ -4,17 +4,21 @@ HAProxy 2.6's own, captured."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lb import drain, servers
+from lb import balancer, drain, follow, servers
+from lb.balancer import Balancer
 from lb.haproxy import config
-from lb.instruments import RUNTIME_ERRORS
-from lb.runtime import COMMAND, Unavailable, succeeded
+from lb.instruments import LEFT_OUT, RUNTIME_ERRORS
+from lb.runtime import COMMAND, Reply, Unavailable, succeeded
 from lb.servers import Admin, BadSet, Checks, Known, Plan, Server, plan
 from proto import formation_pb2 as pb
 
@@ -26,7 +30,10 @@ def ep(instance: str = "web.1", host: str = "10.0.0.1", port: int = 5000, releas
 
 
 def wanted(*endpoints: pb.Endpoint) -> dict[str, Server]:
-    return servers.wanted(endpoints, "shop", "web")
+    """The servers of a set whose every endpoint is valid."""
+    got, left_out = servers.wanted(endpoints, "shop", "web")
+    assert not left_out, left_out
+    return got
 
 
 def active(*names: str) -> dict[str, Known]:
@@ -47,6 +54,7 @@ def want(*names: str, host: str = "10.0.0.1") -> dict[str, Server]:
     ("10.0.0.1", "10.0.0.1"), ("127.0.0.1", "127.0.0.1"), ("::1", "::1"),
     ("2001:DB8:0:0::1", "2001:db8::1"), ("agent-1.example.com", "agent-1.example.com"),
     ("Agent-1.Example.com.", "agent-1.example.com"), ("localhost", "localhost"),
+    ("agent_1", "agent_1"), ("a_b.example", "a_b.example"), ("_x._tcp.Example", "_x._tcp.example"),
 ])
 def test_a_host_is_an_ip_or_a_dns_name(text: str, canonical: str) -> None:
     assert servers.check_host(text) == canonical
@@ -55,8 +63,9 @@ def test_a_host_is_an_ip_or_a_dns_name(text: str, canonical: str) -> None:
 @pytest.mark.parametrize("text", [
     "1.2.3.4\nshutdown", "1.2.3.4;shutdown sessions server a/b", "1.2.3.4 check", "",
     "1.2.3.999", "fe80::1%eth0", "0.0.0.0", "::", "224.0.0.1", "a..b", "-a.b", "a-.b",
-    "a" * 64 + ".b", ".".join(["abcdefgh"] * 32), "hôte.example", "a_b.example", "[::1]",
-    "1.2.3.4:80", "unix@/tmp/x", "\\x41", "a\tb",
+    "a" * 64 + ".b", ".".join(["abcdefgh"] * 32), "hôte.example", "[::1]", "_" * 64,
+    "1.2.3.4:80", "unix@/tmp/x", "\\x41", "a\tb", "host:7071", "agent_1:7071", "a b", "a#b",
+    "a/b", "a;b", "agent_1\nshutdown", "a_b.example\n", "a,b", "a@b", "-a_b", "a_b-",
 ])
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
@@ -74,10 +83,10 @@ def test_a_checked_host_is_only_safe_characters(text: str) -> None:
         host = servers.check_host(text)
     except ValueError:
         return
-    assert re.fullmatch(r"[a-z0-9.:-]{1,253}", host)
+    assert re.fullmatch(r"[a-z0-9_.:-]{1,253}", host)
 
 
-# ---- a set: refused whole if anything in it is wrong ------------------------------------
+# ---- a set: a bad endpoint left out, the rest taken; refused whole only if too large -----
 
 def test_a_set_becomes_servers_named_by_instance_release_generation_and_agent() -> None:
     got = wanted(ep("web.1", release=4, generation=2), ep("web.2", host="::1", port=6000))
@@ -113,16 +122,46 @@ def test_a_copy_on_two_agents_at_once_is_two_servers() -> None:
                                                           instance="web.1", agent="A;b",
                                                           host="10.0.0.1", port=5000),
 ])
-def test_one_bad_endpoint_refuses_the_whole_set(bad: pb.Endpoint) -> None:
-    with pytest.raises(BadSet, match="endpoint 2: "):
-        wanted(ep("web.9"), bad)
+def test_a_bad_endpoint_is_left_out_and_the_others_are_taken(bad: pb.Endpoint) -> None:
+    """One agent advertising an address formation-lb cannot use (or a lie) must not freeze
+    the edge: the set is applied and acknowledged without it."""
+    got, left_out = servers.wanted([ep("web.9"), bad, ep("web.8", host="::1")], "shop", "web")
+    assert got == {"web.9-r1-g0.a1": Server("web.9-r1-g0.a1", "10.0.0.1", 5000),
+                   "web.8-r1-g0.a1": Server("web.8-r1-g0.a1", "::1", 5000)}
+    assert len(left_out) == 1 and left_out[0].startswith("endpoint 2: ")
+    assert "\n" not in left_out[0] and len(left_out[0]) < 200  # one line, never a huge one
 
 
-def test_more_than_the_most_endpoints_is_refused() -> None:
+def test_every_bad_endpoint_is_told_and_a_valid_duplicate_after_a_bad_one_counts() -> None:
+    got, left_out = servers.wanted(
+        [ep("web.1", host="agent_1:7071"), ep("web.2", host="fe80::1%eth0"),
+         ep("web.1", host="agent_1"), ep("web.3", port=0)], "shop", "web")
+    assert got == {"web.1-r1-g0.a1": Server("web.1-r1-g0.a1", "agent_1", 5000)}
+    assert [r.split(":")[0] for r in left_out] == ["endpoint 1", "endpoint 2", "endpoint 4"]
+    assert "'agent_1:7071'" in left_out[0] and "'fe80::1%eth0'" in left_out[1]
+
+
+def test_a_set_of_only_bad_endpoints_wants_nothing() -> None:
+    assert servers.wanted([ep(host="a b"), ep(app="other")], "shop", "web")[0] == {}
+
+
+def test_more_than_the_most_endpoints_is_refused_whole() -> None:
+    """10,000 instances, as many again in a rollout's surge, and copies being moved."""
+    assert servers.MAX_ENDPOINTS == 30_000
     many = [ep(f"web.{n}") for n in range(1, servers.MAX_ENDPOINTS + 2)]
-    with pytest.raises(BadSet, match="more than 10000"):
+    with pytest.raises(BadSet, match="more than 30000"):
         servers.wanted(many, "shop", "web")
-    assert len(servers.wanted(many[:-1], "shop", "web")) == servers.MAX_ENDPOINTS
+    assert len(wanted(*many[:-1])) == servers.MAX_ENDPOINTS
+
+
+def test_the_largest_set_fits_the_message_limit() -> None:
+    """MAX_ENDPOINTS endpoints, every field at its longest, fit gRPC's receive limit."""
+    name = "a" * 63
+    e = pb.Endpoint(app=name, type=name, instance=f"{name}.10000", agent=name, host="h" * 253,
+                    port=65535, release=-1, generation=-1)
+    one = pb.EndpointSet(version=-1, endpoints=[e]).ByteSize()
+    assert one * servers.MAX_ENDPOINTS < follow.MAX_MESSAGE * 0.9
+    assert ("grpc.max_receive_message_length", follow.MAX_MESSAGE) in follow.CHANNEL_OPTIONS
 
 
 def test_an_empty_set_is_valid_and_wants_nothing() -> None:
@@ -152,6 +191,23 @@ def test_a_known_name_at_another_address_is_moved() -> None:
 
 def test_nothing_to_do_is_an_empty_plan() -> None:
     assert not plan(active("a", "b"), want("a", "b"))
+
+
+def test_a_dns_named_server_read_back_at_its_ip_is_not_moved() -> None:
+    """`show servers state` gives IPs: a server wanted at a host name whose IP HAProxy has
+    needs no change (else every DNS-named server flaps after each read-back)."""
+    known = servers.parse_state(STATE, "instances", now=7.0)
+    want_ = {"web.1-r1-g0": Server("web.1-r1-g0", "agent_1", 18081),
+             "web.2-r1-g0": Server("web.2-r1-g0", "agent-2.example", 18082)}
+    ips = {"agent_1": "127.0.0.1", "agent-2.example": "::1"}
+    assert servers.resolved(want_, ips) == {"web.1-r1-g0": Server("web.1-r1-g0", "127.0.0.1",
+                                                                  18081),
+                                            "web.2-r1-g0": Server("web.2-r1-g0", "::1", 18082)}
+    assert plan(known, servers.resolved(want_, ips)) == Plan(enable=("web.2-r1-g0",))
+    # At another IP it is moved; unresolved it stays a name (the balancer does not add it).
+    assert plan(known, servers.resolved(want_, {**ips, "agent_1": "10.0.0.9"})).move == (
+        Server("web.1-r1-g0", "10.0.0.9", 18081),)
+    assert servers.resolved(want_, {})["web.1-r1-g0"].host == "agent_1"
 
 
 # ---- the diff: properties ----------------------------------------------------------------
@@ -216,10 +272,11 @@ HOSTILE = st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampl
                  app=st.sampled_from(["shop", "Shop", "shop\n", ""]),
                  ptype=st.sampled_from(["web", "web x"])))
 def test_whatever_the_scheduler_says_a_command_is_one_safe_line(e: pb.Endpoint) -> None:
-    try:
-        (server,) = servers.wanted([e], "shop", "web").values()
-    except BadSet:
+    got, left_out = servers.wanted([e], "shop", "web")
+    assert len(got) + len(left_out) == 1
+    if not got:
         return
+    (server,) = got.values()
     ip = server.host if servers.is_ip(server.host) else "10.0.0.1"
     commands = (servers.add_commands("instances", server.name, ip, server.port, Checks())
                 + servers.move_commands("instances", server.name, ip, server.port)
@@ -473,3 +530,71 @@ async def test_the_acker_acks_at_once_or_once_drained_and_retries_an_unanswered_
         assert sent == [1, 3] and not acker.pending
     finally:
         task.cancel()
+
+
+# ---- the balancer against a runtime API that records commands ----------------------------
+
+class FakeRuntime:
+    """Says yes to every command; `show servers state` answers `state`."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.state = "1\n"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[FakeRuntime]:
+        yield self
+
+    async def run(self, command: str) -> Reply:
+        return (await self.run_all([command]))[0]
+
+    async def run_all(self, commands: list[str]) -> list[Reply]:
+        self.commands += commands
+        return [Reply(c, self.state if c.startswith("show servers state") else "", True)
+                for c in commands]
+
+
+def fake_balancer() -> tuple[Balancer, FakeRuntime]:
+    runtime = FakeRuntime()
+    return Balancer(runtime, "instances", Checks(), "shop", "web"), runtime  # type: ignore[arg-type]
+
+
+async def test_a_set_with_a_bad_endpoint_is_applied_without_it_and_told_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    b, runtime = fake_balancer()
+    bad = [ep("web.2", host="1.2.3.4\nshutdown"), ep("web.3", host="host:7071"),
+           pb.Endpoint(app="shop", type="web", instance="web.4", agent="a1\nshutdown",
+                       host="10.0.0.4", port=5000)]
+    with caplog.at_level(logging.WARNING, logger="lb"):
+        taken = await b.apply(pb.EndpointSet(version=3, endpoints=[ep("web.1"), *bad]))
+    assert taken == []  # applied: to be acknowledged
+    assert all("web.1-" in c for c in runtime.commands) and len(runtime.commands) == 3
+    assert not any("\n" in c or "10.0.0.4" in c for c in runtime.commands)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith("endpoint set v3: 3 of 4 endpoints left out as invalid")
+    assert "first endpoint 2: " in line and "\n" not in line
+    assert LEFT_OUT._value.get() == 3
+    # The next set without bad endpoints clears the gauge; web.1 leaves it.
+    assert await b.apply(pb.EndpointSet(version=4)) == ["web.1-r1-g0.a1"]
+    assert LEFT_OUT._value.get() == 0
+
+
+async def test_a_dns_named_server_is_left_alone_after_a_read_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def resolve(host: str) -> str | None:
+        return {"agent_1": "127.0.0.1"}.get(host)
+
+    monkeypatch.setattr(balancer, "_resolve", resolve)
+    b, runtime = fake_balancer()
+    assert await b.apply(pb.EndpointSet(version=1, endpoints=[ep("web.1", host="agent_1",
+                                                                  port=18081)])) == []
+    assert runtime.commands[0].startswith("add server instances/web.1-r1-g0.a1 "
+                                          "127.0.0.1:18081 ")
+    runtime.commands.clear()
+    # After a runtime error formation-lb reads HAProxy's servers back: at their IPs.
+    runtime.state = ("1\n# be_id be_name ...\n3 instances 1 web.1-r1-g0.a1 127.0.0.1 2 0 1 1 "
+                     "26 6 3 2 6 0 0 0 - 18081 - 0 0 - - 0\n")
+    b.dirty = True
+    assert await b.apply(pb.EndpointSet(version=2, endpoints=[ep("web.1", host="agent_1",
+                                                                  port=18081)])) == []
+    assert runtime.commands == ["show servers state instances"]

@@ -260,4 +260,6 @@ def _plaintext(r: dict, label: str) -> float | None:
 
 
 def _value(value: float, u: str, at_least: bool) -> str:
+    if at_least and u.strip() == "×":  # a ratio: 0.97 ×, not 1 ×
+        return f"{value:.2f}{u}"
     return f"{value:,.0f}{u}" if at_least else f"{value:.2f}{u}"

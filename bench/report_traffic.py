@@ -37,7 +37,10 @@ endpoints change.
 The scale-up is timed from the start of a real `ctl scale web+1` process, with a client sending
 requests through formation-lb all along (4 threads, kept-alive and new connections):
 {tr['requests']:,} requests, {tr['failed_requests']} failed, across the rounds' scale-ups and
-scale-downs. After `running`, the instance is published (its health check passed), formation-lb
-adds it through HAProxy's runtime API, and round robin sends it a request.
+scale-downs. The new instance gets its first request through formation-lb as soon as `ctl ps`
+shows it running, within what polling `ctl ps` can tell apart: it is published the moment its
+health check passes (the web type's TCP check), formation-lb adds it through HAProxy's runtime
+API, and round robin sends it the next request. Most of the time is `ctl`'s own start-up and
+TLS connection and the instance's start and first check.
 """]
     return out

@@ -4,10 +4,15 @@ web type is scaled up and down, rolled out to a new release and drained off an a
 after a kill -9 of an agent, failures stop within HAProxy's check interval × fall count."""
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import signal
+import tempfile
 
 from common.haproxy import haproxy_binary
 from ctl.localcluster import Launch, Part, free_port, wait_port
+from proto import formation_pb2 as pb
 from tests.cluster import wait_for
 from tests.cluster.traffic import Load
 
@@ -122,3 +127,43 @@ def test_no_request_fails_while_the_web_type_scales_rolls_and_drains(make_cluste
     finally:
         lb.stop()
     assert lb.proc.returncode == 0, c.log("lb")[-2000:]
+
+
+def test_a_machine_cut_off_stops_getting_requests_before_the_scheduler_notices(
+        hosts_cluster, tmp_path):
+    """HAProxy's own checks: packets to a cut-off machine are dropped, nothing refuses, and
+    still no request sent after check interval × fall (and a check's own timeout) fails,
+    while the scheduler, with a 10 s agent_ttl, has not yet marked the agent down."""
+    (tmp_path / "web.py").write_text(ABRUPT_WEB)
+    (tmp_path / "Procfile").write_text("web: python3 web.py\n")
+    (tmp_path / "formation.toml").write_text(SETTINGS)
+    c = hosts_cluster(agents=2, agent_ttl=10.0, workdir=str(tmp_path))
+    c.ctl("deploy", str(tmp_path / "Procfile"))
+    c.ctl("scale", "web=2", "--wait", "--timeout", "30")
+    assert len({i.agent for i in c.instances().values()}) == 2  # one on each machine
+    port = free_port()
+    lb = start_lb(c, port)
+    try:
+        with Load("127.0.0.1", port) as load:
+            wait_for(lambda: len(load.answered_by(0)) == 2, 15,
+                     what="both instances answering through formation-lb")
+            victim = c.instances()["web.1"].agent
+            cut = load.mark()
+            c.cut(victim)
+            window = CHECK_INTERVAL * FALL + CHECK_INTERVAL + 1.0  # + a check's own timeout
+            wait_for(lambda: load.mark() > cut + window + 1.0, window + 5)
+            late = load.failures(cut + window)
+            assert not late, f"requests failing {window} s after the cut: {late[:5]}"
+            assert load.answered_by(cut + window) == {"web.2"}
+            assert len(load.since(cut + window)) > 10
+            # ... and the scheduler has not noticed yet: the edge did not wait for it.
+            agent = next(a for a in c.client.agents() if a.name == victim)
+            assert agent.state != pb.AGENT_DOWN, "the scheduler noticed first"
+    finally:
+        # Requests the client gave up on are still in flight to the cut machine: HAProxy's
+        # soft stop would wait for them (up to 10 s). Its stop is tested elsewhere.
+        lb.stop(signal.SIGKILL)
+        for pidfile in glob.glob(os.path.join(tempfile.gettempdir(), "formation-lb-*", "pid")):
+            with open(pidfile) as f:
+                if f.read() == str(lb.pid):  # its private directory, left by the SIGKILL
+                    shutil.rmtree(os.path.dirname(pidfile))

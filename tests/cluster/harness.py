@@ -160,8 +160,13 @@ class Cluster:
         self.start_scheduler()
         for name in self.agent_names:
             self.start_agent(name)
-        wait_for(lambda: sum(a.connected for a in self.client.agents()) == len(self.agent_names),
-                 20, what="agents to connect")
+        try:
+            wait_for(lambda: sum(a.connected for a in self.client.agents())
+                     == len(self.agent_names), 20, what="agents to connect")
+        except Timeout as e:  # say why: the last lines of the parts that ended, or all
+            ended = [n for n, p in self.parts.items() if p.proc.poll() is not None]
+            tails = {n: self.log(n)[-1500:] for n in (ended or list(self.parts))}
+            raise Timeout(f"{e}; ended: {ended}; their last lines: {tails}") from None
 
     def start_etcd(self, i: int = 0) -> Part:
         control = self.hosts[CONTROL].address

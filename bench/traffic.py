@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
@@ -37,7 +36,7 @@ from ctl.localcluster import Launch, Part, free_port, wait_port
 from lb.haproxy import config, max_conn
 from tests.cluster import Cluster, procs, wait_for
 from tests.cluster.harness import EXAMPLES
-from tests.cluster.traffic import Load
+from tests.cluster.traffic import Load, launcher, start_lb
 
 STATIC = """\
 global
@@ -72,13 +71,6 @@ def wrk(port: int) -> float:
     return float(match.group(1))
 
 
-def start_lb(c: Cluster, launch: Launch, port: int, app: str) -> Part:
-    part = launch.lb(c.listen, f"127.0.0.1:{port}", app, "web", tls=c.tls_for("lb", "bench"),
-                     name=f"lb-{app}")
-    wait_port("127.0.0.1", port, 20, part.proc)
-    return part
-
-
 def plain_haproxy(launch: Launch, tmp: Path, port: int, server: str) -> Part:
     """HAProxy with formation-lb's own configuration and the instance as a static server."""
     cfg = config("127.0.0.1", port, str(tmp / "plain.sock"), max_conn()) + \
@@ -99,7 +91,7 @@ def throughput(c: Cluster, launch: Launch, d: Path, rounds: int) -> dict:
     lb_port, plain_port = free_port(), free_port()
     parts: list[Part] = []
     try:
-        parts.append(start_lb(c, launch, lb_port, "static"))
+        parts.append(start_lb(c, lb_port, "static", name="lb-static"))
         parts.append(plain_haproxy(launch, d, plain_port, f"127.0.0.1:{inst.port}"))
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{lb_port}/",
                                                 timeout=2).status == 200, 20,
@@ -116,13 +108,13 @@ def throughput(c: Cluster, launch: Launch, d: Path, rounds: int) -> dict:
             p.stop()
 
 
-def scale_to_traffic(c: Cluster, launch: Launch, d: Path, rounds: int) -> dict:
+def scale_to_traffic(c: Cluster, d: Path, rounds: int) -> dict:
     shutil.copy(f"{EXAMPLES}/web.py", d / "web.py")
     (d / "Procfile").write_text("web: python3 web.py\n")
     c.ctl("deploy", str(d / "Procfile"))
     c.ctl("scale", "web=2", "--wait", "--timeout", "30")
     port = free_port()
-    part = start_lb(c, launch, port, "default")
+    part = start_lb(c, port)
     running, traffic = [], []
     try:
         with Load("127.0.0.1", port, keep_alive=2, fresh=2, posts=False) as load:
@@ -158,10 +150,9 @@ def run(tmp: Path, rounds: int = 5) -> dict:
     d = tmp / "traffic"
     (d / "static").mkdir(parents=True, exist_ok=True)
     with Cluster(agents=1, mode="local", workdir=str(d)) as c:
-        launch = Launch(stdout=lambda name: open(os.path.join(c.tmp, f"{name}.log"), "a"),  # noqa: SIM115
-                        env={"FTEST_RUN": c.run_id})
+        launch = launcher(c)
         out: dict[str, Any] = {"throughput": throughput(c, launch, d / "static", rounds)}
-        out.update(scale_to_traffic(c, launch, d, rounds))
+        out.update(scale_to_traffic(c, d, rounds))
     out.update(rounds=rounds, wrk=f"-t2 -c32 -d{WRK_SECONDS}s")
     return out
 

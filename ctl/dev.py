@@ -60,8 +60,7 @@ def start_lb(launch: Launch, scheduler: str, args: argparse.Namespace, certs: De
              ) -> Part | None:
     """formation-lb in front of the app's web type, when HAProxy is installed: the app at one
     address, as Heroku's router gives it. Without HAProxy, say how to get it."""
-    binary = haproxy_binary()
-    if binary is None or not os.access(binary, os.X_OK):
+    if haproxy_binary() is None:
         say(f"no load balancer: haproxy is not installed ({INSTALL_HINT}); each web instance "
             "answers on its own port (`ctl ps`)")
         return None

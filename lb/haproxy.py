@@ -33,7 +33,6 @@ import signal
 from collections import deque
 
 from common.escape import escape
-from common.haproxy import INSTALL_HINT, haproxy_binary
 from lb.runtime import Runtime
 from lb.servers import address
 
@@ -50,21 +49,6 @@ START_LINES = 50   # of its output kept to show if it fails to start
 ECHO = re.compile(r" : (CLI : )?('server \S+' : New server registered|Server deleted\."
                   r"|Server \S+ is (UP/READY \(leaving forced maintenance\)"
                   r"|going DOWN for maintenance))")
-
-
-def find_binary() -> str | None:
-    """common/haproxy.py's HAProxy ($HAPROXY_BIN, else on PATH, else /usr/sbin/haproxy), if it
-    is a file that can be run."""
-    binary = haproxy_binary()
-    if binary is None or not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
-        return None
-    return binary
-
-
-def missing() -> str:
-    """Why there is no HAProxy to run, and how to get one, on one line."""
-    return f"no HAProxy {'at ' + given if (given := haproxy_binary()) else 'found'}: " \
-           f"{INSTALL_HINT}"
 
 
 def max_conn() -> int:

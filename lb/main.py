@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from common import tls
 from common.cli import OneLineParser, number
+from common.haproxy import haproxy_binary, missing
 from common.httpserve import metrics_route, serve
 from common.logsetup import setup_logging
 from common.names import InvalidName, check_name
@@ -126,9 +127,9 @@ def sweep(parent: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    binary = haproxy.find_binary()
+    binary = haproxy_binary()
     if binary is None:
-        fail(haproxy.missing())
+        fail(missing())
     try:
         creds = tls.Credentials(args.tls) if args.tls else None
     except tls.TlsError as e:

@@ -139,7 +139,8 @@ class Endpoints:
     def idle(self) -> None:
         """Nothing is active: forget the set, so the next watcher is given a fresh one, never
         one from before it (whose copies may long be gone)."""
-        self.current, self.groups, self.ready = {}, {}, False
+        if self.ready:  # (this runs every pass while nobody watches: mostly nothing to do)
+            self.current, self.groups, self.ready = {}, {}, False
 
     # ---- the set, and deregistration ----------------------------------------------------
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lb.haproxy import config, find_binary
+from common.haproxy import haproxy_binary
+from lb.haproxy import config
 from lb.servers import Admin, parse_state
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
@@ -29,7 +30,7 @@ from proto import formation_pb2_grpc as pbg
 ROOT = Path(__file__).resolve().parent.parent
 # No skip without HAProxy: `make test` needs it (.ci/run installs it), and a skip would hide
 # a missing install behind a green run.
-assert find_binary() is not None, "haproxy is not installed: apt-get install haproxy"
+assert haproxy_binary() is not None, "haproxy is not installed: apt-get install haproxy"
 
 
 def free_port() -> int:
@@ -395,7 +396,7 @@ async def test_a_dead_instance_costs_no_request_and_its_check_takes_it_out(
 def test_the_configuration_is_valid_for_this_haproxy(tmp_path: Path) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(config("127.0.0.1", free_port(), str(tmp_path / "admin.sock"), 1000))
-    checked = subprocess.run([str(find_binary()), "-c", "-f", str(path)], capture_output=True,
+    checked = subprocess.run([str(haproxy_binary()), "-c", "-f", str(path)], capture_output=True,
                              text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr + checked.stdout
     assert "WARNING" not in checked.stderr + checked.stdout

@@ -11,10 +11,10 @@ import signal
 import tempfile
 
 from common.haproxy import haproxy_binary
-from ctl.localcluster import Launch, Part, free_port, wait_port
+from ctl.localcluster import free_port
 from proto import formation_pb2 as pb
 from tests.cluster import wait_for
-from tests.cluster.traffic import Load
+from tests.cluster.traffic import Load, start_lb
 
 CHECK_INTERVAL, FALL = 1.0, 2  # formation-lb's defaults: HAProxy's `inter 1s fall 2`
 # A web as most are: SIGTERM ends it at once (no graceful shutdown), and a request takes a
@@ -52,13 +52,15 @@ min_healthy_time = 0.5
 assert haproxy_binary() is not None, "haproxy is not installed: apt-get install haproxy"
 
 
-def start_lb(c, port: int) -> Part:
-    launch = Launch(stdout=lambda name: open(os.path.join(c.tmp, f"{name}.log"), "a"),  # noqa: SIM115
-                    env={"FTEST_RUN": c.run_id})
-    part = launch.lb(c.listen, f"127.0.0.1:{port}", "default", "web",
-                     tls=c.tls_for("lb", "edge"), name="lb")
-    wait_port("127.0.0.1", port, 20, part.proc)
-    return part
+def web_of_two(make, tmp_path, **cluster):
+    """The abrupt web on a cluster made by `make`, deployed and scaled to 2."""
+    (tmp_path / "web.py").write_text(ABRUPT_WEB)
+    (tmp_path / "Procfile").write_text("web: python3 web.py\n")
+    (tmp_path / "formation.toml").write_text(SETTINGS)
+    c = make(workdir=str(tmp_path), **cluster)
+    c.ctl("deploy", str(tmp_path / "Procfile"))
+    c.ctl("scale", "web=2", "--wait", "--timeout", "30")
+    return c
 
 
 def serving(c, n: int) -> bool:
@@ -78,12 +80,7 @@ def quiet(load: Load, start: float, what: str, min_answered_by: int = 2) -> None
 
 
 def test_no_request_fails_while_the_web_type_scales_rolls_and_drains(make_cluster, tmp_path):
-    (tmp_path / "web.py").write_text(ABRUPT_WEB)
-    (tmp_path / "Procfile").write_text("web: python3 web.py\n")
-    (tmp_path / "formation.toml").write_text(SETTINGS)
-    c = make_cluster(agents=3, workdir=str(tmp_path))
-    c.ctl("deploy", str(tmp_path / "Procfile"))
-    c.ctl("scale", "web=2", "--wait", "--timeout", "30")
+    c = web_of_two(make_cluster, tmp_path, agents=3)
     port = free_port()
     lb = start_lb(c, port)
     try:
@@ -134,12 +131,7 @@ def test_a_machine_cut_off_stops_getting_requests_before_the_scheduler_notices(
     """HAProxy's own checks: packets to a cut-off machine are dropped, nothing refuses, and
     still no request sent after check interval × fall (and a check's own timeout) fails,
     while the scheduler, with a 10 s agent_ttl, has not yet marked the agent down."""
-    (tmp_path / "web.py").write_text(ABRUPT_WEB)
-    (tmp_path / "Procfile").write_text("web: python3 web.py\n")
-    (tmp_path / "formation.toml").write_text(SETTINGS)
-    c = hosts_cluster(agents=2, agent_ttl=10.0, workdir=str(tmp_path))
-    c.ctl("deploy", str(tmp_path / "Procfile"))
-    c.ctl("scale", "web=2", "--wait", "--timeout", "30")
+    c = web_of_two(hosts_cluster, tmp_path, agents=2, agent_ttl=10.0)
     assert len({i.agent for i in c.instances().values()}) == 2  # one on each machine
     port = free_port()
     lb = start_lb(c, port)

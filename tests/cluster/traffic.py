@@ -5,9 +5,31 @@ on it. Every request is recorded (when, whether it got a 200, and who answered).
 from __future__ import annotations
 
 import http.client
+import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ctl.localcluster import Launch, Part, wait_port
+
+if TYPE_CHECKING:
+    from tests.cluster.harness import Cluster
+
+
+def launcher(c: Cluster) -> Launch:
+    """How a test starts a part beside the cluster: its output in the cluster's directory,
+    tagged with the run (the teardown's leak check finds it, and HAProxy under it)."""
+    return Launch(stdout=lambda name: open(os.path.join(c.tmp, f"{name}.log"), "a"),  # noqa: SIM115
+                  env={"FTEST_RUN": c.run_id})
+
+
+def start_lb(c: Cluster, port: int, app: str = "default", name: str = "lb") -> Part:
+    """formation-lb on 127.0.0.1:port in front of the app's web type, listening."""
+    part = launcher(c).lb(c.listen, f"127.0.0.1:{port}", app, "web", tls=c.tls_for("lb", name),
+                          name=name)
+    wait_port("127.0.0.1", port, 20, part.proc)
+    return part
 
 
 @dataclass(frozen=True)

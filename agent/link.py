@@ -14,14 +14,40 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from agent.instruments import STALE_LISTS
 from agent.supervisor import Supervisor
 from common.identity import role_host
-from common.limits import AGENT_REDIAL_MAX, HEARTBEAT, MAX_LIST_BYTES, SILENCE_LIMIT
+from common.limits import (
+    AGENT_REDIAL_MAX,
+    HEARTBEAT,
+    LEADER_KEY,
+    MAX_LIST_BYTES,
+    SILENCE_LIMIT,
+)
+from common.net import split_hostport
 from common.tls import Credentials, target
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 
 log = logging.getLogger("agent")
+
+
+MAX_REDIRECTS = 3  # followers' redirects followed in a row before the backoff applies again
+
+
+def _leader_of(e: grpc.aio.AioRpcError) -> str | None:
+    """The leader's address a follower's refusal names, if it names a usable one."""
+    if e.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    for key, value in e.trailing_metadata() or ():
+        if key == LEADER_KEY and isinstance(value, str) and len(value) <= 255 \
+                and value.isprintable():
+            try:
+                split_hostport(value)
+            except ValueError:
+                return None
+            return value
+    return None
 
 
 # A list may be large (many instances, each release's env once): well past gRPC's default 4 MiB.
@@ -53,6 +79,7 @@ class SchedulerLink:
         self.contact = asyncio.Event()  # set by every message from the scheduler
         self.fence_after = 0.0          # learnt from the scheduler with each list
         self.agent_ttl = 0.0
+        self.epoch = 0                  # the newest leader's epoch seen in a list
         self._call: grpc.aio.StreamStreamCall | None = None
         self._pending: list[pb.InstanceStatus] = []
         self.on_contact = on_contact  # tells the guardian (deadline for its own fencing)
@@ -107,12 +134,21 @@ class SchedulerLink:
             await self.contact.wait()
 
     async def run(self) -> None:
-        attempt = 0
+        attempt, redirects = 0, 0
+        leader: str | None = None  # where a follower said the leader is: dialled next
         while True:
-            address = self.addresses[attempt % len(self.addresses)]
+            address = leader or self.addresses[attempt % len(self.addresses)]
+            leader = None
             try:
                 await self._session(address)
             except grpc.aio.AioRpcError as e:
+                leader = _leader_of(e)
+                if leader is not None and redirects < MAX_REDIRECTS:
+                    redirects += 1
+                    log.info("scheduler %s does not lead: dialling the leader at %s", address,
+                             leader)
+                    continue  # at once: the follower held the call until a leader was known
+                leader = None
                 if self.connected or attempt % 10 == 0:
                     log.warning("scheduler %s: %s", address, e.details() or e.code().name)
             except TimeoutError:
@@ -125,6 +161,7 @@ class SchedulerLink:
             if self.connected:
                 attempt = 0
             self.connected = False
+            redirects = 0
             attempt += 1
             delay = min(0.1 * 2 ** min(attempt, 6), AGENT_REDIAL_MAX)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -161,6 +198,13 @@ class SchedulerLink:
                         log.info("connected to scheduler %s", address)
                     if message.WhichOneof("kind") == "assignments":
                         lists = message.assignments
+                        if lists.epoch < self.epoch:  # a deposed leader's: never applied
+                            STALE_LISTS.inc()
+                            log.warning("ignored a list of epoch %d from %s: the newest "
+                                        "leader seen is of epoch %d", lists.epoch, address,
+                                        self.epoch)
+                            continue
+                        self.epoch = lists.epoch
                         self.fence_after, self.agent_ttl = lists.fence_after, lists.agent_ttl
                         self.supervisor.apply(with_env(lists))
             finally:

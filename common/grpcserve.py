@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from common.identity import Identity
-from common.tls import peer_identity
+from common.tls import caller_identity
 from proto import formation_pb2 as pb
 
 # Who may call a method: (method name, the caller's identity) -> why not, or None if allowed.
@@ -63,8 +63,9 @@ async def _refuse(context: grpc.aio.ServicerContext, what: str) -> None:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {what} message")
 
 
-async def _authorize(policy: Policy, name: str, context: grpc.aio.ServicerContext) -> None:
-    who = peer_identity(context)
+async def authorize(policy: Policy, name: str, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call unless policy allows its caller (a forwarded call's: caller_identity)."""
+    who = caller_identity(context)
     why = policy(name, who)
     if why is not None:
         log.warning("refused %s from %s: %s", name, context.peer(), why)
@@ -81,13 +82,13 @@ def _guarded(method: Any, handler: Callable[..., Any], policy: Policy | None
     if method.server_streaming:
         async def streaming(request: Any, context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[Any]:
-            await _authorize(policy, method.name, context)
+            await authorize(policy, method.name, context)
             async for reply in handler(request, context):
                 yield reply
         return streaming
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _authorize(policy, method.name, context)
+        await authorize(policy, method.name, context)
         return await handler(request, context)
     return unary
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 HEARTBEAT = 1.0          # seconds between an agent's heartbeats
 SILENCE_LIMIT = 4.0      # seconds without any message before an agent redials
+# Trailing metadata of a follower's refusal of an agent's stream: the leader's address, which
+# the agent dials next, at once (scheduler/agentlink.py).
+LEADER_KEY = "formation-leader"
 AGENT_REDIAL_MAX = 5.0   # an agent's longest redial backoff; a restarted scheduler waits it out
 
 # ---- a release (Deploy): over a bound is INVALID_ARGUMENT, and ctl exit 2 -----------------

@@ -244,6 +244,25 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
         return None
 
 
-__all__ = ["CERT_EXPIRY", "Credentials", "Material", "TlsError", "TlsPaths",
+# Metadata of a call a scheduler replica forwards to the leader: who the caller is (the
+# identity URI of its certificate). Believed only from a peer holding a scheduler's
+# certificate, which checked the caller's own before it forwarded.
+CALLER_KEY = "formation-caller"
+
+
+def caller_identity(context: grpc.aio.ServicerContext) -> Identity | None:
+    """Who made the call: the peer's certificate, or, when the peer is a scheduler replica
+    forwarding a call, the caller it names (None if it names none that is valid)."""
+    who = peer_identity(context)
+    if who is None or who.role != "scheduler":
+        return who
+    for key, value in context.invocation_metadata() or ():
+        if key == CALLER_KEY:
+            return parse_identity(value) if isinstance(value, str) else None
+    return who
+
+
+__all__ = ["CALLER_KEY", "CERT_EXPIRY", "Credentials", "Material", "TlsError", "TlsPaths",
            "add_flags", "check_listen", "is_loopback", "load", "paths_from", "peer_identity",
+           "caller_identity",
            "target"]

@@ -232,6 +232,30 @@ class ListInstancesReply(_message.Message):
     next_page_token: str
     def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ListSchedulersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SchedulerInfo(_message.Message):
+    __slots__ = ("name", "address", "leader", "since", "healthy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    leader: bool
+    since: float
+    healthy: bool
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., leader: _Optional[bool] = ..., since: _Optional[float] = ..., healthy: _Optional[bool] = ...) -> None: ...
+
+class ListSchedulersReply(_message.Message):
+    __slots__ = ("schedulers",)
+    SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
+    schedulers: _containers.RepeatedCompositeFieldContainer[SchedulerInfo]
+    def __init__(self, schedulers: _Optional[_Iterable[_Union[SchedulerInfo, _Mapping]]] = ...) -> None: ...
+
 class ListAgentsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -665,16 +689,18 @@ class ReleaseEnv(_message.Message):
     def __init__(self, app: _Optional[str] = ..., release: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("items", "envs", "fence_after", "agent_ttl")
+    __slots__ = ("items", "envs", "fence_after", "agent_ttl", "epoch")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ENVS_FIELD_NUMBER: _ClassVar[int]
     FENCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     AGENT_TTL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Assignment]
     envs: _containers.RepeatedCompositeFieldContainer[ReleaseEnv]
     fence_after: float
     agent_ttl: float
-    def __init__(self, items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., envs: _Optional[_Iterable[_Union[ReleaseEnv, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ...) -> None: ...
+    epoch: int
+    def __init__(self, items: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., envs: _Optional[_Iterable[_Union[ReleaseEnv, _Mapping]]] = ..., fence_after: _Optional[float] = ..., agent_ttl: _Optional[float] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
     __slots__ = ("assignments", "ack")

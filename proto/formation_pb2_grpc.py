@@ -109,6 +109,11 @@ class ControlStub:
                 request_serializer=proto_dot_formation__pb2.EventsRequest.SerializeToString,
                 response_deserializer=proto_dot_formation__pb2.EventInfo.FromString,
                 _registered_method=True)
+        self.ListSchedulers = channel.unary_unary(
+                '/formation.v1.Control/ListSchedulers',
+                request_serializer=proto_dot_formation__pb2.ListSchedulersRequest.SerializeToString,
+                response_deserializer=proto_dot_formation__pb2.ListSchedulersReply.FromString,
+                _registered_method=True)
         self.WatchEndpoints = channel.stream_stream(
                 '/formation.v1.Control/WatchEndpoints',
                 request_serializer=proto_dot_formation__pb2.EndpointsRequest.SerializeToString,
@@ -209,11 +214,19 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchEndpoints(self, request_iterator, context):
+    def ListSchedulers(self, request, context):
         """The running and healthy instances of each app's types, whole, once per change (the
         load-balancer edge: formation-lb). A watcher that acknowledges versions holds back the
         stop of an instance until it has applied the set without it (docs/traffic.md).
+        The scheduler replicas and which leads; any replica answers it itself (not forwarded),
+        so it works while no replica leads.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEndpoints(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -295,6 +308,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=proto_dot_formation__pb2.EventsRequest.FromString,
                     response_serializer=proto_dot_formation__pb2.EventInfo.SerializeToString,
+            ),
+            'ListSchedulers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedulers,
+                    request_deserializer=proto_dot_formation__pb2.ListSchedulersRequest.FromString,
+                    response_serializer=proto_dot_formation__pb2.ListSchedulersReply.SerializeToString,
             ),
             'WatchEndpoints': grpc.stream_stream_rpc_method_handler(
                     servicer.WatchEndpoints,
@@ -707,6 +725,33 @@ class Control:
             '/formation.v1.Control/Events',
             proto_dot_formation__pb2.EventsRequest.SerializeToString,
             proto_dot_formation__pb2.EventInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedulers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/formation.v1.Control/ListSchedulers',
+            proto_dot_formation__pb2.ListSchedulersRequest.SerializeToString,
+            proto_dot_formation__pb2.ListSchedulersReply.FromString,
             options,
             channel_credentials,
             insecure,

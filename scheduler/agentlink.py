@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from common.grpcserve import BadRequest
+from common.limits import LEADER_KEY, SILENCE_LIMIT
 from common.names import check_name, split_instance_id
 from common.states import InstanceState, is_instance_state
 from common.tls import peer_identity
@@ -19,13 +21,16 @@ from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler.agents import AgentEntry, Session
 from scheduler.errors import answer
+from scheduler.peers import Peers
 from scheduler.reconciler import Scheduler
+from scheduler.replica import NoLeader, Replica
 
 log = logging.getLogger("scheduler.link")
 MAX_ADDRESS = 255               # characters of an agent's advertised addresses
 MAX_CAPACITY = 100_000          # instance slots an agent may declare
 MAX_HELLO_INSTANCES = 10_000    # instances an agent may say it runs when it connects
 MAX_REASON = 1024               # characters of an instance status's reason
+PARK = SILENCE_LIMIT - 1.0      # seconds a follower holds an agent's call for a leader
 
 
 def check_status(s: pb.InstanceStatus) -> None:
@@ -57,8 +62,11 @@ def check_hello(h: pb.Hello) -> None:
 
 
 class AgentLinkService(pbg.AgentLinkServicer):
-    def __init__(self, scheduler: Scheduler, tls: bool = False) -> None:
-        self.s = scheduler
+    """Served by the leader; a follower sends each agent to it (`_send_to_leader`)."""
+
+    def __init__(self, replica: Replica, peers: Peers, tls: bool = False) -> None:
+        self.replica = replica
+        self.peers = peers
         self.tls = tls  # with TLS, an agent may say hello only under its certificate's name
 
     async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
@@ -77,12 +85,17 @@ class AgentLinkService(pbg.AgentLinkServicer):
                                     f"{who} may not connect as agent {hello.name[:64]!r}")
                 return
 
+        s = self.replica.current()
+        if s is None:
+            await self._send_to_leader(context)
+            return
+
         async def register() -> tuple[AgentEntry, Session]:
             check_hello(hello)
-            return await self.s.agent_hello(hello)
+            return await s.agent_hello(hello)
         entry, session = await answer(context, register)
 
-        reader = asyncio.create_task(self._read(entry, request_iterator, session.outbox))
+        reader = asyncio.create_task(self._read(s, entry, request_iterator, session.outbox))
         try:
             while True:
                 message = await session.outbox.get()
@@ -91,12 +104,39 @@ class AgentLinkService(pbg.AgentLinkServicer):
                 yield message
         finally:
             reader.cancel()
-            self.s.agent_gone(entry, session)
+            s.agent_gone(entry, session)
         bad = reader.result() if reader.done() and not reader.cancelled() else None
         if bad is not None:
             raise bad  # a bad frame: answered by the handler's own task (common/grpcserve.py)
 
-    async def _read(self, entry: AgentEntry, messages: AsyncIterator[pb.AgentMessage],
+    async def _send_to_leader(self, context: grpc.aio.ServicerContext) -> None:
+        """This replica does not lead: hold the agent's call until a leader is known that
+        this replica can reach (or it leads itself), then end it with the leader's address
+        (LEADER_KEY), which the agent dials at once. Held for PARK at most, within the
+        agent's own patience (SILENCE_LIMIT): then it tries its other addresses."""
+        deadline = time.monotonic() + PARK
+        while True:
+            try:
+                leader = await self.replica.wait_leader(deadline)
+            except NoLeader as e:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+                return
+            mine = leader.key == self.replica.election.me.key \
+                if self.replica.election.me is not None else False
+            left = deadline - time.monotonic()
+            if mine or await self.peers.ready(leader.address, max(0.01, min(left, 0.5))):
+                break
+            if time.monotonic() >= deadline:
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"the leader {leader.name} at {leader.address} cannot be "
+                                    "reached from here")
+                return
+        context.set_trailing_metadata(((LEADER_KEY, leader.address),))
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            f"not the leader: {leader.name} at {leader.address} leads")
+
+    async def _read(self, s: Scheduler, entry: AgentEntry,
+                    messages: AsyncIterator[pb.AgentMessage],
                     outbox: asyncio.Queue) -> BadRequest | None:
         """Take the agent's messages until it hangs up; a bad frame ends it, returned."""
         name = entry.record.name
@@ -104,16 +144,17 @@ class AgentLinkService(pbg.AgentLinkServicer):
             async for message in messages:
                 kind = message.WhichOneof("kind")
                 if kind == "heartbeat":
-                    self.s.agent_heartbeat(name)
-                    outbox.put_nowait(pb.SchedulerMessage(ack=message.heartbeat))
+                    s.agent_heartbeat(name)
+                    if s.times.leads():  # contact means the leader's, not a deposed one's
+                        outbox.put_nowait(pb.SchedulerMessage(ack=message.heartbeat))
                 elif kind == "statuses":
                     for status in message.statuses.items:
                         try:
                             check_status(status)
                         except ValueError as e:
-                            self.s.ignore_report(name, str(e))
+                            s.ignore_report(name, str(e))
                             continue
-                        self.s.agent_status(name, status)
+                        s.agent_status(name, status)
         except BadRequest as e:
             return e
         except (grpc.aio.AioRpcError, asyncio.CancelledError):

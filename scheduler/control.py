@@ -15,15 +15,18 @@ from common.appdef_pb import release_from_pb
 from common.limits import MAX_ENV_VARS
 from common.names import check_count, check_name, split_instance_id
 from common.states import is_instance_state
-from common.tls import peer_identity
+from common.tls import caller_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler import endpointstream, releasephase, releases, rollouts
 from scheduler.errors import Rejected, answer
 from scheduler.eventlog import MAX_EVENTS, Event, Follower, TooManyFollowers
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
+from scheduler.peers import Peers, list_schedulers
 from scheduler.reconciler import Scheduler
+from scheduler.replica import Replica
 from scheduler.rolloutsteps import MAX_RESTART_TARGETS
+from scheduler.store import NotLeader
 
 log = logging.getLogger("scheduler.control")
 MAX_AUTHOR = 255  # characters of a release's author as a plaintext client gives it
@@ -32,14 +35,14 @@ MAX_AUTHOR = 255  # characters of a release's author as a plaintext client gives
 def audit(context: grpc.aio.ServicerContext, what: str) -> None:
     """One line per accepted change, naming who made it (with TLS: the certificate's role and
     name), like an audit log: `operator alice: scaled shop web=3`."""
-    who = peer_identity(context)
+    who = caller_identity(context)
     log.info("%s: %s", who if who is not None else f"plaintext caller {context.peer()}", what)
 
 
 def author_of(context: grpc.aio.ServicerContext, said: str) -> str:
     """Who makes a release: the caller's certificate when there is one (what a client says of
     itself is then ignored), else what ctl says (`user@host`), checked."""
-    who = peer_identity(context)
+    who = caller_identity(context)
     if who is not None:
         return str(who)
     if len(said) > MAX_AUTHOR or not said.isprintable():
@@ -60,9 +63,32 @@ def check_target(text: str) -> str:
     return text
 
 class ControlService(pbg.ControlServicer):
-    def __init__(self, scheduler: Scheduler, channels: AgentChannels | None = None) -> None:
-        self.s = scheduler
+    """Served by the leader (followers forward these calls: forward.py), but ListSchedulers,
+    which every replica answers itself."""
+
+    def __init__(self, scheduler: Scheduler | Replica, channels: AgentChannels | None = None,
+                 peers: Peers | None = None) -> None:
+        self._current = scheduler.current if isinstance(scheduler, Replica) \
+            else lambda: scheduler
+        self.replica = scheduler if isinstance(scheduler, Replica) else None
         self.channels = channels or AgentChannels()
+        self.peers = peers or Peers(None)
+
+    @property
+    def s(self) -> Scheduler:
+        """The leader's Scheduler of this term; NotLeader once the term is over."""
+        s = self._current()
+        if s is None:
+            raise NotLeader("this scheduler does not lead (any more): try another")
+        return s
+
+    async def ListSchedulers(self, request: pb.ListSchedulersRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListSchedulersReply:
+        async def run() -> pb.ListSchedulersReply:
+            if self.replica is None:
+                raise Rejected("no replicas here", grpc.StatusCode.UNIMPLEMENTED)
+            return await list_schedulers(self.replica, self.peers)
+        return await answer(context, run)
 
     async def Logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
                    ) -> AsyncIterator[pb.LogLine]:

@@ -19,7 +19,7 @@ import grpc
 
 from common.grpcserve import BadRequest
 from common.names import check_name
-from common.tls import peer_identity
+from common.tls import caller_identity
 from proto import formation_pb2 as pb
 from scheduler.endpoints import MAX_OTHER_WATCHERS, MAX_WATCHERS, Ep, Watcher
 from scheduler.errors import Rejected
@@ -71,7 +71,7 @@ def check_watch(request: pb.EndpointsRequest, context: grpc.aio.ServicerContext
         check_name("process type", w.type)
     if len(w.name) > MAX_WATCHER_NAME or not w.name.isprintable():
         raise Rejected(f"watcher name must be at most {MAX_WATCHER_NAME} printable characters")
-    who = peer_identity(context)
+    who = caller_identity(context)
     if w.acknowledges and who is not None and who.role not in ACKNOWLEDGING_ROLES:
         raise Rejected(f"{who.role} may not hold back stops (acknowledges): only "
                        f"{' or '.join(ACKNOWLEDGING_ROLES)} may",

@@ -6,9 +6,12 @@ from typing import TypeVar
 
 import grpc
 
-from scheduler.store import StoreUnavailable
+from scheduler.store import NotLeader, StoreUnavailable
 
 T = TypeVar("T")
+# Trailing metadata of a call refused because this replica does not lead (any more): nothing
+# of it was done, so the replica that forwarded it may send it to the new leader.
+NOT_LEADER = "formation-not-leader"
 
 
 class Rejected(Exception):
@@ -30,5 +33,15 @@ async def answer(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T
         code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
     except StoreUnavailable as e:
         code, message = grpc.StatusCode.UNAVAILABLE, str(e)
+    except NotLeader as e:
+        await not_leader(context, str(e))
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
+
+
+async def not_leader(context: grpc.aio.ServicerContext, why: str = "") -> None:
+    """Refuse a call this replica cannot serve because it does not lead: UNAVAILABLE, which
+    ctl answers by trying another address, marked so a forwarding replica retries it."""
+    context.set_trailing_metadata(((NOT_LEADER, "1"),))
+    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                        why or "this scheduler does not lead (any more): try another")

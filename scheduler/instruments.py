@@ -2,7 +2,7 @@
 measured imports this; the collector of state gauges (metrics.py) reads state at scrape time."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILE_SECONDS = Histogram("formation_reconcile_duration_seconds",
                               "Time of one evaluate-plan-apply-push pass.",
@@ -27,3 +27,16 @@ DEREGISTER_SECONDS = Histogram(
 DEREGISTER_TIMEOUTS = Counter("formation_deregister_timeouts_total",
                               "Deregistrations that ended at deregister_timeout, without "
                               "every acknowledging load balancer's word.")
+LEADER = Gauge("formation_scheduler_leader",
+               "1 while this scheduler replica leads (its lease is sure to be alive), else 0.")
+LEADER_CHANGES = Counter("formation_scheduler_leader_changes_total",
+                         "Changes of the leading replica this replica has seen.")
+FORWARDED = Counter("formation_scheduler_forwarded_calls_total",
+                    "Control calls this replica forwarded to the leader, by method.",
+                    ["method"])
+FENCED_WRITES = Counter("formation_scheduler_fenced_writes_total",
+                        "Writes etcd refused because the leadership they were made under "
+                        "was over (a deposed leader's).")
+STALE_PUSHES = Counter("formation_scheduler_withheld_pushes_total",
+                       "Assignment lists not pushed because this replica could not be sure "
+                       "it still led.")

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,18 +17,25 @@ from common import tls
 from common.cli import OneLineParser, number
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
-from common.limits import AGENT_REDIAL_MAX, HEARTBEAT
+from common.limits import HEARTBEAT
 from common.logsetup import setup_logging
 from common.net import split_hostport
-from scheduler import authz, discovery, etcdclient, eventstore, metrics
+from scheduler import authz, discovery, etcdclient, metrics
 from scheduler.agentlink import AgentLinkService
 from scheduler.control import ControlService
+from scheduler.election import Election
+from scheduler.etcdconn import Connection
+from scheduler.forward import Forwarder
+from scheduler.leadership import MAX_TTL, MIN_TTL, check_replica_name
 from scheduler.logs import RELEASE_OUTPUT_LINES, AgentChannels, last_lines
+from scheduler.peers import Peers
 from scheduler.push import LinkTimes
 from scheduler.reconciler import Scheduler
+from scheduler.replica import Replica
 from scheduler.store import Store
 
 log = logging.getLogger("scheduler")
+MAX_ADVERTISE = 255  # characters of --advertise (it travels in gRPC metadata)
 
 
 def env_default(name: str, default: str) -> str:
@@ -44,6 +53,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--listen", default=env_default("FORMATION_LISTEN", ""),
                    help="gRPC HOST:PORT for ctl and agents: 0.0.0.0:7070 with TLS, "
                         "127.0.0.1:7070 without (env FORMATION_LISTEN)")
+    p.add_argument("--name", default=env_default("FORMATION_NAME", socket.gethostname()),
+                   help="this replica's name, unique among the replicas (env FORMATION_NAME; "
+                        "default: the host name)")
+    p.add_argument("--advertise", default=env_default("FORMATION_ADVERTISE", ""),
+                   help="HOST:PORT where ctl, agents and the other replicas reach this one "
+                        "(env FORMATION_ADVERTISE; default: --listen, with the host name for "
+                        "a wildcard address)")
+    p.add_argument("--leader-ttl", default=env_default("FORMATION_LEADER_TTL", "5"),
+                   help=f"seconds of the leader's lease in etcd: a dead leader is replaced "
+                        f"within about this long, whole seconds from {MIN_TTL} to {MAX_TTL} "
+                        "(env FORMATION_LEADER_TTL)")
     p.add_argument("--metrics-listen", default=env_default("FORMATION_METRICS_LISTEN", ""),
                    help="HOST:PORT serving /metrics (env FORMATION_METRICS_LISTEN)")
     p.add_argument("--agent-ttl", default=env_default("FORMATION_AGENT_TTL", "10"),
@@ -67,7 +87,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.listen = args.listen or ("0.0.0.0:7070" if args.tls else "127.0.0.1:7070")
         tls.check_listen("--listen", args.listen, args.tls is not None, args.insecure)
         args.endpoints, args.etcd_auth = etcdclient.from_args(args)
-        split_hostport(args.listen)
+        host, port = split_hostport(args.listen)
+        if not args.advertise:
+            wildcard = host in ("0.0.0.0", "::", "")
+            args.advertise = f"{socket.gethostname()}:{port}" if wildcard else args.listen
+        split_hostport(args.advertise)
+        if len(args.advertise) > MAX_ADVERTISE or not args.advertise.isascii() \
+                or not args.advertise.isprintable():
+            raise ValueError(f"--advertise must be at most {MAX_ADVERTISE} printable ASCII "
+                             "characters")
+        check_replica_name(args.name)
+        args.leader_ttl = int(number("--leader-ttl", args.leader_ttl, MIN_TTL, MAX_TTL,
+                                     integer=True))
         if args.metrics_listen:
             split_hostport(args.metrics_listen)
         args.agent_ttl = number("--agent-ttl", args.agent_ttl, 2, 3600)
@@ -87,89 +118,92 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    store = Store(args.endpoints, args.prefix, auth=args.etcd_auth)
-    scheduler = Scheduler(store, LinkTimes(args.agent_ttl, args.fence_after),
-                          release_history=args.release_history,
-                          forget_after=args.agent_forget_after)
-    metrics.install(scheduler)
+    conn = Connection(args.endpoints, auth=args.etcd_auth)
+    store = Store(conn, args.prefix)
     try:
         credentials = tls.Credentials(args.tls) if args.tls else None
     except tls.TlsError as e:
         log.error("%s", e)
-        await store.close()
+        await conn.close()
         raise SystemExit(1) from None
     secure = credentials is not None
     if credentials is not None and (credentials.identity is None
                                     or credentials.identity.role != "scheduler"):
         log.error("%s is not a scheduler's certificate (it names %s): issue one with "
                   "`ctl tls issue scheduler NAME`", args.tls.cert, credentials.identity)
-        await store.close()
+        await conn.close()
         raise SystemExit(1)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
     channels = AgentChannels(credentials)
 
-    async def release_output(app: str, instance: str, agent: str) -> None:
-        for line in await last_lines(scheduler.agents, channels, app, instance, agent,
-                                     RELEASE_OUTPUT_LINES):
-            scheduler.events.add(app, "release", f"{instance} | {line.text}")
-    scheduler.release_output = release_output
-    add_service(ControlService(scheduler, channels), server, "Control",
-                authz.control if secure else None)
-    add_service(AgentLinkService(scheduler, tls=secure), server, "AgentLink",
+    def make(fenced: Store, times: LinkTimes) -> Scheduler:
+        """The Scheduler of one term of leadership (replica.py)."""
+        s = Scheduler(fenced, times, release_history=args.release_history,
+                      forget_after=args.agent_forget_after)
+
+        async def release_output(app: str, instance: str, agent: str) -> None:
+            for line in await last_lines(s.agents, channels, app, instance, agent,
+                                         RELEASE_OUTPUT_LINES):
+                s.events.add(app, "release", f"{instance} | {line.text}")
+        s.release_output = release_output
+        return s
+    election = Election(conn, args.prefix, args.name, args.advertise, args.leader_ttl)
+    replica = Replica(store, election, make, LinkTimes(args.agent_ttl, args.fence_after))
+    metrics.install(replica, conn)
+    peers = Peers(credentials)
+    policy = authz.control if secure else None
+    server = grpc.aio.server(options=SERVER_OPTIONS,
+                             interceptors=[Forwarder(replica, peers, policy)])
+    add_service(ControlService(replica, channels, peers), server, "Control", policy)
+    add_service(AgentLinkService(replica, peers, tls=secure), server, "AgentLink",
                 authz.agent_link if secure else None)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    try:  # bound before recovery (which waits for etcd), so a taken port fails at once
+    try:  # a taken port fails at once
         bind(server, args.listen, credentials.server_credentials() if credentials else None)
     except OSError as e:
         log.error("%s", e)
-        await store.close()
+        await conn.close()
         raise SystemExit(1) from None
-    revision = await scheduler.recover()
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    # Agents redial with a backoff of up to AGENT_REDIAL_MAX: that long plus a ttl before any
-    # counts as down.
-    scheduler.agents.grace(args.agent_ttl + AGENT_REDIAL_MAX)
+    await server.start()  # followers serve too: they forward to the leader
+
+    async def health_of(ok: bool) -> None:  # SERVING while in contact with etcd
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING if ok
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+    replica.on_health = health_of
     if args.metrics_listen:
-        await serve(args.metrics_listen, {
-            "/metrics": metrics_route,
-            "/sd/agents": lambda: discovery.agents(scheduler),
-            "/sd/instances": lambda: discovery.instances(scheduler)})
-    log.info("listening on %s with %s (etcd %s, agent ttl %.1fs)", args.listen,
+        def sd(view: Callable[[Scheduler], tuple[str, bytes]]) -> Callable[[], tuple[str, bytes]]:
+            # a follower knows no agents: an empty list (list every replica's URL)
+            return lambda: view(s) if (s := replica.current()) else (discovery.JSON, b"[]")
+        await serve(args.metrics_listen, {"/metrics": metrics_route,
+                                          "/sd/agents": sd(discovery.agents),
+                                          "/sd/instances": sd(discovery.instances)})
+    log.info("listening on %s as %s, advertised as %s, with %s (etcd %s, agent ttl %.1fs, "
+             "leader ttl %ds)", args.listen, args.name, args.advertise,
              f"mutual TLS as {credentials.identity}" if credentials else "no TLS",
-             args.etcd, args.agent_ttl)
+             args.etcd, args.agent_ttl, args.leader_ttl)
 
-    tasks = [asyncio.create_task(scheduler.run(), name="reconcile"),
-             asyncio.create_task(store.watch_apps(revision, scheduler.app_event,
-                                                  scheduler.apps_lost), name="watch"),
-             asyncio.create_task(eventstore.keep(store, scheduler.events,
-                                                 scheduler.events_written), name="events")]
+    task = asyncio.create_task(replica.run(), name="replica")
     stop = asyncio.Event()
-    failed: list[asyncio.Task] = []
-
-    def ended(task: asyncio.Task) -> None:  # neither ever returns: if one does, say so, exit 1
-        if not task.cancelled():
-            failed.append(task)
-            stop.set()
-    for t in tasks:
-        t.add_done_callback(ended)
+    task.add_done_callback(lambda _: stop.set())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if credentials is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
     await stop.wait()
-    for t in failed:
-        log.error("task %s ended: %r", t.get_name(), t.exception())
+    failed = task.done() and not task.cancelled() and task.exception() is not None
+    if failed:
+        error = task.exception()
+        if not isinstance(error, SystemExit):
+            log.error("the replica ended: %r", error)
     log.info("stopping")
-    for t in tasks:
-        t.cancel()
+    task.cancel()  # a term's end writes the events of its last second (replica.py)
+    with contextlib.suppress(asyncio.CancelledError, SystemExit):
+        await task
+    await replica.stop()  # another replica leads at once
     await server.stop(grace=1)
-    with contextlib.suppress(TimeoutError):  # the events of the last second, if etcd answers
-        await asyncio.wait_for(eventstore.flush(store, scheduler.events,
-                                                scheduler.events_written), 5)
-    await store.close()
+    await peers.close()
+    await conn.close()
     if failed:
         raise SystemExit(1)
 

@@ -10,19 +10,29 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from common.states import AgentState
 from scheduler import instruments
+from scheduler.etcdconn import Connection
 from scheduler.reconciler import Scheduler
+from scheduler.replica import Replica
 from scheduler.world import CRASH_LOOP
 
 
 class SchedulerCollector:
     """Desired/running/crash-looping per app and type, agents by state, pending instances, up
-    since."""
+    since: the leader's view (a follower has none: it exports only its start time)."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.s = scheduler
+    def __init__(self, scheduler: Scheduler | Replica) -> None:
+        self.current = scheduler.current if isinstance(scheduler, Replica) \
+            else lambda: scheduler
+        self.started = scheduler.started
 
     def collect(self) -> Iterator[Metric]:
-        s = self.s
+        up = GaugeMetricFamily("formation_scheduler_start_time_seconds",
+                               "Unix time the scheduler started.")
+        up.add_metric([], self.started)
+        yield up
+        s = self.current()
+        if s is None:
+            return
         desired = GaugeMetricFamily("formation_desired_instances",
                                     "Desired instances per app and process type.",
                                     labels=["app", "type"])
@@ -51,9 +61,6 @@ class SchedulerCollector:
                                     "Wanted instances that fit on no agent.", labels=["app"])
         for app, n in sorted(Counter(k.app for k in s.world.pending).items()):
             pending.add_metric([app], n)
-        up = GaugeMetricFamily("formation_scheduler_start_time_seconds",
-                               "Unix time the scheduler started.")
-        up.add_metric([], s.started)
         ends = s.endpoints
         watchers = GaugeMetricFamily("formation_endpoint_watchers",
                                      "WatchEndpoints streams open (load balancers).",
@@ -65,10 +72,9 @@ class SchedulerCollector:
                                  "Copies out of the endpoints that their agent keeps until the "
                                  "load balancers have let go of them.")
         held.add_metric([], len(ends.leaving))
-        yield from (desired, running, looping, agents, pending, up, watchers, held)
+        yield from (desired, running, looping, agents, pending, watchers, held)
 
 
-def install(scheduler: Scheduler) -> None:
-    REGISTRY.register(SchedulerCollector(scheduler))
-    scheduler.store.request_seconds = \
-        lambda op, secs: instruments.ETCD_SECONDS.labels(op).observe(secs)
+def install(replica: Replica, conn: Connection) -> None:
+    REGISTRY.register(SchedulerCollector(replica))
+    conn.request_seconds = lambda op, secs: instruments.ETCD_SECONDS.labels(op).observe(secs)

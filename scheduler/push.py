@@ -3,14 +3,15 @@ that stream (level-triggered: the agent converges to whatever list it got last).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from common.appdef import DEFAULT_STOP_TIMEOUT
 from common.appdef_pb import health_to_pb
 from common.limits import MAX_LIST_BYTES
 from common.names import RELEASE_TYPE
 from proto import formation_pb2 as pb
+from scheduler import instruments
 from scheduler.agents import AgentEntry, Session
 from scheduler.endpoints import Item
 from scheduler.placement import InstanceKey
@@ -19,11 +20,19 @@ from scheduler.world import World, runs_release
 log = logging.getLogger("scheduler")
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class LinkTimes:
-    """What every list tells its agent about silence (docs/failure-model.md)."""
+    """What every list tells its agent about silence (docs/failure-model.md), and about
+    whose list it is: the leader's epoch (an agent ignores lists of an older one). Nothing is
+    pushed unless `leads()` says the leader's lease is sure to be alive (replica.py)."""
     agent_ttl: float
     fence_after: float  # 0: derived, 60 % of agent_ttl
+    epoch: int = 0
+    leads: Callable[[], bool] = field(default=_always, compare=False)
 
     @property
     def fence(self) -> float:
@@ -54,7 +63,7 @@ def list_message(world: World, items: list[tuple[InstanceKey, int, int]], times:
         items=[assignment_message(world, k, v, g) for k, v, g in items],
         envs=[pb.ReleaseEnv(app=app, release=v, env=world.apps.releases[app][v].env)
               for app, v in releases],
-        fence_after=times.fence, agent_ttl=times.agent_ttl))
+        fence_after=times.fence, agent_ttl=times.agent_ttl, epoch=times.epoch))
 
 
 def _withheld(world: World, entry: AgentEntry, session: Session, key: InstanceKey,
@@ -77,6 +86,9 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False,
     `force`); True if sent."""
     session = entry.session
     if session is None:
+        return False
+    if not times.leads():  # a deposed leader's list could undo the new one's
+        instruments.STALE_PUSHES.inc()
         return False
     if items is None:
         items = world.list_for(entry.record.name)

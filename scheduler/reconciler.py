@@ -176,6 +176,12 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
     def poke(self) -> None:
         self.wake.set()
 
+    def end_sessions(self) -> None:
+        """This scheduler's term is over: end every agent's stream (they dial the leader)."""
+        for entry in self.agents.entries.values():
+            if entry.session is not None:
+                entry.session.outbox.put_nowait(None)
+
     async def reconcile(self) -> Plan:
         started = time.monotonic()
         async with self.lock:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import aetcd
@@ -16,9 +15,11 @@ import aetcd.rpc
 import aetcd.utils
 
 from common.appdef import Release
-from common.tls import TlsError
-from scheduler.etcdclient import Endpoint, EtcdAuth, EtcdClient, explain
+from scheduler import instruments
+from scheduler.etcdclient import Endpoint, EtcdAuth
 from scheduler.etcdclient import parse_endpoints as parse_endpoints  # its home until TLS came
+from scheduler.etcdconn import Connection
+from scheduler.etcdconn import StoreUnavailable as StoreUnavailable  # raised through Store
 from scheduler.placement import Assigned, InstanceKey
 from scheduler.records import (
     AgentRecord,
@@ -35,107 +36,57 @@ from scheduler.records import (
 log = logging.getLogger("scheduler.store")
 T = TypeVar("T")
 # Operations per etcd transaction (etcd's default limit is 128): 127 writes and one read of a
-# written key, whose mod_revision tells the revision the transaction made.
+# written key, whose mod_revision tells the revision the transaction made. A leader's compare
+# of its candidacy key (its fence) is a compare, which that limit does not count.
 BATCH = 127
 PAGE_APPS = 32      # keys per page of apps/ (a release may be up to 512 KiB: docs/limits.md)
 PAGE_KEYS = 2048    # keys per page elsewhere (agents and assignments are small)
-MAX_RECEIVE = 64 * 2**20  # bytes of one etcd response the client accepts
-
-
-def _token_expired(text: str) -> bool:
-    """etcd's ErrInvalidAuthToken and ErrAuthOldRevision: get a new token and retry."""
-    return "invalid auth token" in text or "auth store is old" in text
-
-
-def _refused(text: str) -> bool:
-    return any(s in text for s in ("authentication failed", "permission denied",
-                                   "user name is empty", "authentication is not enabled"))
-
-
-class StoreUnavailable(RuntimeError):
-    """No etcd endpoint answered."""
 
 
 class Conflict(RuntimeError):
     """A guarded write found a key changed since the revision it was planned on."""
 
 
+class NotLeader(RuntimeError):
+    """etcd refused a write: the leadership it was made under (its fence) is over."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The leader's candidacy key and its create revision: every write of the leader is made
+    only while that key still exists with that revision (etcd's election recipe), so a
+    deposed leader's writes fail in etcd itself, whatever its clock believes."""
+    key: bytes
+    revision: int
+
+
 class Store:
-    """Typed reads and batched writes over one or more etcd endpoints (fails over between them),
-    over TLS and as a user if `auth` says so."""
+    """Typed reads and batched writes of Formation's state over a Connection (etcdconn.py);
+    with a `fence`, etcd refuses every write once that leadership is over (NotLeader)."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], prefix: str = "/formation",
-                 timeout: float = 5.0, auth: EtcdAuth | None = None) -> None:
+    def __init__(self, conn: Connection, prefix: str = "/formation",
+                 fence: Fence | None = None) -> None:
         self.prefix = prefix.rstrip("/")
-        self._endpoints = [Endpoint(*e) for e in endpoints]  # plain (host, port) pairs too
-        self._timeout = timeout
-        self._auth = auth or EtcdAuth()
-        self._index = 0
-        self._client = self._new_client()
-        self.request_seconds: Callable[[str, float], None] = lambda op, s: None
+        self.conn = conn
+        self.fence = fence
+        self._timeout = conn.timeout
+        self._auth = conn.auth
 
-    def _new_client(self) -> EtcdClient:
-        return EtcdClient(self._endpoints[self._index], self._auth, timeout=self._timeout,
-                          options={"grpc.max_receive_message_length": MAX_RECEIVE})
+    @classmethod
+    def connect(cls, endpoints: Sequence[Endpoint], prefix: str = "/formation",
+                timeout: float = 5.0, auth: EtcdAuth | None = None) -> Store:
+        """A Store over a connection of its own, unfenced (tools and tests)."""
+        return cls(Connection(endpoints, timeout, auth), prefix)
 
-    async def _replace(self, failed: EtcdClient, next_endpoint: bool) -> None:
-        """A new client (a new connection, authenticated again) instead of `failed`, unless
-        a concurrent call replaced it already."""
-        if failed is not self._client:
-            return
-        if next_endpoint:
-            self._index = (self._index + 1) % len(self._endpoints)
-        self._client = self._new_client()
-        await failed.close()
+    def fenced(self, fence: Fence) -> Store:
+        """This store over the same connection, writing only under `fence`."""
+        return Store(self.conn, self.prefix, fence)
 
     async def close(self) -> None:
-        await self._client.close()
-
-    @property
-    def _target(self) -> str:
-        return self._client.target
+        await self.conn.close()
 
     async def _call(self, op: str, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
-        """Run fn against the current endpoint, failing over to the others once each. A token
-        etcd calls expired (its --auth-token-ttl of idleness) is renewed once per call by a
-        new connection; a refused user is StoreUnavailable with etcd's reason."""
-        last: Exception | None = None
-        tries, renewed, stale = len(self._endpoints), False, 0
-        while tries > 0:
-            client = self._client
-            started = time.monotonic()
-            try:
-                await client.connect()  # first, so failures to authenticate are told apart
-                result = await fn(client)
-                self.request_seconds(op, time.monotonic() - started)
-                return result
-            except TlsError as e:  # files that changed since the start and cannot be used
-                raise StoreUnavailable(f"etcd {self._target}: {e}") from None
-            except (aetcd.exceptions.ClientError, TimeoutError) as e:
-                text = str(e)
-                if client is not self._client and stale < 3:  # replaced by another call
-                    stale += 1
-                    continue
-                if self._auth.user and not renewed and _token_expired(text):
-                    renewed = True
-                    log.info("etcd %s: auth token expired (%s); authenticating again",
-                             self._target, explain(e))
-                    await self._replace(client, next_endpoint=False)
-                    continue
-                if _refused(text):  # every endpoint shares the users: no failing over
-                    who = f"user {self._auth.user}" if self._auth.user else "this client"
-                    raise StoreUnavailable(f"etcd {self._target} refused {who}: "
-                                           f"{explain(e)}") from None
-                if not isinstance(e, (aetcd.exceptions.ConnectionFailedError,
-                                      aetcd.exceptions.ConnectionTimeoutError, TimeoutError)):
-                    raise
-                last = e
-                tries -= 1
-                if len(self._endpoints) > 1:  # with one endpoint the caller says it
-                    log.warning("etcd %s failed after %.2fs: %s", self._target,
-                                time.monotonic() - started, explain(e))
-                    await self._replace(client, next_endpoint=True)
-        raise StoreUnavailable(f"etcd unavailable ({self._target}): {explain(last)}")
+        return await self.conn.call(op, fn)
 
     def key(self, *parts: str) -> bytes:
         return "/".join((self.prefix, *parts)).encode()
@@ -187,14 +138,23 @@ class Store:
                    guard: Mapping[bytes, int]) -> int:
         """One transaction, made only if each key in `guard` still has that mod_revision (0:
         absent); else Conflict. Returns the revision it made (0 if it only deleted)."""
-        tx = self._client.transactions
+        tx = self.conn.client.transactions
         compare = [tx.mod(k) == revision for k, revision in guard.items()]
+        failure: list[Any] = []
+        if self.fence is not None:
+            compare.append(tx.create(self.fence.key) == self.fence.revision)
+            failure.append(tx.get(self.fence.key))  # absent or re-created: not the leader
         ops: list[Any] = [tx.put(k, v) for k, v in puts.items()] + [tx.delete(k) for k in deletes]
         if puts:
             ops.append(tx.get(next(iter(puts))))
         ok, responses = await self._call("txn", lambda c: c.transaction(
-            compare=compare, success=ops, failure=[]))
+            compare=compare, success=ops, failure=failure))
         if not ok:
+            fence = self.fence
+            if fence is not None and not (responses and responses[0] and responses[0][0][1]
+                                          .create_revision == fence.revision):
+                instruments.FENCED_WRITES.inc()
+                raise NotLeader("etcd refused the write: this scheduler no longer leads")
             raise Conflict("a key changed since it was read")
         return responses[-1][0][1].mod_revision if puts and responses[-1] else 0
 

@@ -1,0 +1,246 @@
+"""This replica's candidacy in etcd (the recipe and the rules: leadership.py): a lease kept
+alive, a key under it, and a watch of every candidate, so each replica knows who leads.
+
+A candidacy ends when its lease cannot be renewed in time or its key goes; the replica then
+stands again with a new lease (a new key, a new epoch if it is elected again). A replica
+that starts under the name of a key that exists (itself, killed and restarted) takes that
+key's place at once instead of waiting for its lease to end; the replica it replaced, if it
+still runs, learns that its key went and stops (two replicas may not share a name).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aetcd
+import aetcd.exceptions
+import aetcd.rpc
+import aetcd.utils
+
+from scheduler.etcdconn import Connection, StoreUnavailable
+from scheduler.leadership import (
+    Candidate,
+    Validity,
+    candidate_value,
+    leader_of,
+    parse_candidate,
+)
+from scheduler.store import Fence
+
+log = logging.getLogger("scheduler.election")
+ETCD_ERRORS = (StoreUnavailable, aetcd.exceptions.ClientError, TimeoutError)
+
+
+class Replaced(RuntimeError):
+    """Another replica of the same name took this one's place."""
+
+
+class Election:
+    def __init__(self, conn: Connection, prefix: str, name: str, address: str,
+                 ttl: int) -> None:
+        self.conn = conn
+        self.dir = f"{prefix.rstrip('/')}/schedulers/".encode()
+        self.name, self.address, self.ttl = name, address, ttl
+        self.validity = Validity(float(ttl))
+        self.candidates: dict[bytes, Candidate] = {}
+        self.me: Candidate | None = None
+        self.lease = 0
+        self.joined = time.time()
+        self.replaced = False
+        self._revision = 0  # of the last read of the candidates
+        self._event = asyncio.Event()
+
+    # ---- what others ask ---------------------------------------------------------------
+
+    @property
+    def leader(self) -> Candidate | None:
+        return leader_of(self.candidates.values())
+
+    def leading(self) -> bool:
+        """This replica leads, and its lease is sure to be alive (by its own clock)."""
+        me, leader = self.me, self.leader
+        return me is not None and leader is not None and leader.key == me.key \
+            and self.validity.valid(time.monotonic())
+
+    def fence(self) -> Fence:
+        assert self.me is not None
+        return Fence(self.me.key, self.me.revision)
+
+    def healthy(self) -> bool:
+        """In contact with etcd: a candidate whose lease is alive."""
+        return self.me is not None and self.validity.valid(time.monotonic())
+
+    async def changed(self, timeout: float | None = None) -> None:
+        """Return at the next change of the candidates or of this one's lease (or timeout)."""
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def _signal(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    # ---- standing ----------------------------------------------------------------------
+
+    async def campaign(self) -> Candidate:
+        """A new lease and a key under it; a key of this name that exists (this replica's
+        own, from before a restart) is replaced in the same transaction."""
+        lease = await self.conn.call("lease", lambda c: c.lease(self.ttl))
+        sent = time.monotonic()
+        self.lease = lease.id
+        self.validity = Validity(float(self.ttl))
+        self.validity.renewed(sent, float(lease.ttl))
+        key = self.dir + f"{lease.id:x}".encode()
+        now = time.time()
+        value = candidate_value(self.name, self.address, now)
+        others = await self._range()
+        mine = [c.key for c in others.values() if c.name == self.name and c.key != key]
+        tx = self.conn.client.transactions
+        ok, responses = await self.conn.call("txn", lambda c: c.transaction(
+            compare=[tx.create(key) == 0],
+            success=[*(tx.delete(k) for k in mine), tx.put(key, value, lease=lease.id),
+                     tx.get(key)], failure=[]))
+        if not ok:
+            raise StoreUnavailable(f"candidacy key {key.decode()} exists already")
+        if mine:
+            log.info("took the place of the earlier candidacy of %s (%d key)", self.name,
+                     len(mine))
+        revision = responses[-1][0][1].create_revision
+        self.me = Candidate(key, self.name, self.address, now, 0.0, revision)
+        self.candidates[key] = self.me
+        for k in mine:
+            self.candidates.pop(k, None)
+        self._signal()
+        return self.me
+
+    async def say_leading(self) -> None:
+        """Write when this replica became leader into its key (`ctl schedulers` shows it);
+        only while the key is still its own."""
+        me = self.me
+        if me is None:
+            return
+        since = time.time()
+        value = candidate_value(self.name, self.address, me.joined, since)
+        tx = self.conn.client.transactions
+        with contextlib.suppress(*ETCD_ERRORS):
+            await self.conn.call("txn", lambda c: c.transaction(
+                compare=[tx.create(me.key) == me.revision],
+                success=[tx.put(me.key, value, lease=self.lease)], failure=[]))
+
+    async def keep(self) -> None:
+        """Renew the lease every ttl/4; return once it is lost: etcd says it ended, or it
+        could not be renewed before the leader would have to stop (Validity)."""
+        last_error = ""
+        while True:
+            sent = time.monotonic()
+            budget = self.validity.until - sent
+            if budget <= 0:
+                log.warning("lease not renewed in time (%s): standing down", last_error)
+                break
+            try:
+                reply: Any = await asyncio.wait_for(
+                    self.conn.call("lease", lambda c: c.refresh_lease(self.lease)), budget)
+            except ETCD_ERRORS as e:
+                last_error = str(e) or type(e).__name__
+                await asyncio.sleep(min(self.validity.renew_every / 2,
+                                        max(0.0, self.validity.until - time.monotonic())))
+                continue
+            if reply is None or reply.TTL <= 0:
+                log.warning("etcd says this scheduler's lease ended: standing down")
+                break
+            self.validity.renewed(sent, float(reply.TTL))
+            self._signal()
+            await asyncio.sleep(self.validity.renew_every)
+        self.validity.lost()
+        self.me = None
+        self._signal()
+
+    async def resign(self) -> None:
+        """Give the lease back (its key goes with it), so another replica is elected at
+        once rather than when the lease would end; best effort, briefly."""
+        self.validity.lost()
+        self.me = None
+        lease, self.lease = self.lease, 0
+        self._signal()
+        if lease:
+            with contextlib.suppress(*ETCD_ERRORS):
+                await asyncio.wait_for(self.conn.call(
+                    "lease", lambda c: c.revoke_lease(lease)), 1.0)
+
+    # ---- watching ----------------------------------------------------------------------
+
+    async def _range(self) -> dict[bytes, Candidate]:
+        end = aetcd.utils.prefix_range_end(self.dir)
+
+        async def read(c: aetcd.Client) -> Any:
+            await c.connect()
+            try:
+                return await c.kvstub.Range(aetcd.rpc.RangeRequest(key=self.dir, range_end=end),
+                                            timeout=self.conn.timeout, metadata=c.metadata)
+            except aetcd.rpc.AioRpcError as e:
+                aetcd.exceptions._handle_exception(e)
+        resp = await self.conn.call("load", read)
+        self._revision = resp.header.revision
+        found = (parse_candidate(kv.key, kv.value, kv.create_revision) for kv in resp.kvs)
+        return {c.key: c for c in found if c is not None}
+
+    async def list(self) -> list[Candidate]:
+        """Every candidate as etcd has them now, the leader first."""
+        return sorted((await self._range()).values(), key=lambda c: c.revision)
+
+    async def observe(self) -> None:
+        """Keep `candidates` as etcd has them; never returns."""
+        delay = 0.2
+        while True:
+            try:
+                self._set(await self._range())
+                watch = await self.conn.call("watch", self._watch)
+                delay = 0.2
+                async for event in watch:
+                    kv = event.kv
+                    if event.kind == "DELETE":
+                        self._gone(kv.key)
+                    else:
+                        found = parse_candidate(kv.key, kv.value, kv.create_revision)
+                        if found is not None:
+                            self.candidates[kv.key] = found
+                            if self.me is not None and kv.key == self.me.key:
+                                self.me = found
+                    self._signal()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure: watch again from a read
+                log.info("watch of the candidates lost (%s); watching again", e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _watch(self, c: aetcd.Client) -> Any:
+        return await c.watch_prefix(self.dir, start_revision=self._revision + 1)
+
+    def _set(self, found: dict[bytes, Candidate]) -> None:
+        me = self.me
+        if me is not None and me.key not in found:
+            self._gone(me.key, found)
+        self.candidates = found
+        if self.me is not None:
+            self.me = found[self.me.key]
+        self._signal()
+
+    def _gone(self, key: bytes, now: dict[bytes, Candidate] | None = None) -> None:
+        """A key went: if it was this replica's own while its lease lives, someone took its
+        place (another replica of its name: `replaced`) or deleted it; either way this
+        candidacy is over."""
+        self.candidates.pop(key, None)
+        me = self.me
+        if me is None or key != me.key:
+            return
+        others = (now or self.candidates).values()
+        if any(c.name == self.name for c in others):
+            self.replaced = True
+        log.warning("this scheduler's candidacy key went%s", " (another replica named "
+                    f"{self.name} took its place)" if self.replaced else "")
+        self.validity.lost()
+        self.me = None

@@ -176,5 +176,9 @@ class Client:
         return list(self._call(lambda s: s.ListReleases,
                                pb.ListReleasesRequest(app=app)).releases)
 
+    def schedulers(self) -> list[pb.SchedulerInfo]:
+        return list(self._call(lambda s: s.ListSchedulers,
+                               pb.ListSchedulersRequest()).schedulers)
+
     def agents(self) -> list[pb.Agent]:
         return list(self._call(lambda s: s.ListAgents, pb.ListAgentsRequest()).agents)

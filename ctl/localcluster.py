@@ -139,12 +139,12 @@ class Launch:
 
     def scheduler(self, etcd: str, listen: str, metrics: str = "", agent_ttl: float = 10.0,
                   prefix: str = "/formation", extra: Sequence[str] = (),
-                  tls: TlsPaths | None = None) -> Part:
+                  tls: TlsPaths | None = None, name: str = "scheduler") -> Part:
         argv = [self.python, "-m", "scheduler", "--etcd", etcd, "--listen", listen,
                 "--agent-ttl", str(agent_ttl), "--prefix", prefix, *tls_flags(tls), *extra]
         if metrics:
             argv += ["--metrics-listen", metrics]
-        return self.start("scheduler", argv)
+        return self.start(name, argv)
 
     def lb(self, scheduler: str, listen: str, app: str, ptype: str = "web",
            tls: TlsPaths | None = None, name: str = "lb") -> Part:

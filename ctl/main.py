@@ -23,13 +23,14 @@ from ctl import (
     restart,
     rollback,
     scale,
+    schedulers,
     tls,
 )
 from ctl.client import Client
 from ctl.errors import USAGE, CtlError
 
 COMMANDS = (deploy, releases, config, rollback, restart, scale, ps, formation, events, agents, drain,
-            logs, dev, tls)
+            schedulers, logs, dev, tls)
 
 
 class Parser(argparse.ArgumentParser):

@@ -3,13 +3,14 @@
     role       Control                              AgentLink
     operator   everything                           -
     viewer     GetFormation, ListInstances,         -
-               ListAgents, ListReleases,
+               ListAgents, ListReleases, ListSchedulers,
                ListScales, Events, WatchEndpoints
                (not acknowledging; not Logs: apps
                print secrets; nor GetConfig: docs/security.md)
     lb         WatchEndpoints (acknowledging)       -
     agent      -                                    Connect, as its own name only
-    scheduler  -                                    -
+    scheduler  a call it forwards, judged as the        -
+               caller it names (common/tls.caller_identity)
 
 Checked only when the scheduler serves TLS; a plaintext scheduler (loopback, or --insecure)
 trusts whoever can reach it. The name check of an agent's hello is in agentlink.py: the
@@ -20,7 +21,8 @@ from __future__ import annotations
 from common.identity import NO_ROLE, Identity
 
 READ_ONLY = frozenset({"GetFormation", "ListInstances", "ListAgents", "ListReleases",
-                       "ListScales", "Events",  # events name config vars, never values
+                       "ListScales", "ListSchedulers",
+                       "Events",  # events name config vars, never values
                        "WatchEndpoints"})  # acknowledging needs lb or operator: endpointstream
 # What a refusal says the caller may not do: "viewer may not scale".
 ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the formation",
@@ -29,7 +31,8 @@ ACTIONS = {"Deploy": "deploy", "Scale": "scale", "GetFormation": "read the forma
            "Drain": "drain agents", "RemoveAgent": "remove agents", "Logs": "read logs",
            "GetConfig": "read config vars", "SetConfig": "change config vars",
            "Rollback": "roll back", "Events": "read events",
-           "Connect": "connect as an agent", "WatchEndpoints": "watch endpoints"}
+           "Connect": "connect as an agent", "ListSchedulers": "list the schedulers",
+           "WatchEndpoints": "watch endpoints"}
 
 
 def _refusal(who: Identity | None, method: str) -> str:

@@ -81,7 +81,8 @@ class Cluster:
                  etcd: str | None = None, workdir: str = EXAMPLES, mode: str = "local",
                  etcd_members: int = 1, scheduler_args: Sequence[str] = (),
                  spare_hosts: int = 0, agent_env: dict[str, str] | None = None,
-                 tls: bool = True, certs: DevCerts | None = None) -> None:
+                 tls: bool = True, certs: DevCerts | None = None, schedulers: int = 1,
+                 leader_ttl: int = 5) -> None:
         if mode == "auto":
             mode = default_mode()
         if etcd and mode != "local":
@@ -99,6 +100,12 @@ class Cluster:
         self.shared_etcd = etcd
         self.etcd_members = etcd_members
         self.scheduler_args = list(scheduler_args)
+        # One scheduler is "scheduler" on the control host; replicas are scheduler-1..N, each
+        # on a host of its own (so one can be cut off from etcd and the agents).
+        self.scheduler_names = ["scheduler"] if schedulers == 1 else \
+            [f"scheduler-{i}" for i in range(1, schedulers + 1)]
+        self.leader_ttl = leader_ttl
+        self._scheduler_listen: dict[str, str] = {}
         self.agent_env = dict(agent_env or {})  # added to every agent's environment
         self.network = Network(self.run_id, mode)
         self.hosts: dict[str, Host] = {}
@@ -141,7 +148,8 @@ class Cluster:
         return fixed if self.mode == "netns" else free_port()
 
     def start(self) -> None:
-        names = [CONTROL, *self.agent_names, *self.spare_names]
+        replicas = [n for n in self.scheduler_names if n != "scheduler"]
+        names = [CONTROL, *replicas, *self.agent_names, *self.spare_names]
         if self.mode == "local":
             self.hosts = {n: Host(n, "127.0.0.1") for n in names}
         else:
@@ -156,8 +164,14 @@ class Cluster:
                 self.start_etcd(i)
             for _, _, client in peers:
                 wait_port(control, client, 20)
-        self.listen = f"{control}:{self._port(7070)}"
-        self.start_scheduler()
+        for name in self.scheduler_names:
+            host = self.hosts[CONTROL if name == "scheduler" else name].address
+            self._scheduler_listen[name] = f"{host}:{self._port(7070)}"
+            self.metrics[name] = f"{host}:{self._port(9100)}"
+        # Agents and ctl are given every replica's address.
+        self.listen = ",".join(self._scheduler_listen.values())
+        for name in self.scheduler_names:
+            self.start_scheduler(name)
         for name in self.agent_names:
             self.start_agent(name)
         try:
@@ -186,32 +200,53 @@ class Cluster:
         self.start_etcd(i)
         wait_port(self.hosts[CONTROL].address, self._etcd_peers[i][2], 20)
 
-    def start_scheduler(self) -> Part:
-        if "scheduler" not in self.metrics:
-            self.metrics["scheduler"] = f"{self.hosts[CONTROL].address}:{self._port(9100)}"
-        part = self.launch(CONTROL).scheduler(
-            self.etcd_url, self.listen, metrics=self.metrics["scheduler"],
+    def start_scheduler(self, name: str = "scheduler") -> Part:
+        host = CONTROL if name == "scheduler" else name
+        listen = self._scheduler_listen[name]
+        address = self.hosts[host].address
+        part = self.launch(host).scheduler(
+            self.etcd_url, listen, metrics=self.metrics[name],
             agent_ttl=self.agent_ttl, prefix=self.prefix,
-            extra=[*self.insecure, *self.scheduler_args],
-            tls=self.tls_for("scheduler", "scheduler", self.hosts[CONTROL].address))
-        self.parts["scheduler"] = part
-        host, port = self.listen.rsplit(":", 1)
-        wait_port(host, int(port), 20, part.proc)
+            extra=[*self.insecure, "--name", name, "--leader-ttl", str(self.leader_ttl),
+                   *self.scheduler_args],
+            tls=self.tls_for("scheduler", name, address), name=name)
+        self.parts[name] = part
+        h, port = listen.rsplit(":", 1)
+        wait_port(h, int(port), 20, part.proc)
         return part
 
-    def stop_scheduler(self, sig: int = signal.SIGTERM) -> int | None:
+    def stop_scheduler(self, sig: int = signal.SIGTERM, name: str = "scheduler"
+                       ) -> int | None:
         if self._client is not None:
             self._client.close()
             self._client = None
-        return self.parts.pop("scheduler").stop(sig)
+        return self.parts.pop(name).stop(sig)
 
-    def restart_scheduler(self, sig: int = signal.SIGTERM) -> None:
+    def restart_scheduler(self, sig: int = signal.SIGTERM, name: str = "scheduler") -> None:
         """Stop (or kill) the scheduler, start it again on the same address, wait for agents."""
-        self.stop_scheduler(sig)
-        self.start_scheduler()
+        self.stop_scheduler(sig, name)
+        self.start_scheduler(name)
         wait_for(lambda: sum(a.connected for a in self.client.agents()) ==
                  sum(1 for n in self.parts if n.startswith("agent")), 20,
                  what="agents to reconnect")
+
+    def schedulers(self) -> list[Any]:
+        """`ctl schedulers` as the API gives it (SchedulerInfo messages, the leader first)."""
+        return self.client.schedulers()
+
+    def leader(self, timeout: float = 20) -> str:
+        """The name of the replica that leads, once one does and says so in its metrics."""
+        def found() -> str | None:
+            for name in self.scheduler_names:
+                if name in self.parts and self.parts[name].proc.poll() is None:
+                    with contextlib.suppress(OSError):
+                        if self.scrape(name).get("formation_scheduler_leader") == 1:
+                            return name
+            return None
+        return str(wait_for(found, timeout, what="a leader"))
+
+    def scheduler_address(self, name: str) -> str:
+        return self._scheduler_listen[name]
 
     def start_agent(self, name: str, capacity: int | None = None,
                     port_range: str | None = None, env: dict[str, str] | None = None) -> Part:
@@ -248,8 +283,10 @@ class Cluster:
             part = self.parts.pop(name)
             part.proc.send_signal(signal.SIGCONT)  # a frozen agent cannot stop its children
             part.stop(timeout=20)
-        for name in ["scheduler", *sorted(n for n in self.parts if n.startswith("etcd"))]:
+        for name in [*self.scheduler_names,
+                     *sorted(n for n in self.parts if n.startswith("etcd"))]:
             if name in self.parts:
+                self.parts[name].proc.send_signal(signal.SIGCONT)  # a frozen one cannot stop
                 self.parts.pop(name).stop()
         leaked = procs.with_env("FTEST_RUN", self.run_id)
         for pid in leaked:
@@ -310,7 +347,7 @@ class Cluster:
         server = "scheduler"
         if address in self._agent_listen:
             address, server = self._agent_listen[address], f"{address}.agent"
-        address = address or self.listen
+        address = address or self.listen.split(",")[0]
         paths = self.tls_for(role, name)
         if paths is None:
             return grpc.insecure_channel(address, options=list(options))

@@ -32,6 +32,7 @@ from proto import formation_pb2_grpc as pbg
 log = logging.getLogger("agent")
 
 
+CONNECT_TIMEOUT = 3.0  # seconds for a scheduler to complete a connection (TLS included)
 MAX_REDIRECTS = 3  # followers' redirects followed in a row before the backoff applies again
 
 
@@ -48,6 +49,17 @@ def _leader_of(e: grpc.aio.AioRpcError) -> str | None:
                 return None
             return value
     return None
+
+
+async def _connected(channel: grpc.aio.Channel) -> None:
+    """Return once the channel is connected; ConnectionError at once if it failed (a
+    refused connection: the next address is tried without waiting)."""
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            raise ConnectionError("cannot connect")
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
 
 
 # A list may be large (many instances, each release's env once): well past gRPC's default 4 MiB.
@@ -134,11 +146,11 @@ class SchedulerLink:
             await self.contact.wait()
 
     async def run(self) -> None:
-        attempt, redirects = 0, 0
+        attempt, redirects, index = 0, 0, 0
         leader: str | None = None  # where a follower said the leader is: dialled next
         while True:
-            address = leader or self.addresses[attempt % len(self.addresses)]
-            leader = None
+            address = leader or self.addresses[index % len(self.addresses)]
+            rotating, leader = leader is None, None
             try:
                 await self._session(address)
             except grpc.aio.AioRpcError as e:
@@ -152,12 +164,18 @@ class SchedulerLink:
                 if self.connected or attempt % 10 == 0:
                     log.warning("scheduler %s: %s", address, e.details() or e.code().name)
             except TimeoutError:
-                log.warning("scheduler %s went silent; reconnecting", address)
+                log.warning("scheduler %s %s; reconnecting", address,
+                            "went silent" if self.connected else "did not answer")
+            except ConnectionError as e:
+                if attempt % 10 == 0:
+                    log.warning("scheduler %s: %s", address, e)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._call is not None or (task is not None and task.cancelling()):
                     raise
                 # our own cancel() of the call after fencing: redial
+            if rotating or self.addresses[index % len(self.addresses)] == address:
+                index += 1  # the next try goes to the next address, not the one that failed
             if self.connected:
                 attempt = 0
             self.connected = False
@@ -181,6 +199,9 @@ class SchedulerLink:
                 yield message
 
         async with self._channel(address) as channel:
+            # A scheduler that accepts connections but never answers (frozen, overloaded)
+            # is left for the next address after CONNECT_TIMEOUT, not SILENCE_LIMIT.
+            await asyncio.wait_for(_connected(channel), CONNECT_TIMEOUT)
             call = self._call = pbg.AgentLinkStub(channel).Connect(outgoing())
             self.outbox = outbox
             beats = asyncio.create_task(self._heartbeats(outbox))

@@ -157,6 +157,10 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
+            if not self.times.leads():  # a deposed leader acts on nothing (replica.py ends
+                await asyncio.sleep(ROLLOUT_TICK)  # its term): not even on its clock
+                self.wake.set()
+                continue
             try:
                 self.expire_agents()
                 for name in self.agents.forgotten():

@@ -454,6 +454,42 @@ class Cluster:
             raise AssertionError(f"etcdctl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
+    def revision(self) -> int:
+        """etcd's revision now."""
+        out = json.loads(self.etcdctl("get", self.prefix, "-w", "json"))
+        return int(out["header"]["revision"])
+
+    def history(self, after: int) -> list[tuple[str, str, bytes, int]]:
+        """Every change under this cluster's prefix made after revision `after`, from etcd's
+        history: (PUT or DELETE, key below the prefix, value, revision)."""
+        import asyncio
+
+        import aetcd
+        until = self.revision()
+        host, port = self.etcd_endpoints[0].split("://")[-1].rsplit(":", 1)
+
+        async def read() -> list[tuple[str, str, bytes, int]]:
+            out: list[tuple[str, str, bytes, int]] = []
+            if until <= after:
+                return out
+            async with aetcd.Client(host=host, port=int(port)) as client:
+                watch = await client.watch_prefix(self.prefix.encode(),
+                                                  start_revision=after + 1)
+                events = aiter(watch)
+                while True:  # history is sent at once: a second of silence is its end
+                    try:
+                        event = await asyncio.wait_for(anext(events), 1.0)
+                    except (TimeoutError, StopAsyncIteration):
+                        break
+                    kv = event.kv
+                    out.append((str(event.kind), kv.key.decode()[len(self.prefix):],
+                                kv.value, kv.mod_revision))
+                    if kv.mod_revision >= until:
+                        break
+                await watch.cancel()
+            return out
+        return asyncio.run(asyncio.wait_for(read(), 20))
+
     def log(self, name: str) -> str:
         try:
             with open(os.path.join(self.tmp, f"{name}.log")) as f:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -32,6 +33,15 @@ from scheduler.store import Fence
 
 log = logging.getLogger("scheduler.election")
 ETCD_ERRORS = (StoreUnavailable, aetcd.exceptions.ClientError, TimeoutError)
+TICK = 0.5          # seconds between two signs of life of the loop to the lease thread
+LOOP_STALL = 30.0   # seconds without one after which the lease is let go
+
+
+async def _nap(stop: threading.Event, seconds: float) -> None:
+    """Sleep, waking early (within 0.1 s) once `stop` is set."""
+    end = time.monotonic() + seconds
+    while not stop.is_set() and (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.1))
 
 
 class Replaced(RuntimeError):
@@ -51,6 +61,7 @@ class Election:
         self.joined = time.time()
         self.replaced = False
         self._revision = 0  # of the last read of the candidates
+        self._tick = time.monotonic()  # the loop's last sign of life (the lease thread's)
         self._event = asyncio.Event()
 
     # ---- what others ask ---------------------------------------------------------------
@@ -131,32 +142,67 @@ class Election:
                 success=[tx.put(me.key, value, lease=self.lease)], failure=[]))
 
     async def keep(self) -> None:
-        """Renew the lease every ttl/4; return once it is lost: etcd says it ended, or it
-        could not be renewed before the leader would have to stop (Validity)."""
-        last_error = ""
-        while True:
-            sent = time.monotonic()
-            budget = self.validity.until - sent
-            if budget <= 0:
-                log.warning("lease not renewed in time (%s): standing down", last_error)
-                break
+        """Renew the lease every ttl/4 until it is lost: etcd says it ended, or it could not
+        be renewed before the leader would have to stop (Validity).
+
+        The renewing runs on a thread of its own, over a connection of its own, so a long
+        pass of the reconcile loop cannot cost the lease; while this loop has not ticked for
+        LOOP_STALL (wedged), the thread stops renewing and another replica takes over."""
+        loop = asyncio.get_running_loop()
+        ended, stop = asyncio.Event(), threading.Event()
+        validity, lease = self.validity, self.lease
+        self._tick = time.monotonic()
+
+        def renewing() -> None:
             try:
-                reply: Any = await asyncio.wait_for(
-                    self.conn.call("lease", lambda c: c.refresh_lease(self.lease)), budget)
-            except ETCD_ERRORS as e:
-                last_error = str(e) or type(e).__name__
-                await asyncio.sleep(min(self.validity.renew_every / 2,
-                                        max(0.0, self.validity.until - time.monotonic())))
-                continue
-            if reply is None or reply.TTL <= 0:
-                log.warning("etcd says this scheduler's lease ended: standing down")
-                break
-            self.validity.renewed(sent, float(reply.TTL))
+                asyncio.run(self._renew(loop, validity, lease, stop))
+            finally:
+                loop.call_soon_threadsafe(ended.set)
+        thread = threading.Thread(target=renewing, name="lease", daemon=True)
+        thread.start()
+        try:
+            while not ended.is_set():
+                self._tick = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), TICK)
+        finally:
+            stop.set()
+            validity.lost()
+            self.me = None
             self._signal()
-            await asyncio.sleep(self.validity.renew_every)
-        self.validity.lost()
-        self.me = None
-        self._signal()
+
+    async def _renew(self, loop: asyncio.AbstractEventLoop, validity: Validity, lease: int,
+                     stop: threading.Event) -> None:
+        """The lease thread's loop (its own event loop and etcd connection)."""
+        conn = self.conn.twin()
+        last_error = ""
+        try:
+            while not stop.is_set():
+                sent = time.monotonic()
+                if sent - self._tick > LOOP_STALL:
+                    log.error("the scheduler's loop has not run for %.0fs: no longer renewing "
+                              "its lease", sent - self._tick)
+                    return
+                budget = validity.until - sent
+                if budget <= 0:
+                    log.warning("lease not renewed in time (%s): standing down", last_error)
+                    return
+                try:
+                    reply: Any = await asyncio.wait_for(
+                        conn.call("lease", lambda c: c.refresh_lease(lease)), budget)
+                except ETCD_ERRORS as e:
+                    last_error = str(e) or type(e).__name__
+                    await _nap(stop, min(validity.renew_every / 2,
+                                         max(0.0, validity.until - time.monotonic())))
+                    continue
+                if reply is None or reply.TTL <= 0:
+                    log.warning("etcd says this scheduler's lease ended: standing down")
+                    return
+                validity.renewed(sent, float(reply.TTL))
+                loop.call_soon_threadsafe(self._signal)
+                await _nap(stop, validity.renew_every)
+        finally:
+            await conn.close()
 
     async def resign(self) -> None:
         """Give the lease back (its key goes with it), so another replica is elected at

@@ -60,6 +60,12 @@ class Connection:
         self._client = self._new_client()
         await failed.close()
 
+    def twin(self) -> Connection:
+        """A new connection to the same etcd (for another thread's event loop)."""
+        twin = Connection(self._endpoints, self.timeout, self.auth)
+        twin.request_seconds = self.request_seconds
+        return twin
+
     async def close(self) -> None:
         await self._client.close()
 

@@ -5,7 +5,8 @@ The call is relayed as bytes (no decoding, nothing of it changed): the reply, st
 status is the leader's. The caller's permission is checked here first, and its identity
 travels in CALLER_KEY (believed by the leader only from a scheduler's certificate:
 common/tls.caller_identity). While no replica leads, or the leader it knew cannot be
-reached, the call waits for the next one within its own deadline; a call the leader refused
+reached, the call waits for the next one (within its own deadline, and no longer than a new
+leader takes to be elected: Replica.leader_wait); a call the leader refused
 because it no longer leads (errors.NOT_LEADER: nothing was done) is sent again to the next.
 A call is forwarded once at most: a replica that gets a forwarded call and does not lead
 refuses it with NOT_LEADER.
@@ -34,7 +35,6 @@ log = logging.getLogger("scheduler.forward")
 SERVICE = "formation.v1.Control"
 FORWARDED = "formation-forwarded"  # metadata: the replica that forwarded the call
 LOCAL = frozenset({"ListSchedulers"})
-LEADER_WAIT = 30.0  # seconds a call without a deadline waits for a leader
 RETRY_PAUSE = 0.2   # seconds between two tries while the leader cannot be reached
 # gRPC's words for a call that never left this replica: safe to send again.
 NOT_SENT = ("failed to connect", "connection refused", "connections to all backends failing",
@@ -86,7 +86,8 @@ class Forwarder(grpc.aio.ServerInterceptor):
         if who is not None:
             metadata.append((CALLER_KEY, identity_uri(who.role, who.name)))
         left = context.time_remaining()
-        return metadata, time.monotonic() + (LEADER_WAIT if left is None else left)
+        wait = self.replica.leader_wait if left is None else min(left, self.replica.leader_wait)
+        return metadata, time.monotonic() + wait
 
     async def _leader(self, deadline: float, context: grpc.aio.ServicerContext) -> str:
         try:
@@ -111,7 +112,7 @@ class Forwarder(grpc.aio.ServerInterceptor):
                 call = self.peers.channel(address).unary_unary(path)
                 try:
                     return await call(request, metadata=metadata,
-                                      timeout=max(0.1, deadline - time.monotonic()))
+                                      timeout=context.time_remaining())
                 except grpc.aio.AioRpcError as e:
                     await self._pause(deadline, e, context)
         return handler

@@ -44,6 +44,9 @@ class Replica:
         self.on_health: Callable[[bool], Awaitable[None]] | None = None  # told each change
         self.started = time.time()
         self._seen: Candidate | None = None  # the leader last seen, for the metrics
+        # How long a call waits for a leader: a dead one's lease ends within the ttl, etcd
+        # notices within about half a second, and the next recovers within about one more.
+        self.leader_wait = election.ttl + 2.0
 
     # ---- what the services ask -----------------------------------------------------
 

@@ -1,6 +1,9 @@
 """Chaos: a bounded, seeded random schedule of faults during repeated `ctl scale` changes, then
 quiet; the cluster must converge to the last acknowledged formation within agent_ttl + 10 s, with
 every instance running exactly once on the hosts. Replay a failure with FTEST_CHAOS_SEED=<seed>.
+
+Three scheduler replicas: the faults include killing the leader (kill -9 or SIGTERM, started
+again later), freezing it, and cutting it off from etcd and the agents.
 """
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import time
 
 from common.states import InstanceState
 from tests.cluster import wait_for
-from tests.cluster.harness import default_mode
+from tests.cluster.harness import Timeout, default_mode
 
 DURATION = float(os.environ.get("FTEST_CHAOS_SECONDS", "60"))
 TTL = 2.0
+LEADER_TTL = 2
 
 
 def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_path):
@@ -22,10 +26,13 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
     rng = random.Random(seed)
     (tmp_path / "Procfile").write_text("svc: sleep 100000\nworker: sleep 100000\n")
     (tmp_path / "formation.toml").write_text("[svc]\nstop_timeout = 2\n[worker]\nstop_timeout = 2\n")
-    c = hosts_cluster(agents=4, capacity=8, agent_ttl=TTL, workdir=str(tmp_path))
+    c = hosts_cluster(agents=4, capacity=8, agent_ttl=TTL, workdir=str(tmp_path), schedulers=3,
+                      leader_ttl=LEADER_TTL)
     c.ctl("deploy", str(tmp_path / "Procfile"))
     agents = list(c.agent_names)
-    faults = ["kill", "freeze", "scheduler", "etcd"] + (["cut"] if default_mode() == "netns" else [])
+    netns = default_mode() == "netns"
+    faults = ["kill", "freeze", "leader-kill", "leader-freeze", "etcd"] \
+        + (["cut", "leader-cut"] if netns else [])
     acked: dict[str, int] = {"svc": 1, "worker": 0}
     maybe: dict[str, set[int]] = {"svc": set(), "worker": set()}  # failed: applied or not
     log: list[str] = []
@@ -66,10 +73,20 @@ def test_chaos_converges_to_the_last_acknowledged_formation(hosts_cluster, tmp_p
                 c.cut(victim)
                 hold(rng.uniform(0.5, 3 * TTL))
                 c.heal(victim)
-            elif fault == "scheduler":
-                c.stop_scheduler(rng.choice([9, 15]))
-                hold(rng.uniform(0.2, 2))
-                c.start_scheduler()
+            elif fault.startswith("leader-"):
+                try:  # none may lead right now (etcd was stopped): then any replica
+                    leader = c.leader(timeout=LEADER_TTL + 3)
+                except Timeout:
+                    leader = rng.choice(c.scheduler_names)
+                log[-1] += f" ({leader})"
+                if fault == "leader-kill":
+                    c.stop_scheduler(rng.choice([9, 15]), leader)
+                    hold(rng.uniform(0.2, 3 * LEADER_TTL))
+                    c.start_scheduler(leader)
+                else:
+                    (c.freeze if fault == "leader-freeze" else c.cut)(leader)
+                    hold(rng.uniform(0.5, 3 * LEADER_TTL))
+                    (c.thaw if fault == "leader-freeze" else c.heal)(leader)
             elif fault == "etcd":
                 c.stop_etcd(0, rng.choice([9, 15]))
                 hold(rng.uniform(0.2, 2))

@@ -62,6 +62,7 @@ class Election:
         self.replaced = False
         self._revision = 0  # of the last read of the candidates
         self._tick = time.monotonic()  # the loop's last sign of life (the lease thread's)
+        self._orphaned: bytes | None = None  # its key, gone while it stood
         self._event = asyncio.Event()
 
     # ---- what others ask ---------------------------------------------------------------
@@ -99,6 +100,7 @@ class Election:
     async def campaign(self) -> Candidate:
         """A new lease and a key under it; a key of this name that exists (this replica's
         own, from before a restart) is replaced in the same transaction."""
+        self._orphaned = None  # its own new key, when the watch sees it, replaces nothing
         lease = await self.conn.call("lease", lambda c: c.lease(self.ttl))
         sent = time.monotonic()
         self.lease = lease.id
@@ -157,7 +159,8 @@ class Election:
             try:
                 asyncio.run(self._renew(loop, validity, lease, stop))
             finally:
-                loop.call_soon_threadsafe(ended.set)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(ended.set)
         thread = threading.Thread(target=renewing, name="lease", daemon=True)
         thread.start()
         try:
@@ -199,7 +202,8 @@ class Election:
                     log.warning("etcd says this scheduler's lease ended: standing down")
                     return
                 validity.renewed(sent, float(reply.TTL))
-                loop.call_soon_threadsafe(self._signal)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._signal)
                 await _nap(stop, validity.renew_every)
         finally:
             await conn.close()
@@ -253,6 +257,9 @@ class Election:
                         found = parse_candidate(kv.key, kv.value, kv.create_revision)
                         if found is not None:
                             self.candidates[kv.key] = found
+                            if self._orphaned and found.name == self.name \
+                                    and found.key != self._orphaned:
+                                self.replaced = True  # its key went, and one of its name came
                             if self.me is not None and kv.key == self.me.key:
                                 self.me = found
                     self._signal()
@@ -283,6 +290,7 @@ class Election:
         me = self.me
         if me is None or key != me.key:
             return
+        self._orphaned = key
         others = (now or self.candidates).values()
         if any(c.name == self.name for c in others):
             self.replaced = True

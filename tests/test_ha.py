@@ -10,9 +10,12 @@ import signal
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from ctl.client import Client
+from proto import formation_pb2 as pb
+from proto import formation_pb2_grpc as pbg
 from tests.cluster import Cluster, wait_for
 from tests.cluster.harness import default_mode
 
@@ -105,6 +108,8 @@ def test_leader_killed_a_scale_at_once_succeeds_and_runs_within_the_ttl(ha):
     n = len(before)
     for _ in range(2):  # bench/leader.py measures ten
         leader = ha.leader()
+        changes = {n: ha.scrape(n).get("formation_scheduler_leader_changes_total", 0)
+                   for n in ha.scheduler_names if n != leader}
         killed = time.monotonic()
         ha.parts.pop(leader).stop(signal.SIGKILL)
         ha.ctl("scale", f"worker={n + 1}", timeout=30)  # ctl is given all three addresses
@@ -113,6 +118,8 @@ def test_leader_killed_a_scale_at_once_succeeds_and_runs_within_the_ttl(ha):
         assert took <= LEADER_TTL + 2, f"running {took:.2f}s after the kill"
         now = pids(ha)
         assert {i: now[i] for i in before} == before  # no instance restarted
+        for name, seen in changes.items():  # each survivor counted the change it saw
+            assert ha.scrape(name)["formation_scheduler_leader_changes_total"] == seen + 1
         before, n = now, n + 1
         ha.start_scheduler(leader)
         all_healthy(ha)
@@ -184,3 +191,35 @@ def test_leader_frozen_for_three_ttls_pushes_nothing_stale_when_it_wakes(ha):
     events = [v.decode() for _, key, v, _ in ha.history(start) if key.endswith("/events") and v]
     assert not any("down: no heartbeat" in e for e in events), events[-1:]
     ha.ctl("scale", "worker=3", "--wait", "--timeout", "20")
+
+
+def test_forwarding_believes_a_named_caller_only_from_a_scheduler(ha):
+    """What a forwarding replica sends (formation-caller, formation-forwarded) is metadata
+    anyone can send: only a scheduler's certificate makes the leader believe the caller it
+    names, and a forwarded call is never forwarded again."""
+    all_healthy(ha)
+    leader = ha.leader()
+    follower = next(n for n in ha.scheduler_names if n != leader)
+    scale = pb.ScaleRequest(app="default", counts={"worker": 3})
+    operator = (("formation-caller", "spiffe://formation/operator/mallory"),)
+
+    def call(address: str, role: str, name: str, metadata=()) -> grpc.StatusCode:
+        with ha.channel(ha.scheduler_address(address), role=role, name=name) as ch:
+            try:
+                pbg.ControlStub(ch).Scale(scale, metadata=metadata, timeout=10)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                return e.code()
+    # A viewer claiming to forward for an operator is still a viewer, at the leader and at a
+    # follower (which checks before it forwards).
+    assert call(leader, "viewer", "v", operator) == grpc.StatusCode.PERMISSION_DENIED
+    assert call(follower, "viewer", "v", operator) == grpc.StatusCode.PERMISSION_DENIED
+    # A scheduler is judged as the caller it names; naming none, as itself (not allowed).
+    assert call(leader, "scheduler", follower) == grpc.StatusCode.PERMISSION_DENIED
+    assert call(leader, "scheduler", follower, operator) == grpc.StatusCode.OK
+    bogus = (("formation-caller", "spiffe://formation/root/x"),)  # no such role: nobody
+    assert call(leader, "scheduler", follower, bogus) == grpc.StatusCode.UNAUTHENTICATED
+    # Marked as forwarded already, a call to a follower is refused (UNAVAILABLE, nothing done),
+    # not sent on: no loops between replicas that disagree on who leads.
+    forwarded = (("formation-forwarded", "x"), *operator)
+    assert call(follower, "scheduler", leader, forwarded) == grpc.StatusCode.UNAVAILABLE

@@ -120,7 +120,12 @@ def test_down_agents_are_forgotten_and_can_be_removed(make_cluster):
 def test_scheduler_flags_are_bounded():
     for flags in (["--agent-ttl", "nan"], ["--agent-ttl", "1"], ["--release-history", "0"],
                   ["--agent-forget-after", "inf"], ["--fence-after", "-1"],
-                  ["--fence-after", "1"]):
+                  ["--fence-after", "1"], ["--leader-ttl", "1"], ["--leader-ttl", "301"],
+                  ["--leader-ttl", "2.5"], ["--leader-ttl", "nan"], ["--name", "a b"],
+                  ["--name", ""], ["--name", "x" * 254], ["--name", "a\x01"],
+                  ["--advertise", "no-port"], ["--advertise", "h:99999"],
+                  ["--advertise", "h\u00e9:1"], ["--advertise", "h" * 300 + ":1"]):
         r = subprocess.run([sys.executable, "-m", "scheduler", *flags], cwd=ROOT, timeout=30,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
         assert r.returncode == 2 and "Traceback" not in r.stderr, (flags, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (flags, r.stderr)

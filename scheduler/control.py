@@ -15,42 +15,20 @@ from common.appdef_pb import release_from_pb
 from common.limits import MAX_ENV_VARS
 from common.names import check_count, check_name, split_instance_id
 from common.states import is_instance_state
-from common.tls import caller_identity
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from scheduler import endpointstream, releasephase, releases, rollouts
-from scheduler.errors import Rejected, answer
+from scheduler.callers import audit, author_of
+from scheduler.errors import Rejected, answer, not_leader
 from scheduler.eventlog import MAX_EVENTS, Event, Follower, TooManyFollowers
+from scheduler.leadership import NotLeader
 from scheduler.logs import MAX_TAIL, AgentChannels, stream_logs
 from scheduler.peers import Peers, list_schedulers
 from scheduler.reconciler import Scheduler
 from scheduler.replica import Replica
 from scheduler.rolloutsteps import MAX_RESTART_TARGETS
-from scheduler.store import NotLeader
 
 log = logging.getLogger("scheduler.control")
-MAX_AUTHOR = 255  # characters of a release's author as a plaintext client gives it
-
-
-def audit(context: grpc.aio.ServicerContext, what: str) -> None:
-    """One line per accepted change, naming who made it (with TLS: the certificate's role and
-    name), like an audit log: `operator alice: scaled shop web=3`."""
-    who = caller_identity(context)
-    log.info("%s: %s", who if who is not None else f"plaintext caller {context.peer()}", what)
-
-
-def author_of(context: grpc.aio.ServicerContext, said: str) -> str:
-    """Who makes a release: the caller's certificate when there is one (what a client says of
-    itself is then ignored), else what ctl says (`user@host`), checked."""
-    who = caller_identity(context)
-    if who is not None:
-        return str(who)
-    if len(said) > MAX_AUTHOR or not said.isprintable():
-        raise Rejected(f"author must be at most {MAX_AUTHOR} printable characters")
-    return said
-
-
-
 def check_target(text: str) -> str:
     """A restart target: a process type (`web`) or an instance id (`web.3`); else Rejected."""
     try:
@@ -124,17 +102,21 @@ class ControlService(pbg.ControlServicer):
             except TooManyFollowers as e:
                 raise Rejected(str(e), grpc.StatusCode.RESOURCE_EXHAUSTED) from None
             return self.s.events.list(app)[-request.tail:], follower
+        s = self.s  # this term's: the feed followed ends with it (a NotLeader)
         kept, follower = await answer(context, start)
         try:
             for event in kept:
                 yield info(event)
             kept.clear()
             while follower is not None:
-                missed, event = await follower.get()
+                try:
+                    missed, event = await follower.get()
+                except NotLeader as e:
+                    await not_leader(context, str(e))
                 yield info(event, missed)
         finally:
             if follower is not None:
-                self.s.events.unsubscribe(request.app, follower)
+                s.events.unsubscribe(request.app, follower)
 
     async def WatchEndpoints(self, requests: AsyncIterator[pb.EndpointsRequest],
                              context: grpc.aio.ServicerContext
@@ -149,6 +131,8 @@ class ControlService(pbg.ControlServicer):
             await context.abort(e.code, str(e))
         except ValueError as e:  # a bad app or type name
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except NotLeader as e:  # the term ended: the watcher follows the new leader
+            await not_leader(context, str(e))
 
     async def Deploy(self, request: pb.DeployRequest, context: grpc.aio.ServicerContext
                      ) -> pb.DeployReply:

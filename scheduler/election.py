@@ -60,7 +60,7 @@ class Election:
         self.lease = 0
         self.joined = time.time()
         self.replaced = False
-        self._revision = 0  # of the last read of the candidates
+        self._revision = 0  # of the watch's last read of the candidates
         self._tick = time.monotonic()  # the loop's last sign of life (the lease thread's)
         self._orphaned: bytes | None = None  # its key, gone while it stood
         self._event = asyncio.Event()
@@ -109,7 +109,7 @@ class Election:
         key = self.dir + f"{lease.id:x}".encode()
         now = time.time()
         value = candidate_value(self.name, self.address, now)
-        others = await self._range()
+        others, _ = await self._range()
         mine = [c.key for c in others.values() if c.name == self.name and c.key != key]
         tx = self.conn.client.transactions
         ok, responses = await self.conn.call("txn", lambda c: c.transaction(
@@ -171,8 +171,7 @@ class Election:
         finally:
             stop.set()
             validity.lost()
-            self.me = None
-            self._signal()
+            self._drop_me()
 
     async def _renew(self, loop: asyncio.AbstractEventLoop, validity: Validity, lease: int,
                      stop: threading.Event) -> None:
@@ -212,17 +211,25 @@ class Election:
         """Give the lease back (its key goes with it), so another replica is elected at
         once rather than when the lease would end; best effort, briefly."""
         self.validity.lost()
-        self.me = None
+        self._drop_me()
         lease, self.lease = self.lease, 0
-        self._signal()
         if lease:
             with contextlib.suppress(*ETCD_ERRORS):
                 await asyncio.wait_for(self.conn.call(
                     "lease", lambda c: c.revoke_lease(lease)), 1.0)
 
+    def _drop_me(self) -> None:
+        """The candidacy is over: its key is no leader of this replica's view (it may still
+        be in etcd until its lease ends; the watch says so if it is)."""
+        if self.me is not None:
+            self.candidates.pop(self.me.key, None)
+        self.me = None
+        self._signal()
+
     # ---- watching ----------------------------------------------------------------------
 
-    async def _range(self) -> dict[bytes, Candidate]:
+    async def _range(self) -> tuple[dict[bytes, Candidate], int]:
+        """The candidates in etcd now, and the revision they were read at."""
         end = aetcd.utils.prefix_range_end(self.dir)
 
         async def read(c: aetcd.Client) -> Any:
@@ -233,20 +240,20 @@ class Election:
             except aetcd.rpc.AioRpcError as e:
                 aetcd.exceptions._handle_exception(e)
         resp = await self.conn.call("load", read)
-        self._revision = resp.header.revision
-        found = (parse_candidate(kv.key, kv.value, kv.create_revision) for kv in resp.kvs)
-        return {c.key: c for c in found if c is not None}
+        parsed = (parse_candidate(kv.key, kv.value, kv.create_revision) for kv in resp.kvs)
+        return {c.key: c for c in parsed if c is not None}, resp.header.revision
 
     async def list(self) -> list[Candidate]:
         """Every candidate as etcd has them now, the leader first."""
-        return sorted((await self._range()).values(), key=lambda c: c.revision)
+        return sorted((await self._range())[0].values(), key=lambda c: c.revision)
 
     async def observe(self) -> None:
         """Keep `candidates` as etcd has them; never returns."""
         delay = 0.2
         while True:
             try:
-                self._set(await self._range())
+                now, self._revision = await self._range()
+                self._set(now)
                 watch = await self.conn.call("watch", self._watch)
                 delay = 0.2
                 async for event in watch:
@@ -275,11 +282,13 @@ class Election:
 
     def _set(self, found: dict[bytes, Candidate]) -> None:
         me = self.me
-        if me is not None and me.key not in found:
+        # (a read older than its key, made while it stood, does not say its key went)
+        if me is not None and me.key not in found and self._revision >= me.revision:
             self._gone(me.key, found)
-        self.candidates = found
         if self.me is not None:
+            found.setdefault(self.me.key, self.me)
             self.me = found[self.me.key]
+        self.candidates = found
         self._signal()
 
     def _gone(self, key: bytes, now: dict[bytes, Candidate] | None = None) -> None:

@@ -23,6 +23,7 @@ from common.tls import caller_identity
 from proto import formation_pb2 as pb
 from scheduler.endpoints import MAX_OTHER_WATCHERS, MAX_WATCHERS, Ep, Watcher
 from scheduler.errors import Rejected
+from scheduler.leadership import NotLeader
 from scheduler.reconciler import Scheduler
 
 log = logging.getLogger("scheduler.endpoints")
@@ -114,6 +115,8 @@ async def watch(s: Scheduler, requests: AsyncIterator[pb.EndpointsRequest],
             wake.clear()
             if failed:
                 raise failed[0]
+            if s.term_over:
+                raise NotLeader("this scheduler no longer leads: watch again (the leader)")
             due = s.endpoints.take(watcher)
             if due is not None:
                 yield ENCODED.message(*due)

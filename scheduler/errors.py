@@ -6,7 +6,8 @@ from typing import TypeVar
 
 import grpc
 
-from scheduler.store import NotLeader, StoreUnavailable
+from scheduler.leadership import NotLeader
+from scheduler.store import StoreUnavailable
 
 T = TypeVar("T")
 # Trailing metadata of a call refused because this replica does not lead (any more): nothing

@@ -28,6 +28,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from scheduler.leadership import NotLeader
+
 KINDS = ("release", "rollout", "scale", "config", "restart", "instance", "agent")
 MAX_EVENTS = 1000            # events kept per app ...
 MAX_BYTES = 256 * 1024       # ... and at most this much JSON of them (the etcd value)
@@ -121,6 +123,7 @@ class Follower:
         self.items: collections.deque[tuple[int, Event]] = collections.deque()
         self.missed = 0  # events dropped since the last one queued
         self.ready = asyncio.Event()
+        self.closed = False
 
     def put(self, event: Event) -> None:
         if len(self.items) >= self.limit:
@@ -138,11 +141,18 @@ class Follower:
         return self.items.popleft()
 
     async def get(self) -> tuple[int, Event]:
+        """The next event; NotLeader once the feed is closed (its scheduler's term ended)."""
         while True:  # each pass returns, or waits for a put
             item = self.take()
             if item is not None:
                 return item
+            if self.closed:
+                raise NotLeader("this scheduler no longer leads: follow the events again")
             await self.ready.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
 
 
 @dataclass
@@ -211,6 +221,13 @@ class EventLog:
         follower = Follower(self.follower_events)
         self._followers.setdefault(app, set()).add(follower)
         return follower
+
+    def close(self) -> None:
+        """No more events come (the term ended): every follower is told once it has read
+        what was queued."""
+        for followers in self._followers.values():
+            for follower in followers:
+                follower.close()
 
     def unsubscribe(self, app: str, follower: Follower) -> None:
         followers = self._followers.get(app)

@@ -25,6 +25,11 @@ RENEWALS_PER_TTL = 4       # keepalives per ttl: three may fail before the leade
 STOP_MARGIN = 0.2          # of the ttl: a leader stops this long before its lease may end
 
 
+class NotLeader(RuntimeError):
+    """This replica does not lead (any more): etcd refused a write made under its fence, or
+    its term ended under a call or stream."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     key: bytes

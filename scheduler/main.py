@@ -53,13 +53,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--listen", default=env_default("FORMATION_LISTEN", ""),
                    help="gRPC HOST:PORT for ctl and agents: 0.0.0.0:7070 with TLS, "
                         "127.0.0.1:7070 without (env FORMATION_LISTEN)")
-    p.add_argument("--name", default=env_default("FORMATION_NAME", socket.gethostname()),
-                   help="this replica's name, unique among the replicas (env FORMATION_NAME; "
-                        "default: the host name)")
-    p.add_argument("--advertise", default=env_default("FORMATION_ADVERTISE", ""),
+    p.add_argument("--name",
+                   default=env_default("FORMATION_SCHEDULER_NAME", socket.gethostname()),
+                   help="this replica's name, unique among the replicas "
+                        "(env FORMATION_SCHEDULER_NAME; default: the host name)")
+    p.add_argument("--advertise", default=env_default("FORMATION_SCHEDULER_ADVERTISE", ""),
                    help="HOST:PORT where ctl, agents and the other replicas reach this one "
-                        "(env FORMATION_ADVERTISE; default: --listen, with the host name for "
-                        "a wildcard address)")
+                        "(env FORMATION_SCHEDULER_ADVERTISE; default: --listen, with the host "
+                        "name for a wildcard address)")
     p.add_argument("--leader-ttl", default=env_default("FORMATION_LEADER_TTL", "5"),
                    help=f"seconds of the leader's lease in etcd: a dead leader is replaced "
                         f"within about this long, whole seconds from {MIN_TTL} to {MAX_TTL} "

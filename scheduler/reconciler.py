@@ -61,6 +61,7 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
         self.endpoints = endpoints.Endpoints()  # what load balancers follow (endpoints.py)
         self.release_output: Callable[[str, str, str], Coroutine[Any, Any, None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.term_over = False  # end_term()
 
     # ---- start-up and etcd ---------------------------------------------------------
 
@@ -180,11 +181,16 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
     def poke(self) -> None:
         self.wake.set()
 
-    def end_sessions(self) -> None:
-        """This scheduler's term is over: end every agent's stream (they dial the leader)."""
+    def end_term(self) -> None:
+        """This scheduler's term is over: end every agent's stream (they dial the leader),
+        and every stream that follows its state (events, endpoints: they follow the next)."""
+        self.term_over = True
         for entry in self.agents.entries.values():
             if entry.session is not None:
                 entry.session.outbox.put_nowait(None)
+        self.events.close()
+        for watcher in self.endpoints.watchers.values():
+            watcher.wake()
 
     async def reconcile(self) -> Plan:
         started = time.monotonic()

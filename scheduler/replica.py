@@ -167,7 +167,7 @@ class Replica:
             self.scheduler = None
             for t in tasks:
                 t.cancel()
-            s.end_sessions()
+            s.end_term()
             if tasks:
                 with contextlib.suppress(TimeoutError, Exception):  # the last second's events
                     await asyncio.wait_for(eventstore.flush(s.store, s.events,

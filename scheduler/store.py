@@ -20,6 +20,7 @@ from scheduler.etcdclient import Endpoint, EtcdAuth
 from scheduler.etcdclient import parse_endpoints as parse_endpoints  # its home until TLS came
 from scheduler.etcdconn import Connection
 from scheduler.etcdconn import StoreUnavailable as StoreUnavailable  # raised through Store
+from scheduler.leadership import NotLeader
 from scheduler.placement import Assigned, InstanceKey
 from scheduler.records import (
     AgentRecord,
@@ -45,10 +46,6 @@ PAGE_KEYS = 2048    # keys per page elsewhere (agents and assignments are small)
 
 class Conflict(RuntimeError):
     """A guarded write found a key changed since the revision it was planned on."""
-
-
-class NotLeader(RuntimeError):
-    """etcd refused a write: the leadership it was made under (its fence) is over."""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,9 @@ def one_ttl(ttl: int, runs: int) -> dict:
             running.append(time.monotonic() - t0)
             # (the others' agents may not have reconnected to the new leader yet: once they
             # have, each instance must be the same process as before)
-            wait_for(lambda: set(before) <= set(c.running()), 30, what="every agent reporting")
+            def reported(before: dict[str, int] = before) -> bool:
+                return set(before) <= set(c.running())
+            wait_for(reported, 30, what="every agent reporting")
             after = {i: x.pid for i, x in c.running().items()}
             if {i: after.get(i) for i in before} != before:
                 raise RuntimeError(f"an instance restarted: {before} -> {after}")

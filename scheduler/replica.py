@@ -40,7 +40,6 @@ class Replica:
         self.make = make
         self.times = times
         self.scheduler: Scheduler | None = None
-        self.on_term: Callable[[Scheduler], Awaitable[None]] | None = None  # set up a term
         self.on_health: Callable[[bool], Awaitable[None]] | None = None  # told each change
         self.started = time.time()
         self._seen: Candidate | None = None  # the leader last seen, for the metrics
@@ -140,7 +139,10 @@ class Replica:
         election = self.election
         me = election.me
         assert me is not None
-        times = dataclasses.replace(self.times, epoch=me.revision, leads=election.leading)
+        def leads() -> bool:  # this term, not a later one of the same replica
+            now = election.me
+            return now is not None and now.key == me.key and election.leading()
+        times = dataclasses.replace(self.times, epoch=me.revision, leads=leads)
         s = self.make(self.store.fenced(election.fence()), times)
         tasks: list[asyncio.Task] = []
         log.info("elected leader (epoch %d): recovering from etcd", me.revision)
@@ -149,8 +151,6 @@ class Replica:
             # Agents redial with a backoff of up to AGENT_REDIAL_MAX: that long plus a ttl
             # before any counts as down.
             s.agents.grace(self.times.agent_ttl + AGENT_REDIAL_MAX)
-            if self.on_term is not None:
-                await self.on_term(s)
             self.scheduler = s
             await election.say_leading()
             log.info("leading since epoch %d", me.revision)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -193,6 +194,19 @@ async def test_a_followers_redirect_is_dialled_at_once(schedulers, slow_backoff)
         assert supervisor.applied == [["web.0"]] and link.epoch == 2
         assert follower.hellos == 1 and leader.hellos == 1
 
+
+@pytest.mark.xfail(strict=True, reason="BUG: _session never ends outgoing() when the server "
+                   "refuses the call, so gRPC's task reading it stays pending until the garbage "
+                   "collector destroys it: asyncio logs an ERROR at each follower's redirect")
+async def test_a_refused_session_leaves_no_task_behind(schedulers, caplog):
+    leader, follower = await schedulers(), await schedulers()
+    follower.redirect = leader.address
+    leader.queue.put_nowait(assignments(2, 0))
+    async with running([follower.address]) as (_, supervisor):
+        assert await until(lambda: supervisor.applied)
+        gc.collect()  # the refused session's leftovers, if any, are destroyed (and logged)
+        destroyed = [r for r in caplog.records if "Task was destroyed" in r.getMessage()]
+        assert not destroyed, destroyed[0].getMessage()
 
 class Refusal:
     """What _leader_of reads of a grpc.aio.AioRpcError."""

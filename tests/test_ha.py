@@ -5,19 +5,25 @@ instance restarts. One cluster serves the whole module; each test leaves three h
 replicas behind."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from ctl.client import Client
+from ctl.localcluster import free_port
 from proto import formation_pb2 as pb
 from proto import formation_pb2_grpc as pbg
 from tests.cluster import Cluster, wait_for
-from tests.cluster.harness import default_mode
+from tests.cluster.harness import EXAMPLES, default_mode
+from tests.cluster.traffic import start_lb
 
 LEADER_TTL = 2
 AGENT_TTL = 4.0  # short: a deposed leader that went on acting would mark agents down
@@ -223,3 +229,35 @@ def test_forwarding_believes_a_named_caller_only_from_a_scheduler(ha):
     # not sent on: no loops between replicas that disagree on who leads.
     forwarded = (("formation-forwarded", "x"), *operator)
     assert call(follower, "scheduler", leader, forwarded) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_formation_lb_follows_the_new_leader(ha, tmp_path):
+    """formation-lb, given every replica's address, keeps following the endpoints when the
+    leader dies: a new instance placed by the next leader gets requests."""
+    all_healthy(ha)
+    shutil.copy(os.path.join(EXAMPLES, "web.py"), ha.workdir)
+    (tmp_path / "Procfile").write_text("web: python3 web.py\n")
+    ha.ctl("deploy", str(tmp_path / "Procfile"), app="site")
+    ha.ctl("scale", "web=2", "--wait", "--timeout", "20", app="site")
+    port = free_port()
+    lb = start_lb(ha, port, app="site")
+    try:
+        def answered_by() -> set[str]:
+            seen = set()
+            for _ in range(12):
+                with contextlib.suppress(OSError), \
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    seen.add(r.read().decode().split()[-1])
+            return seen
+        wait_for(lambda: answered_by() == {"web.1", "web.2"}, 20, interval=0.2,
+                 what="both instances behind formation-lb")
+        leader = ha.leader()
+        ha.parts.pop(leader).stop(signal.SIGKILL)
+        ha.ctl("scale", "web=3", app="site", timeout=30)
+        wait_for(lambda: "web.3" in answered_by(), 20, interval=0.2,
+                 what="web.3, placed by the new leader, behind formation-lb")
+        ha.start_scheduler(leader)
+        all_healthy(ha)
+    finally:
+        lb.stop()
+        ha.ctl("scale", "web=0", "--wait", "--timeout", "20", app="site")

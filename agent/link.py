@@ -231,6 +231,7 @@ class SchedulerLink:
             finally:
                 self._call = None
                 self.outbox = None
+                outbox.put_nowait(None)  # ends outgoing(): no request task left pending
                 beats.cancel()
                 call.cancel()
 

@@ -2,6 +2,7 @@
 gRPC failures to CtlError with the right exit code."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,11 +17,28 @@ from proto import formation_pb2_grpc as pbg
 REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
             grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS}
 TIMEOUT = 10.0
+CONNECT_TIMEOUT = 3.0  # seconds for an address that is not the last to connect, or refuse
 
 
 DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # Words of gRPC's UNAVAILABLE details that mean the TLS handshake failed, not the network.
 HANDSHAKE = ("ssl", "tls", "handshake", "certificate", "hostname verification", "socket closed")
+
+
+def _settles(channel: grpc.Channel) -> bool:
+    """Does the channel connect, or fail to, within CONNECT_TIMEOUT? (False: the address
+    neither answers nor refuses: packets dropped, or a frozen process.)"""
+    settled = threading.Event()
+
+    def seen(state: grpc.ChannelConnectivity) -> None:
+        if state in (grpc.ChannelConnectivity.READY,
+                     grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            settled.set()
+    channel.subscribe(seen, try_to_connect=True)
+    try:
+        return settled.wait(CONNECT_TIMEOUT)
+    finally:
+        channel.unsubscribe(seen)
 
 
 class Client:
@@ -102,12 +120,21 @@ class Client:
         raise last or CtlError("no scheduler address given", USAGE)
 
     def _call(self, method: Callable[[pbg.ControlStub], Callable[..., Any]], request: Any) -> Any:
+        """Call on the channel in use, else each address in turn: one that refuses or does
+        not connect within CONNECT_TIMEOUT (a dead or cut-off replica) is left for the next
+        at once; the last is given the whole timeout."""
         last: grpc.RpcError | None = None
-        order = self.addresses if self._stub is None else [None]
-        for address in order:
+        silent = False
+        tries: list[str | None] = ([None] if self._stub is not None else []) + self.addresses
+        for i, address in enumerate(tries):
             if address is not None:
                 self._channel = self._open(address)
                 self._stub = pbg.ControlStub(self._channel)
+                if i < len(tries) - 1 and not _settles(self._channel):
+                    silent = True
+                    self.close()
+                    self._stub = None
+                    continue
             assert self._stub is not None
             try:
                 return method(self._stub)(request, timeout=self.timeout)
@@ -118,7 +145,8 @@ class Client:
                 last = e
                 self.close()
                 self._stub = None
-        if last is not None and last.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if (last is None and silent) or (last is not None and
+                                         last.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
             raise CtlError(f"scheduler at {','.join(self.addresses)} did not answer within "
                            f"{self.timeout:.0f}s", RUNTIME)
         raise self._unreachable(last)

@@ -101,8 +101,8 @@ class Election:
         """A new lease and a key under it; a key of this name that exists (this replica's
         own, from before a restart) is replaced in the same transaction."""
         self._orphaned = None  # its own new key, when the watch sees it, replaces nothing
+        sent = time.monotonic()  # the lease lasts at least ttl from the request, not the answer
         lease = await self.conn.call("lease", lambda c: c.lease(self.ttl))
-        sent = time.monotonic()
         self.lease = lease.id
         self.validity = Validity(float(self.ttl))
         self.validity.renewed(sent, float(lease.ttl))

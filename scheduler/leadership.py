@@ -20,6 +20,7 @@ from common.net import split_hostport
 
 MAX_VALUE = 1024   # bytes of a candidacy's value; a longer one is not a candidate
 MAX_NAME = 253     # characters of a replica's name (a host name)
+MAX_ADDRESS = 255  # characters of a replica's address (it travels in gRPC metadata)
 MIN_TTL, MAX_TTL = 2, 300  # seconds of --leader-ttl: etcd's leases have whole seconds
 RENEWALS_PER_TTL = 4       # keepalives per ttl: three may fail before the leader stops
 STOP_MARGIN = 0.2          # of the ttl: a leader stops this long before its lease may end
@@ -48,25 +49,45 @@ def candidate_value(name: str, address: str, joined: float, leading_since: float
 
 def check_replica_name(name: str) -> str:
     """A replica's name (--name): 1 to 253 printable characters without spaces."""
-    if not 0 < len(name) <= MAX_NAME or not name.isprintable() or any(c.isspace() for c in name):
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or not name.isprintable() \
+            or any(c.isspace() for c in name):
         raise ValueError(f"--name must be 1 to {MAX_NAME} printable characters without spaces")
     return name
 
 
+def check_address(flag: str, address: str) -> str:
+    """A replica's address (--advertise): HOST:PORT in at most MAX_ADDRESS printable ASCII
+    characters (it travels in gRPC metadata)."""
+    if not isinstance(address, str) or len(address) > MAX_ADDRESS or not address.isascii() \
+            or not address.isprintable() or " " in address:
+        raise ValueError(f"{flag} must be HOST:PORT in at most {MAX_ADDRESS} printable ASCII "
+                         "characters")
+    split_hostport(address)
+    return address
+
+
+def _time(value: object) -> float:
+    """A unix time from JSON: a finite number (not a bool, a string or a huge integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("not a number")
+    t = float(value)  # OverflowError for an integer past a float's range
+    if not math.isfinite(t):
+        raise ValueError("not finite")
+    return t
+
+
 def parse_candidate(key: bytes, value: bytes, revision: int) -> Candidate | None:
     """The candidate a key holds, or None if its value is not one (anyone who may write to
-    etcd may write there: such a key is ignored, never trusted)."""
+    etcd may write there: such a key is ignored, never trusted, and never raises)."""
     if len(value) > MAX_VALUE or revision <= 0:
         return None
     try:
         d = json.loads(value)
         name, address = d["name"], d["address"]
-        joined, since = float(d.get("joined", 0)), float(d.get("leading_since", 0))
+        joined, since = _time(d.get("joined", 0)), _time(d.get("leading_since", 0))
         check_replica_name(name)
-        split_hostport(address)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not (math.isfinite(joined) and math.isfinite(since)):
+        check_address("address", address)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
         return None
     return Candidate(key, name, address, joined, since, revision)
 

@@ -26,7 +26,7 @@ from scheduler.control import ControlService
 from scheduler.election import Election
 from scheduler.etcdconn import Connection
 from scheduler.forward import Forwarder
-from scheduler.leadership import MAX_TTL, MIN_TTL, check_replica_name
+from scheduler.leadership import MAX_TTL, MIN_TTL, check_address, check_replica_name
 from scheduler.logs import RELEASE_OUTPUT_LINES, AgentChannels, last_lines
 from scheduler.peers import Peers
 from scheduler.push import LinkTimes
@@ -35,7 +35,6 @@ from scheduler.replica import Replica
 from scheduler.store import Store
 
 log = logging.getLogger("scheduler")
-MAX_ADVERTISE = 255  # characters of --advertise (it travels in gRPC metadata)
 
 
 def env_default(name: str, default: str) -> str:
@@ -92,11 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not args.advertise:
             wildcard = host in ("0.0.0.0", "::", "")
             args.advertise = f"{socket.gethostname()}:{port}" if wildcard else args.listen
-        split_hostport(args.advertise)
-        if len(args.advertise) > MAX_ADVERTISE or not args.advertise.isascii() \
-                or not args.advertise.isprintable():
-            raise ValueError(f"--advertise must be at most {MAX_ADVERTISE} printable ASCII "
-                             "characters")
+        check_address("--advertise", args.advertise)
         check_replica_name(args.name)
         args.leader_ttl = int(number("--leader-ttl", args.leader_ttl, MIN_TTL, MAX_TTL,
                                      integer=True))

@@ -195,9 +195,6 @@ async def test_a_followers_redirect_is_dialled_at_once(schedulers, slow_backoff)
         assert follower.hellos == 1 and leader.hellos == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _session never ends outgoing() when the server "
-                   "refuses the call, so gRPC's task reading it stays pending until the garbage "
-                   "collector destroys it: asyncio logs an ERROR at each follower's redirect")
 async def test_a_refused_session_leaves_no_task_behind(schedulers, caplog):
     leader, follower = await schedulers(), await schedulers()
     follower.redirect = leader.address

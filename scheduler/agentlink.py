@@ -61,6 +61,20 @@ def check_hello(h: pb.Hello) -> None:
         check_status(status)
 
 
+async def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, why: str) -> None:
+    """Abort the call, unless the agent hung up already (a garbage frame, then gone): gRPC's
+    abort of a call that is over fails with an internal error it logs as a traceback."""
+    if context.cancelled():
+        return
+    try:
+        await context.abort(code, why)
+    except grpc.aio.AbortError:
+        raise
+    except Exception:  # noqa: BLE001 - gRPC's ExecuteBatchError: the call ended meanwhile
+        if not (context.cancelled() or context.done()):
+            raise
+
+
 class AgentLinkService(pbg.AgentLinkServicer):
     """Served by the leader; a follower sends each agent to it (`_send_to_leader`)."""
 
@@ -73,7 +87,7 @@ class AgentLinkService(pbg.AgentLinkServicer):
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SchedulerMessage]:
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "first message must be hello")
             return  # abort raises; this says so to mypy
         hello = first.hello
         if self.tls:

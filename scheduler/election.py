@@ -175,9 +175,12 @@ class Election:
 
     async def _renew(self, loop: asyncio.AbstractEventLoop, validity: Validity, lease: int,
                      stop: threading.Event) -> None:
-        """The lease thread's loop (its own event loop and etcd connection)."""
+        """The lease thread's loop (its own event loop and etcd connection). It returns once
+        the lease is surely gone: etcd says so, or the loop is wedged. A renewal that comes
+        late (etcd electing its own leader, say) only makes the leader stop for a while:
+        the lease is alive, its key too, so the same candidacy leads again, same epoch."""
         conn = self.conn.twin()
-        last_error = ""
+        last_error, lapsed = "", False
         try:
             while not stop.is_set():
                 sent = time.monotonic()
@@ -185,22 +188,26 @@ class Election:
                     log.error("the scheduler's loop has not run for %.0fs: no longer renewing "
                               "its lease", sent - self._tick)
                     return
-                budget = validity.until - sent
-                if budget <= 0:
-                    log.warning("lease not renewed in time (%s): standing down", last_error)
-                    return
+                if not lapsed and not validity.valid(sent):
+                    lapsed = True
+                    log.warning("lease not renewed in time (%s): not leading until it is",
+                                last_error)
+                    loop.call_soon_threadsafe(self._signal)
                 try:
                     reply: Any = await asyncio.wait_for(
-                        conn.call("lease", lambda c: c.refresh_lease(lease)), budget)
+                        conn.call("lease", lambda c: c.refresh_lease(lease)),
+                        max(validity.renew_every, validity.until - sent))
                 except ETCD_ERRORS as e:
                     last_error = str(e) or type(e).__name__
-                    await _nap(stop, min(validity.renew_every / 2,
-                                         max(0.0, validity.until - time.monotonic())))
+                    await _nap(stop, validity.renew_every / 2)
                     continue
                 if reply is None or reply.TTL <= 0:
-                    log.warning("etcd says this scheduler's lease ended: standing down")
+                    log.warning("etcd says this scheduler's lease ended: standing again")
                     return
                 validity.renewed(sent, float(reply.TTL))
+                if lapsed:
+                    lapsed = False
+                    log.info("lease renewed again")
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._signal)
                 await _nap(stop, validity.renew_every)

@@ -28,6 +28,15 @@ log = logging.getLogger("scheduler")
 RESTAND_DELAY = 0.5  # seconds before standing again after a candidacy ended
 
 
+async def _end(task: asyncio.Task[None]) -> None:
+    """Cancel a task and wait for it; an error it ended with is logged."""
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error("%s ended: %r", task.get_name(), task.exception())
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 class NoLeader(RuntimeError):
     """No replica leads (an election is under way, or etcd cannot be reached)."""
 
@@ -121,17 +130,15 @@ class Replica:
                 if term is None and election.leading():
                     term = asyncio.create_task(self._lead(), name="term")
                 if term is not None and (term.done() or not election.leading()):
-                    break
+                    # A term ends when the lease is not sure to be alive; the candidacy goes
+                    # on, and leads again (a new term, the same epoch) once it is renewed.
+                    await _end(term)
+                    term = None
                 await election.changed(election.validity.renew_every)
         finally:
             for task in (term, keeper):
                 if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-            if term is not None and term.done() and not term.cancelled() \
-                    and term.exception() is not None:
-                log.error("the term ended: %r", term.exception())
+                    await _end(task)
             await election.resign()
 
     async def _lead(self) -> None:

@@ -127,3 +127,27 @@ def test_keys_that_are_not_candidacies_are_ignored(etcd_url):
         assert [c.name for c in found] == ["a"]
         await a.resign()
     run(test, etcd_url)
+
+
+def test_a_late_renewal_pauses_the_leader_and_the_same_candidacy_leads_again(etcd_url):
+    """A renewal that comes too late (etcd electing its own leader, a slow disk) makes the
+    leader stop at once; the lease and its key being alive, the next renewal makes the same
+    candidacy lead again, with the same epoch: no new election, no waiting out a ttl."""
+    async def test(conn: Connection, prefix: str) -> None:
+        a = Election(conn, prefix, "a", "10.0.0.1:7070", 2)
+        watcher = asyncio.create_task(a.observe())
+        await a.campaign()
+        keeper = asyncio.create_task(a.keep())
+        try:
+            await until(a.leading)
+            epoch = a.fence()
+            a.validity.lost()  # as if the renewals had not come in time
+            assert not a.leading() and not a.healthy()
+            await until(a.leading, 5)
+            assert a.fence() == epoch and not keeper.done()
+        finally:
+            for t in (watcher, keeper):
+                t.cancel()
+            await asyncio.gather(watcher, keeper, return_exceptions=True)
+            await a.resign()
+    run(test, etcd_url)

@@ -221,8 +221,9 @@ def test_etcd_user_and_password(auth_etcd, pki, start_scheduler):
     wait_for(s.serving, 20, what="the scheduler to serve")
     s.ok("deploy", "examples/Procfile")
     # Idle past etcd's token ttl (the subject here, not a wait for something to happen): the
-    # next write meets "invalid auth token" and must authenticate again.
-    time.sleep(TTL + 1.5)
+    # next write meets "invalid auth token" and must authenticate again. (The deploy's events
+    # are written up to a second after it returns: the idle time counts from then.)
+    time.sleep(TTL + 3)
     s.ok("scale", "web=3")
     assert "authenticating again" in s.log()
     # A restarted etcd knows no token: the watch must come back with a new one, or another

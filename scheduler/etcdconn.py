@@ -3,6 +3,7 @@ through store.py, its candidacy through election.py): fails over between the end
 renews an expired token, and says in one line why etcd cannot be used."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,13 @@ def _token_expired(text: str) -> bool:
 def _refused(text: str) -> bool:
     return any(s in text for s in ("authentication failed", "permission denied",
                                    "user name is empty", "authentication is not enabled"))
+
+
+def _electing(text: str) -> bool:
+    """etcd's own leader is changing (ErrLeaderChanged, ErrNoLeader, ErrTimeoutDueToLeaderFail):
+    the request was not applied; another member may answer."""
+    return any(s in text for s in ("leader changed", "no leader",
+                                   "timed out due to previous leader failure"))
 
 
 class StoreUnavailable(RuntimeError):
@@ -63,6 +71,8 @@ class Connection:
     def twin(self) -> Connection:
         """A new connection to the same etcd (for another thread's event loop)."""
         twin = Connection(self._endpoints, self.timeout, self.auth)
+        twin._index = self._index  # the endpoint that answers now, not the first
+        twin._client = twin._new_client()
         twin.request_seconds = self.request_seconds
         return twin
 
@@ -93,6 +103,16 @@ class Connection:
                 return result
             except TlsError as e:  # files that changed since the start and cannot be used
                 raise StoreUnavailable(f"etcd {self.target}: {e}") from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this task is being cancelled: not a failure of etcd
+                # gRPC cancelled the call: its channel was closed by a concurrent call's
+                # failover to another endpoint. Try again on the client now in use.
+                if stale < 3:
+                    stale += 1
+                    continue
+                raise StoreUnavailable(f"etcd {self.target}: the call was cancelled") from None
             except (aetcd.exceptions.ClientError, TimeoutError) as e:
                 text = str(e)
                 if client is not self._client and stale < 3:  # replaced by another call
@@ -109,7 +129,8 @@ class Connection:
                     raise StoreUnavailable(f"etcd {self.target} refused {who}: "
                                            f"{explain(e)}") from None
                 if not isinstance(e, (aetcd.exceptions.ConnectionFailedError,
-                                      aetcd.exceptions.ConnectionTimeoutError, TimeoutError)):
+                                      aetcd.exceptions.ConnectionTimeoutError, TimeoutError)) \
+                        and not _electing(text):
                     raise
                 last = e
                 tries -= 1

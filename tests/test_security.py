@@ -215,7 +215,12 @@ def test_env_values_never_leak_into_logs_ps_metrics_or_discovery(deployed):
     c.ctl("deploy", os.path.join(ROOT, "examples", "Procfile"), "--env", f"SECRET={secret}",
           "--env", f"DATABASE_URL=postgres://u:{secret}@db/x")
     c.ctl("scale", "worker=2")
-    running = c.wait_running({"worker.1", "worker.2"})
+
+    def on_v2() -> dict | None:  # worker.1 may still run v1 while the rollout replaces it
+        run = c.running()
+        return run if set(run) == {"worker.1", "worker.2"} \
+            and all(i.release == 2 for i in run.values()) else None
+    running = wait_for(on_v2, 30, what="both workers running v2") or {}
     from tests.cluster import procs
     assert all(procs.environ(i.pid).get("SECRET") == secret for i in running.values())
     import urllib.request

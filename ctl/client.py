@@ -17,6 +17,7 @@ from proto import formation_pb2_grpc as pbg
 REJECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
             grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS}
 TIMEOUT = 10.0
+UNKNOWN_OUTCOME = "formation-outcome-unknown"  # the scheduler's (scheduler/errors.py)
 CONNECT_TIMEOUT = 3.0  # seconds for an address that is not the last to connect, or refuse
 
 
@@ -142,6 +143,9 @@ class Client:
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE,
                                     grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise self._fail(e) from None
+                if any(k == UNKNOWN_OUTCOME for k, _ in e.trailing_metadata() or ()):
+                    # the leader changed after the change was written in part: not repeated
+                    raise CtlError(f"scheduler: {e.details()}", RUNTIME) from None
                 last = e
                 self.close()
                 self._stub = None

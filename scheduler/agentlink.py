@@ -113,7 +113,7 @@ class AgentLinkService(pbg.AgentLinkServicer):
         try:
             while True:
                 message = await session.outbox.get()
-                if message is None:
+                if message is None or s.term_over:  # queued before the term ended: dropped
                     break
                 yield message
         finally:

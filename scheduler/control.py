@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -29,6 +29,7 @@ from scheduler.replica import Replica
 from scheduler.rolloutsteps import MAX_RESTART_TARGETS
 
 log = logging.getLogger("scheduler.control")
+T = TypeVar("T")
 def check_target(text: str) -> str:
     """A restart target: a process type (`web`) or an instance id (`web.3`); else Rejected."""
     try:
@@ -39,6 +40,10 @@ def check_target(text: str) -> str:
     except ValueError as e:
         raise Rejected(str(e)) from None
     return text
+
+async def _now(value: T) -> T:
+    return value
+
 
 class ControlService(pbg.ControlServicer):
     """Served by the leader (followers forward these calls: forward.py), but ListSchedulers,
@@ -81,7 +86,8 @@ class ControlService(pbg.ControlServicer):
             if not 0 <= request.tail <= MAX_TAIL:
                 raise Rejected(f"tail must be 0 to {MAX_TAIL}")
         await answer(context, check)
-        async for line in stream_logs(self.s.agents, self.channels, request):
+        agents = (await answer(context, lambda: _now(self.s))).agents
+        async for line in stream_logs(agents, self.channels, request):
             yield line
 
     async def Events(self, request: pb.EventsRequest, context: grpc.aio.ServicerContext
@@ -93,17 +99,17 @@ class ControlService(pbg.ControlServicer):
             return pb.EventInfo(time=e.time, kind=e.kind, text=e.text, author=e.author,
                                 missed=missed)
 
-        async def start() -> tuple[list[Event], Follower | None]:
+        async def start() -> tuple[Scheduler, list[Event], Follower | None]:
             app = check_name("app", request.app)
             if not 0 <= request.tail <= MAX_EVENTS:
                 raise Rejected(f"tail must be 0 (all kept) to {MAX_EVENTS}")
+            s = self.s  # this term's: the feed followed ends with it (a NotLeader)
             try:  # subscribed and listed at once: nothing is missed or sent twice between
-                follower = self.s.events.subscribe(app) if request.follow else None
+                follower = s.events.subscribe(app) if request.follow else None
             except TooManyFollowers as e:
                 raise Rejected(str(e), grpc.StatusCode.RESOURCE_EXHAUSTED) from None
-            return self.s.events.list(app)[-request.tail:], follower
-        s = self.s  # this term's: the feed followed ends with it (a NotLeader)
-        kept, follower = await answer(context, start)
+            return s, s.events.list(app)[-request.tail:], follower
+        s, kept, follower = await answer(context, start)
         try:
             for event in kept:
                 yield info(event)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import aetcd
@@ -77,10 +78,6 @@ class Election:
         return me is not None and leader is not None and leader.key == me.key \
             and self.validity.valid(time.monotonic())
 
-    def fence(self) -> Fence:
-        assert self.me is not None
-        return Fence(self.me.key, self.me.revision)
-
     def healthy(self) -> bool:
         """In contact with etcd: a candidate whose lease is alive."""
         return self.me is not None and self.validity.valid(time.monotonic())
@@ -99,14 +96,25 @@ class Election:
 
     async def campaign(self) -> Candidate:
         """A new lease and a key under it; a key of this name that exists (this replica's
-        own, from before a restart) is replaced in the same transaction."""
+        own, from before a restart) is replaced in the same transaction, which also reads
+        every candidate: this replica's view includes each one older than itself, so it
+        never takes itself for the leader while an older one stands."""
         self._orphaned = None  # its own new key, when the watch sees it, replaces nothing
         sent = time.monotonic()  # the lease lasts at least ttl from the request, not the answer
         lease = await self.conn.call("lease", lambda c: c.lease(self.ttl))
-        self.lease = lease.id
+        try:
+            return await self._stand_with(lease.id, float(lease.ttl), sent)
+        except BaseException:  # a key no one would keep alive must not block the election
+            with contextlib.suppress(*ETCD_ERRORS):
+                await asyncio.wait_for(self.conn.call(
+                    "lease", lambda c: c.revoke_lease(lease.id)), 1.0)
+            raise
+
+    async def _stand_with(self, lease: int, ttl: float, sent: float) -> Candidate:
+        self.lease = lease
         self.validity = Validity(float(self.ttl))
-        self.validity.renewed(sent, float(lease.ttl))
-        key = self.dir + f"{lease.id:x}".encode()
+        self.validity.renewed(sent, ttl)
+        key = self.dir + f"{lease:x}".encode()
         now = time.time()
         value = candidate_value(self.name, self.address, now)
         others, _ = await self._range()
@@ -114,34 +122,37 @@ class Election:
         tx = self.conn.client.transactions
         ok, responses = await self.conn.call("txn", lambda c: c.transaction(
             compare=[tx.create(key) == 0],
-            success=[*(tx.delete(k) for k in mine), tx.put(key, value, lease=lease.id),
-                     tx.get(key)], failure=[]))
+            success=[*(tx.delete(k) for k in mine), tx.put(key, value, lease=lease),
+                     tx.get(self.dir, aetcd.utils.prefix_range_end(self.dir))], failure=[]))
         if not ok:
             raise StoreUnavailable(f"candidacy key {key.decode()} exists already")
         if mine:
             log.info("took the place of the earlier candidacy of %s (%d key)", self.name,
                      len(mine))
-        revision = responses[-1][0][1].create_revision
-        self.me = Candidate(key, self.name, self.address, now, 0.0, revision)
-        self.candidates[key] = self.me
-        for k in mine:
-            self.candidates.pop(k, None)
+        seen = self._candidates(kv for _, kv in responses[-1])
+        self.me = seen.get(key)
+        if self.me is None:
+            raise StoreUnavailable(f"candidacy key {key.decode()} not read back")
+        self.candidates = seen  # every older candidate, as of its own key's creation
         self._signal()
         return self.me
 
-    async def say_leading(self) -> None:
-        """Write when this replica became leader into its key (`ctl schedulers` shows it);
-        only while the key is still its own."""
+    async def begin_term(self) -> Fence:
+        """Write when this replica became leader into its key (`ctl schedulers` shows it),
+        while the key is still its own; the fence of the term is that write's revision: a
+        later term, even of the same candidacy, writes it again, and etcd refuses every
+        write of this one from then on."""
         me = self.me
         if me is None:
-            return
-        since = time.time()
-        value = candidate_value(self.name, self.address, me.joined, since)
+            raise StoreUnavailable("no candidacy")
+        value = candidate_value(self.name, self.address, me.joined, time.time())
         tx = self.conn.client.transactions
-        with contextlib.suppress(*ETCD_ERRORS):
-            await self.conn.call("txn", lambda c: c.transaction(
-                compare=[tx.create(me.key) == me.revision],
-                success=[tx.put(me.key, value, lease=self.lease)], failure=[]))
+        ok, responses = await self.conn.call("txn", lambda c: c.transaction(
+            compare=[tx.create(me.key) == me.revision],
+            success=[tx.put(me.key, value, lease=self.lease), tx.get(me.key)], failure=[]))
+        if not ok:
+            raise StoreUnavailable("this scheduler's candidacy key went")
+        return Fence(me.key, responses[-1][0][1].mod_revision)
 
     async def keep(self) -> None:
         """Renew the lease every ttl/4 until it is lost: etcd says it ended, or it could not
@@ -247,8 +258,18 @@ class Election:
             except aetcd.rpc.AioRpcError as e:
                 aetcd.exceptions._handle_exception(e)
         resp = await self.conn.call("load", read)
-        parsed = (parse_candidate(kv.key, kv.value, kv.create_revision) for kv in resp.kvs)
-        return {c.key: c for c in parsed if c is not None}, resp.header.revision
+        return self._candidates(resp.kvs), resp.header.revision
+
+    def _candidates(self, kvs: Iterable[Any]) -> dict[bytes, Candidate]:
+        return {c.key: c for c in map(self._candidate, kvs) if c is not None}
+
+    def _candidate(self, kv: Any) -> Candidate | None:
+        """A candidacy: a key named after the lease it is under (so it ends with that lease:
+        a key someone wrote without one, which would never go, is none), holding a valid
+        value (leadership.py)."""
+        if kv.lease <= 0 or kv.key != self.dir + f"{kv.lease:x}".encode():
+            return None
+        return parse_candidate(kv.key, kv.value, kv.create_revision)
 
     async def list(self) -> list[Candidate]:
         """Every candidate as etcd has them now, the leader first."""
@@ -268,7 +289,7 @@ class Election:
                     if event.kind == "DELETE":
                         self._gone(kv.key)
                     else:
-                        found = parse_candidate(kv.key, kv.value, kv.create_revision)
+                        found = self._candidate(kv)
                         if found is not None:
                             self.candidates[kv.key] = found
                             if self._orphaned and found.name == self.name \

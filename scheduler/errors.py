@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import grpc
 
+from scheduler import store
 from scheduler.leadership import NotLeader
 from scheduler.store import StoreUnavailable
 
@@ -13,6 +14,9 @@ T = TypeVar("T")
 # Trailing metadata of a call refused because this replica does not lead (any more): nothing
 # of it was done, so the replica that forwarded it may send it to the new leader.
 NOT_LEADER = "formation-not-leader"
+# ... and of one whose term ended after it wrote to etcd: done in part, or whole, or not at
+# all. Not sent again by a forwarding replica nor by ctl, which says so.
+UNKNOWN_OUTCOME = "formation-outcome-unknown"
 
 
 class Rejected(Exception):
@@ -26,6 +30,7 @@ class Rejected(Exception):
 async def answer(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
     """Run fn; abort the call with the status of a known error. Any other error is a bug: it
     propagates, is logged, and gRPC answers UNKNOWN."""
+    wrote = store.writes.set([False])  # set by the call's fenced writes (store.py)
     try:
         return await fn()
     except Rejected as e:
@@ -35,7 +40,13 @@ async def answer(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T
     except StoreUnavailable as e:
         code, message = grpc.StatusCode.UNAVAILABLE, str(e)
     except NotLeader as e:
+        if (store.writes.get() or [False])[0]:
+            context.set_trailing_metadata(((UNKNOWN_OUTCOME, "1"),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{e}: the leader changed after "
+                                "part of this change was written; check before you repeat it")
         await not_leader(context, str(e))
+    finally:
+        store.writes.reset(wrote)
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
 

@@ -15,6 +15,7 @@ refuses it with NOT_LEADER.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +28,8 @@ from common.identity import identity_uri
 from common.tls import CALLER_KEY, caller_identity
 from proto import formation_pb2 as pb
 from scheduler import instruments
-from scheduler.errors import NOT_LEADER, not_leader
+from scheduler.errors import NOT_LEADER, UNKNOWN_OUTCOME, not_leader
+from scheduler.leadership import Candidate
 from scheduler.peers import Peers
 from scheduler.replica import NoLeader, Replica
 
@@ -90,8 +92,12 @@ class Forwarder(grpc.aio.ServerInterceptor):
         return metadata, time.monotonic() + wait
 
     async def _leader(self, deadline: float, context: grpc.aio.ServicerContext) -> str:
+        return (await self._leader_of(deadline, context)).address
+
+    async def _leader_of(self, deadline: float, context: grpc.aio.ServicerContext
+                         ) -> Candidate:
         try:
-            return (await self.replica.wait_leader(deadline)).address
+            return await self.replica.wait_leader(deadline)
         except NoLeader as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
             raise AssertionError("unreachable: abort raises") from None
@@ -123,12 +129,12 @@ class Forwarder(grpc.aio.ServerInterceptor):
             metadata, deadline = await self._prepare(name, context)
             left = context.time_remaining()
             while True:
-                address = await self._leader(deadline, context)
-                call = self.peers.channel(address).unary_stream(path)(
+                leader = await self._leader_of(deadline, context)
+                call = self.peers.channel(leader.address).unary_stream(path)(
                     request, metadata=metadata, timeout=left)
                 sent = False
                 try:
-                    async for reply in call:
+                    async for reply in self._while_it_leads(call, leader, context):
                         sent = True
                         yield reply
                     return
@@ -136,29 +142,50 @@ class Forwarder(grpc.aio.ServerInterceptor):
                     if sent:
                         await _relay(e, context)
                     await self._pause(deadline, e, context)
-                finally:
-                    call.cancel()
         return handler
 
     def _bidi(self, name: str, path: str) -> Callable[..., AsyncIterator[bytes]]:
         async def handler(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
                           ) -> AsyncIterator[bytes]:
             metadata, deadline = await self._prepare(name, context)
-            address = await self._leader(deadline, context)
-            call = self.peers.channel(address).stream_stream(path)(
+            leader = await self._leader_of(deadline, context)
+            call = self.peers.channel(leader.address).stream_stream(path)(
                 requests, metadata=metadata, timeout=context.time_remaining())
             try:
-                async for reply in call:
+                async for reply in self._while_it_leads(call, leader, context):
                     yield reply
             except grpc.aio.AioRpcError as e:
                 await _relay(e, context)
-            finally:
-                call.cancel()
         return handler
 
+    async def _while_it_leads(self, call: Any, leader: Candidate,
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """The replies of a forwarded stream while the replica it went to leads: once another
+        does (the old one frozen or cut off may never say so), the stream ends UNAVAILABLE
+        and the caller (formation-lb, `ctl events -f`) follows the new leader."""
+        async def changed() -> None:
+            while (now := self.replica.election.leader) is None or now.key == leader.key:
+                await self.replica.election.changed(1.0)
+        watcher = asyncio.create_task(changed())
+        watcher.add_done_callback(lambda _: call.cancel())
+        try:
+            async for reply in call:
+                yield reply
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not watcher.done() or (task is not None and task.cancelling()):
+                raise
+            await not_leader(context, f"{leader.name} no longer leads: follow the new leader")
+        finally:
+            watcher.cancel()
+            call.cancel()
 
 async def _relay(e: grpc.aio.AioRpcError, context: grpc.aio.ServicerContext) -> None:
-    """End the caller's call with the leader's status (or the failure to reach it)."""
+    """End the caller's call with the leader's status (or the failure to reach it), and
+    what its trailing metadata says of it (errors.UNKNOWN_OUTCOME)."""
+    said = [(k, v) for k, v in e.trailing_metadata() or () if k == UNKNOWN_OUTCOME]
+    if said:
+        context.set_trailing_metadata(tuple(said))
     await context.abort(e.code(), e.details() or e.code().name)
 
 

@@ -21,7 +21,10 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 2**20),
                    # a restarted replica is dialled again within a second, not minutes
                    ("grpc.initial_reconnect_backoff_ms", 200),
                    ("grpc.min_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 1000)]
+                   ("grpc.max_reconnect_backoff_ms", 1000),
+                   # a leader frozen or cut off ends the streams forwarded to it within 15 s
+                   # (the servers allow a ping every 5 s: common/grpcserve.py)
+                   ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
 
 
 class Peers:

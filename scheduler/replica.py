@@ -29,12 +29,12 @@ RESTAND_DELAY = 0.5  # seconds before standing again after a candidacy ended
 
 
 async def _end(task: asyncio.Task[None]) -> None:
-    """Cancel a task and wait for it; an error it ended with is logged."""
+    """Cancel a task and wait for it to end; an error it ended with is logged. (A cancel of
+    the task that waits is not swallowed: asyncio.wait raises it.)"""
     if task.done() and not task.cancelled() and task.exception() is not None:
         log.error("%s ended: %r", task.get_name(), task.exception())
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await asyncio.wait([task])
 
 
 class NoLeader(RuntimeError):
@@ -146,11 +146,15 @@ class Replica:
         election = self.election
         me = election.me
         assert me is not None
-        def leads() -> bool:  # this term, not a later one of the same replica
-            now = election.me
-            return now is not None and now.key == me.key and election.leading()
+        term: list[Scheduler] = []
+
+        def leads() -> bool:  # this term, not a later one (even of the same candidacy)
+            return bool(term) and self.scheduler is term[0] and not term[0].term_over \
+                and election.leading()
         times = dataclasses.replace(self.times, epoch=me.revision, leads=leads)
-        s = self.make(self.store.fenced(election.fence()), times)
+        fence = await election.begin_term()
+        s = self.make(self.store.fenced(fence), times)
+        term.append(s)
         tasks: list[asyncio.Task] = []
         log.info("elected leader (epoch %d): recovering from etcd", me.revision)
         try:
@@ -159,7 +163,6 @@ class Replica:
             # before any counts as down.
             s.agents.grace(self.times.agent_ttl + AGENT_REDIAL_MAX)
             self.scheduler = s
-            await election.say_leading()
             log.info("leading since epoch %d", me.revision)
             tasks = [asyncio.create_task(s.run(), name="reconcile"),
                      asyncio.create_task(s.store.watch_apps(revision, s.app_event,

@@ -16,6 +16,7 @@ from scheduler.agents import AgentEntry, AgentTable, Session
 from scheduler.endpoints import Endpoints
 from scheduler.errors import Rejected
 from scheduler.eventlog import EventLog, listed
+from scheduler.leadership import NotLeader
 from scheduler.placement import InstanceKey
 from scheduler.push import LinkTimes, push
 from scheduler.readmodels import ReadModels
@@ -37,6 +38,7 @@ class AgentEvents:
     lock: asyncio.Lock
     poke: Callable[[], None]
     endpoints: Endpoints
+    term_over: bool
 
     @property
     def agents(self) -> AgentTable:
@@ -90,6 +92,8 @@ class AgentEvents:
                 record.state = known.record.state  # a drain outlives reconnects
             if known is None or known.record != record:
                 await self.store.put_agent(record)
+            if self.term_over:  # ended while it wrote: the agent dials the next leader
+                raise NotLeader("this scheduler no longer leads")
             entry, session, replaced, touched = self.agents.hello(record, list(hello.instances))
             if replaced is not None:  # a newer stream replaces an older one
                 replaced.outbox.put_nowait(None)

@@ -3,6 +3,7 @@ and what they hold: records.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,15 +45,24 @@ PAGE_APPS = 32      # keys per page of apps/ (a release may be up to 512 KiB: do
 PAGE_KEYS = 2048    # keys per page elsewhere (agents and assignments are small)
 
 
+# Whether the call being answered has written to etcd (errors.answer sets a fresh box per
+# call; batches written by child tasks share it): a NotLeader after a write is no "nothing
+# was done".
+writes: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("writes",
+                                                                         default=None)
+
+
 class Conflict(RuntimeError):
     """A guarded write found a key changed since the revision it was planned on."""
 
 
 @dataclass(frozen=True)
 class Fence:
-    """The leader's candidacy key and its create revision: every write of the leader is made
-    only while that key still exists with that revision (etcd's election recipe), so a
-    deposed leader's writes fail in etcd itself, whatever its clock believes."""
+    """The leader's candidacy key and the revision its term wrote it at: every write of the
+    term is made only while that key is still at that revision (etcd's election recipe
+    compares the key's create revision; this compares its last write, which a later term of
+    the same candidacy makes), so a deposed leader's writes, and a past term's, fail in
+    etcd itself, whatever its clock believes."""
     key: bytes
     revision: int
 
@@ -139,17 +149,20 @@ class Store:
         compare = [tx.mod(k) == revision for k, revision in guard.items()]
         failure: list[Any] = []
         if self.fence is not None:
-            compare.append(tx.create(self.fence.key) == self.fence.revision)
-            failure.append(tx.get(self.fence.key))  # absent or re-created: not the leader
+            compare.append(tx.mod(self.fence.key) == self.fence.revision)
+            failure.append(tx.get(self.fence.key))  # gone, or written by a later term
         ops: list[Any] = [tx.put(k, v) for k, v in puts.items()] + [tx.delete(k) for k in deletes]
         if puts:
             ops.append(tx.get(next(iter(puts))))
         ok, responses = await self._call("txn", lambda c: c.transaction(
             compare=compare, success=ops, failure=failure))
+        box = writes.get()
+        if ok and box is not None:
+            box[0] = True
         if not ok:
             fence = self.fence
             if fence is not None and not (responses and responses[0] and responses[0][0][1]
-                                          .create_revision == fence.revision):
+                                          .mod_revision == fence.revision):
                 instruments.FENCED_WRITES.inc()
                 raise NotLeader("etcd refused the write: this scheduler no longer leads")
             raise Conflict("a key changed since it was read")

@@ -45,7 +45,7 @@ def test_the_first_candidate_leads_and_the_next_leads_once_it_resigns(etcd_url):
             await until(lambda: b.leader is not None and b.leader.name == "a")
             assert a.leading() and not b.leading()
             assert [c.name for c in await b.list()] == ["a", "b"]
-            assert a.fence().revision < b.fence().revision  # the epochs order the leaders
+            assert a.me and b.me and a.me.revision < b.me.revision  # epochs order leaders
             await a.resign()  # its key goes with its lease: b leads at once
             await until(b.leading, 5)
             assert not a.leading() and a.me is None
@@ -61,7 +61,7 @@ def test_a_deposed_leaders_writes_are_refused_by_etcd_and_leave_no_history(etcd_
     async def test(conn: Connection, prefix: str) -> None:
         a = Election(conn, prefix, "a", "10.0.0.1:7070", 2)
         await a.campaign()
-        fenced = Store(conn, prefix).fenced(a.fence())
+        fenced = Store(conn, prefix).fenced(await a.begin_term())
         key = fenced.key("apps", "shop", "formation", "web")
         written = await fenced.write({key: b"3"})
         assert written[key] > 0
@@ -79,7 +79,7 @@ def test_a_deposed_leaders_writes_are_refused_by_etcd_and_leave_no_history(etcd_
         assert value.value == b"3"
         # A new candidacy of the same replica is a new epoch: the old fence stays refused.
         await a.campaign()
-        assert a.fence().revision > fenced.fence.revision  # type: ignore[union-attr]
+        assert (await a.begin_term()).revision > fenced.fence.revision  # type: ignore[union-attr]
         with pytest.raises(NotLeader):
             await fenced.write({key: b"6"})
         await a.resign()
@@ -119,7 +119,9 @@ def test_keys_that_are_not_candidacies_are_ignored(etcd_url):
         junk = {b"0": b"not json", b"1": b'{"name": "x y", "address": "h:1"}',
                 b"2": b'{"name": "n", "address": "no port"}', b"3": b"[1, 2]",
                 b"4": b'{"name": "n", "address": "h:1", "joined": NaN}',
-                b"5": b'{"name": "n", "address": "h:1"}' + b" " * 2000}
+                b"5": b'{"name": "n", "address": "h:1"}' + b" " * 2000,
+                # a valid value, but under no lease: it would never go, and would lead forever
+                b"6": b'{"name": "ghost", "address": "h:1"}'}
         for k, v in junk.items():  # written before a: lower revisions, yet never leaders
             await Store(conn, prefix).write({a.dir + k: v})
         await a.campaign()
@@ -140,11 +142,12 @@ def test_a_late_renewal_pauses_the_leader_and_the_same_candidacy_leads_again(etc
         keeper = asyncio.create_task(a.keep())
         try:
             await until(a.leading)
-            epoch = a.fence()
+            assert a.me is not None
+            epoch = a.me.revision
             a.validity.lost()  # as if the renewals had not come in time
             assert not a.leading() and not a.healthy()
             await until(a.leading, 5)
-            assert a.fence() == epoch and not keeper.done()
+            assert a.me is not None and a.me.revision == epoch and not keeper.done()
         finally:
             for t in (watcher, keeper):
                 t.cancel()

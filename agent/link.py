@@ -32,6 +32,7 @@ from proto import formation_pb2_grpc as pbg
 log = logging.getLogger("agent")
 
 
+DEFAULT_AGENT_TTL = 10.0  # before a list has said the scheduler's
 CONNECT_TIMEOUT = 3.0  # seconds for a scheduler to complete a connection (TLS included)
 MAX_REDIRECTS = 3  # followers' redirects followed in a row before the backoff applies again
 
@@ -205,6 +206,7 @@ class SchedulerLink:
             call = self._call = pbg.AgentLinkStub(channel).Connect(outgoing())
             self.outbox = outbox
             beats = asyncio.create_task(self._heartbeats(outbox))
+            stale_since: float | None = None  # since when this stream sent only older epochs
             try:
                 while True:
                     message = await asyncio.wait_for(call.read(), SILENCE_LIMIT)
@@ -219,12 +221,22 @@ class SchedulerLink:
                         log.info("connected to scheduler %s", address)
                     if message.WhichOneof("kind") == "assignments":
                         lists = message.assignments
-                        if lists.epoch < self.epoch:  # a deposed leader's: never applied
-                            STALE_LISTS.inc()
-                            log.warning("ignored a list of epoch %d from %s: the newest "
-                                        "leader seen is of epoch %d", lists.epoch, address,
-                                        self.epoch)
-                            continue
+                        if lists.epoch < self.epoch:  # a deposed leader's: not applied
+                            now = time.monotonic()
+                            stale_since = stale_since or now
+                            if now - stale_since < (self.agent_ttl or DEFAULT_AGENT_TTL):
+                                STALE_LISTS.inc()
+                                log.warning("ignored a list of epoch %d from %s: the newest "
+                                            "leader seen is of epoch %d", lists.epoch,
+                                            address, self.epoch)
+                                continue
+                            # Only older epochs for a whole agent ttl, from a scheduler that
+                            # answers: no deposed leader acts that long (it stops within its
+                            # lease); etcd's revisions went back (restored from a snapshot).
+                            log.warning("lists of epoch %d only, for %.0fs: etcd was restored "
+                                        "from an older snapshot; following them", lists.epoch,
+                                        now - stale_since)
+                        stale_since = None
                         self.epoch = lists.epoch
                         self.fence_after, self.agent_ttl = lists.fence_after, lists.agent_ttl
                         self.supervisor.apply(with_env(lists))

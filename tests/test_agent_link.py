@@ -290,3 +290,30 @@ async def test_an_address_where_nothing_listens_is_left_at_once(schedulers):
         assert await until(lambda: supervisor.applied == [["web.0"]])
         assert link.connected
 
+
+
+async def test_only_older_epochs_for_an_agent_ttl_are_followed(schedulers):
+    """etcd restored from an older snapshot: its revisions, and so the epochs, went back. A
+    stream that sends only older epochs for a whole agent ttl is followed (no deposed leader
+    acts that long: it stops within its lease), and the agent says so."""
+    leader = await schedulers()
+    first = assignments(9, 0)
+    first.assignments.agent_ttl = 0.5
+    leader.queue.put_nowait(first)
+    async with running([leader.address]) as (link, supervisor):
+        assert await until(lambda: supervisor.applied == [["web.0"]])
+        stale = stale_lists()
+        leader.queue.put_nowait(assignments(4, 1))  # ignored: the first older one
+        assert await until(lambda: stale_lists() == stale + 1)
+        assert supervisor.applied == [["web.0"]]
+
+        async def resend() -> None:  # the restored leader's lists, as it sends them
+            for n in range(2, 100):
+                await asyncio.sleep(0.1)
+                leader.queue.put_nowait(assignments(4, n))
+        sender = asyncio.create_task(resend())
+        try:
+            assert await until(lambda: len(supervisor.applied) == 2, 5), supervisor.applied
+            assert link.epoch == 4
+        finally:
+            sender.cancel()

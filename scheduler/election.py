@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -22,7 +21,8 @@ import aetcd.exceptions
 import aetcd.rpc
 import aetcd.utils
 
-from scheduler.etcdconn import Connection, StoreUnavailable
+from scheduler import lease as lease_keeper
+from scheduler.etcdconn import ETCD_ERRORS, Connection, StoreUnavailable
 from scheduler.leadership import (
     Candidate,
     Validity,
@@ -33,16 +33,6 @@ from scheduler.leadership import (
 from scheduler.store import Fence
 
 log = logging.getLogger("scheduler.election")
-ETCD_ERRORS = (StoreUnavailable, aetcd.exceptions.ClientError, TimeoutError)
-TICK = 0.5          # seconds between two signs of life of the loop to the lease thread
-LOOP_STALL = 30.0   # seconds without one after which the lease is let go
-
-
-async def _nap(stop: threading.Event, seconds: float) -> None:
-    """Sleep, waking early (within 0.1 s) once `stop` is set."""
-    end = time.monotonic() + seconds
-    while not stop.is_set() and (left := end - time.monotonic()) > 0:
-        await asyncio.sleep(min(left, 0.1))
 
 
 class Replaced(RuntimeError):
@@ -62,7 +52,6 @@ class Election:
         self.joined = time.time()
         self.replaced = False
         self._revision = 0  # of the watch's last read of the candidates
-        self._tick = time.monotonic()  # the loop's last sign of life (the lease thread's)
         self._orphaned: bytes | None = None  # its key, gone while it stood
         self._event = asyncio.Event()
 
@@ -155,75 +144,13 @@ class Election:
         return Fence(me.key, responses[-1][0][1].mod_revision)
 
     async def keep(self) -> None:
-        """Renew the lease every ttl/4 until it is lost: etcd says it ended, or it could not
-        be renewed before the leader would have to stop (Validity).
-
-        The renewing runs on a thread of its own, over a connection of its own, so a long
-        pass of the reconcile loop cannot cost the lease; while this loop has not ticked for
-        LOOP_STALL (wedged), the thread stops renewing and another replica takes over."""
-        loop = asyncio.get_running_loop()
-        ended, stop = asyncio.Event(), threading.Event()
-        validity, lease = self.validity, self.lease
-        self._tick = time.monotonic()
-
-        def renewing() -> None:
-            try:
-                asyncio.run(self._renew(loop, validity, lease, stop))
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                    loop.call_soon_threadsafe(ended.set)
-        thread = threading.Thread(target=renewing, name="lease", daemon=True)
-        thread.start()
+        """Renew the lease every ttl/4 (lease.py) until it is surely gone; then this
+        candidacy is over."""
         try:
-            while not ended.is_set():
-                self._tick = time.monotonic()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), TICK)
+            await lease_keeper.keep(self.conn, self.lease, self.validity, self._signal)
         finally:
-            stop.set()
-            validity.lost()
+            self.validity.lost()
             self._drop_me()
-
-    async def _renew(self, loop: asyncio.AbstractEventLoop, validity: Validity, lease: int,
-                     stop: threading.Event) -> None:
-        """The lease thread's loop (its own event loop and etcd connection). It returns once
-        the lease is surely gone: etcd says so, or the loop is wedged. A renewal that comes
-        late (etcd electing its own leader, say) only makes the leader stop for a while:
-        the lease is alive, its key too, so the same candidacy leads again, same epoch."""
-        conn = self.conn.twin()
-        last_error, lapsed = "", False
-        try:
-            while not stop.is_set():
-                sent = time.monotonic()
-                if sent - self._tick > LOOP_STALL:
-                    log.error("the scheduler's loop has not run for %.0fs: no longer renewing "
-                              "its lease", sent - self._tick)
-                    return
-                if not lapsed and not validity.valid(sent):
-                    lapsed = True
-                    log.warning("lease not renewed in time (%s): not leading until it is",
-                                last_error)
-                    loop.call_soon_threadsafe(self._signal)
-                try:
-                    reply: Any = await asyncio.wait_for(
-                        conn.call("lease", lambda c: c.refresh_lease(lease)),
-                        max(validity.renew_every, validity.until - sent))
-                except ETCD_ERRORS as e:
-                    last_error = str(e) or type(e).__name__
-                    await _nap(stop, validity.renew_every / 2)
-                    continue
-                if reply is None or reply.TTL <= 0:
-                    log.warning("etcd says this scheduler's lease ended: standing again")
-                    return
-                validity.renewed(sent, float(reply.TTL))
-                if lapsed:
-                    lapsed = False
-                    log.info("lease renewed again")
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self._signal)
-                await _nap(stop, validity.renew_every)
-        finally:
-            await conn.close()
 
     async def resign(self) -> None:
         """Give the lease back (its key goes with it), so another replica is elected at

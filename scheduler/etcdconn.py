@@ -41,6 +41,8 @@ class StoreUnavailable(RuntimeError):
     """No etcd endpoint answered."""
 
 
+ETCD_ERRORS = (StoreUnavailable, aetcd.exceptions.ClientError, TimeoutError)  # etcd failed us
+
 class Connection:
     """aetcd clients over one or more etcd endpoints, over TLS and as a user if `auth` says
     so; `call` runs an operation on the current one and fails over to the others."""
@@ -68,9 +70,10 @@ class Connection:
         self._client = self._new_client()
         await failed.close()
 
-    def twin(self) -> Connection:
-        """A new connection to the same etcd (for another thread's event loop)."""
-        twin = Connection(self._endpoints, self.timeout, self.auth)
+    def twin(self, timeout: float | None = None) -> Connection:
+        """A new connection to the same etcd (for another thread's event loop), whose calls
+        give up on an endpoint after `timeout` (default: this one's)."""
+        twin = Connection(self._endpoints, timeout or self.timeout, self.auth)
         twin._index = self._index  # the endpoint that answers now, not the first
         twin._client = twin._new_client()
         twin.request_seconds = self.request_seconds

@@ -143,10 +143,25 @@ _MAKERS = {(False, False): grpc.unary_unary_rpc_method_handler,
            (True, True): grpc.stream_stream_rpc_method_handler}
 
 
+class _Routed(grpc.GenericRpcHandler):
+    """A service's handlers, unless `route` gives another for a call (a follower's
+    forwarding: scheduler/forward.py). A lookup, not an interceptor: no cost per call but a
+    function call."""
+
+    def __init__(self, route: Callable[[grpc.HandlerCallDetails], Any | None],
+                 local: grpc.GenericRpcHandler) -> None:
+        self.route, self.local = route, local
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        return self.route(details) or self.local.service(details)
+
+
 def add_service(servicer: object, server: grpc.aio.Server, service: str,
-                policy: Policy | None = None) -> None:
+                policy: Policy | None = None,
+                route: Callable[[grpc.HandlerCallDetails], Any | None] | None = None) -> None:
     """Serve `servicer`'s methods as formation.v1.<service>, each call first allowed by
-    policy (if given): a refusal is PERMISSION_DENIED (UNAUTHENTICATED for no identity)."""
+    policy (if given): a refusal is PERMISSION_DENIED (UNAUTHENTICATED for no identity);
+    `route` may serve a call with a handler of its own instead."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name[service].methods:
         make = _MAKERS[(method.client_streaming, method.server_streaming)]
@@ -154,8 +169,8 @@ def add_service(servicer: object, server: grpc.aio.Server, service: str,
             _guarded(method, _wrap(method, getattr(servicer, method.name)), policy),
             request_deserializer=_decoder(getattr(pb, method.input_type.name)),
             response_serializer=_encode)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        f"formation.v1.{service}", handlers),))
+    local = grpc.method_handlers_generic_handler(f"formation.v1.{service}", handlers)
+    server.add_generic_rpc_handlers((local if route is None else _Routed(route, local),))
 
 
 def bind(server: grpc.aio.Server, address: str,

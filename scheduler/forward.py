@@ -52,8 +52,9 @@ def retryable(e: grpc.aio.AioRpcError) -> bool:
     return any(word in (e.details() or "").lower() for word in NOT_SENT)
 
 
-class Forwarder(grpc.aio.ServerInterceptor):
-    """Serves Control calls here while this replica leads; forwards them otherwise."""
+class Forwarder:
+    """Serves Control calls here while this replica leads; forwards them otherwise
+    (`route`, given to common/grpcserve.add_service)."""
 
     def __init__(self, replica: Replica, peers: Peers, policy: Policy | None) -> None:
         self.replica = replica
@@ -61,12 +62,14 @@ class Forwarder(grpc.aio.ServerInterceptor):
         self.policy = policy
         self.methods = {m.name: m for m in pb.DESCRIPTOR.services_by_name["Control"].methods}
 
-    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
+    def route(self, details: grpc.HandlerCallDetails) -> Any | None:
+        """None (served here) while this replica leads; else a handler forwarding the call."""
+        if self.replica.leading():
+            return None
         service, _, name = details.method.lstrip("/").rpartition("/")
         method = self.methods.get(name)
-        if service != SERVICE or method is None or name in LOCAL or self.replica.leading():
-            return await continuation(details)
+        if service != SERVICE or method is None or name in LOCAL:
+            return None
         if any(k == FORWARDED for k, _ in details.invocation_metadata or ()):
             return _refuse(method)
         instruments.FORWARDED.labels(name).inc()

@@ -92,7 +92,6 @@ async def _renew(parent: Connection, lease: int, validity: Validity, stop: threa
 
 
 async def _nap(stop: threading.Event, seconds: float) -> None:
-    """Sleep, waking early (within 0.1 s) once `stop` is set."""
-    end = time.monotonic() + seconds
-    while not stop.is_set() and (left := end - time.monotonic()) > 0:
-        await asyncio.sleep(min(left, 0.1))
+    """Sleep, waking early once `stop` is set (a thread blocked on the event: the loop's
+    thread is not woken by polling)."""
+    await asyncio.to_thread(stop.wait, seconds)

@@ -147,9 +147,9 @@ async def run(args: argparse.Namespace) -> None:
     metrics.install(replica, conn)
     peers = Peers(credentials)
     policy = authz.control if secure else None
-    server = grpc.aio.server(options=SERVER_OPTIONS,
-                             interceptors=[Forwarder(replica, peers, policy)])
-    add_service(ControlService(replica, channels, peers), server, "Control", policy)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    add_service(ControlService(replica, channels, peers), server, "Control", policy,
+                route=Forwarder(replica, peers, policy).route)
     add_service(AgentLinkService(replica, peers, tls=secure), server, "AgentLink",
                 authz.agent_link if secure else None)
     health_servicer = health.aio.HealthServicer()

@@ -70,14 +70,14 @@ class Connection:
         self._client = self._new_client()
         await failed.close()
 
-    def twin(self, timeout: float | None = None) -> Connection:
-        """A new connection to the same etcd (for another thread's event loop), whose calls
-        give up on an endpoint after `timeout` (default: this one's)."""
-        twin = Connection(self._endpoints, timeout or self.timeout, self.auth)
-        twin._index = self._index  # the endpoint that answers now, not the first
-        twin._client = twin._new_client()
-        twin.request_seconds = self.request_seconds
-        return twin
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._endpoints)
+
+    @property
+    def index(self) -> int:
+        """The endpoint in use now (the one that answered last)."""
+        return self._index
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,5 +1,5 @@
 """The leader's lease kept alive: renewed every ttl/4 on a thread of its own, over an etcd
-connection of its own, so a long pass of the reconcile loop cannot cost the lease; while
+channel of its own (gRPC's synchronous API), so a long pass of the reconcile loop cannot cost the lease; while
 the loop has not shown a sign of life for LOOP_STALL (wedged), the thread stops renewing and
 another replica takes over. The rules of how long a renewal counts: leadership.Validity."""
 from __future__ import annotations
@@ -10,9 +10,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from scheduler.etcdconn import ETCD_ERRORS, Connection
+import aetcd.rpc
+import grpc
+
+from common.tls import TlsError
+from scheduler.etcdclient import load_tls
+from scheduler.etcdconn import Connection
 from scheduler.leadership import Validity
 
 log = logging.getLogger("scheduler.election")
@@ -28,11 +32,15 @@ async def keep(conn: Connection, lease: int, validity: Validity,
     ended, stop = asyncio.Event(), threading.Event()
     tick = [time.monotonic()]
 
+    def tell() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(changed)
+
     def renewing() -> None:
         try:
-            asyncio.run(_renew(conn, lease, validity, stop, tick, loop, changed))
+            _renew(Renewer(conn), lease, validity, stop, tick, tell)
         finally:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(ended.set)
     thread = threading.Thread(target=renewing, name="lease", daemon=True)
     thread.start()
@@ -45,19 +53,62 @@ async def keep(conn: Connection, lease: int, validity: Validity,
         stop.set()
 
 
-async def _renew(parent: Connection, lease: int, validity: Validity, stop: threading.Event,
-                 tick: list[float], loop: asyncio.AbstractEventLoop,
-                 changed: Callable[[], None]) -> None:
+class Renewer:
+    """Lease keepalives over gRPC's synchronous API, on the lease thread: no second asyncio
+    loop speaking gRPC beside the scheduler's (that cost every call of the scheduler CPU).
+    Starts at the endpoint the scheduler's connection uses; moves on when one fails."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.endpoints, self.index, self.auth = conn.endpoints, conn.index, conn.auth
+        self.channel: grpc.Channel | None = None
+        self.metadata: tuple[tuple[str, str], ...] = ()
+
+    def _open(self, timeout: float) -> aetcd.rpc.LeaseStub:
+        if self.channel is None:
+            e = self.endpoints[self.index]
+            target = f"[{e.host}]:{e.port}" if ":" in e.host else f"{e.host}:{e.port}"
+            if e.tls or self.auth.tls:
+                m = load_tls(self.auth)
+                creds = grpc.ssl_channel_credentials(m.ca, m.key, m.cert)
+                self.channel = grpc.secure_channel(target, creds)
+            else:
+                self.channel = grpc.insecure_channel(target)
+            self.metadata = ()
+            if self.auth.user:
+                reply = aetcd.rpc.AuthStub(self.channel).Authenticate(
+                    aetcd.rpc.AuthenticateRequest(name=self.auth.user,
+                                                  password=self.auth.password),
+                    timeout=timeout)
+                self.metadata = (("token", reply.token),)
+        return aetcd.rpc.LeaseStub(self.channel)
+
+    def refresh(self, lease: int, timeout: float) -> int:
+        """The lease's ttl after a keepalive (0: it ended); RuntimeError if this endpoint
+        did not answer (the next is tried next time)."""
+        try:
+            stub = self._open(timeout)
+            replies = stub.LeaseKeepAlive(iter([aetcd.rpc.LeaseKeepAliveRequest(ID=lease)]),
+                                          timeout=timeout, metadata=self.metadata)
+            return int(next(replies).TTL)
+        except (grpc.RpcError, StopIteration, TlsError) as e:
+            self.close()
+            text = e.details() if isinstance(e, grpc.RpcError) else str(e)
+            if not (isinstance(e, grpc.RpcError) and "auth token" in (text or "")):
+                self.index = (self.index + 1) % len(self.endpoints)
+            raise RuntimeError(text or type(e).__name__) from None
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+
+def _renew(renewer: Renewer, lease: int, validity: Validity, stop: threading.Event,
+           tick: list[float], tell: Callable[[], None]) -> None:
     """The lease thread's loop. A renewal that comes late (etcd electing its own leader,
     say) only makes the leader stop for a while: the lease is alive, its key too, so the
-    same candidacy leads again, same epoch. An endpoint that does not answer is left for
-    the next within a renewal's period (the connection's own timeout)."""
-    conn = parent.twin(timeout=max(0.5, validity.renew_every))
+    same candidacy leads again, same epoch."""
     last_error, lapsed = "", False
-
-    def tell() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed
-            loop.call_soon_threadsafe(changed)
     try:
         while not stop.is_set():
             sent = time.monotonic()
@@ -70,28 +121,20 @@ async def _renew(parent: Connection, lease: int, validity: Validity, stop: threa
                 log.warning("lease not renewed in time (%s): not leading until it is",
                             last_error)
                 tell()
-            try:
-                reply: Any = await asyncio.wait_for(
-                    conn.call("lease", lambda c: c.refresh_lease(lease)),
-                    max(2 * validity.renew_every, validity.until - sent))
-            except ETCD_ERRORS as e:
-                last_error = str(e) or type(e).__name__
-                await _nap(stop, validity.renew_every / 2)
+            try:  # an endpoint that does not answer is left within a renewal's period
+                ttl = renewer.refresh(lease, max(0.5, validity.renew_every))
+            except RuntimeError as e:
+                last_error = str(e)
+                stop.wait(validity.renew_every / 2)
                 continue
-            if reply is None or reply.TTL <= 0:
+            if ttl <= 0:
                 log.warning("etcd says this scheduler's lease ended: standing again")
                 return
-            validity.renewed(sent, float(reply.TTL))
+            validity.renewed(sent, float(ttl))
             if lapsed:
                 lapsed = False
                 log.info("lease renewed again")
             tell()
-            await _nap(stop, validity.renew_every)
+            stop.wait(validity.renew_every)
     finally:
-        await conn.close()
-
-
-async def _nap(stop: threading.Event, seconds: float) -> None:
-    """Sleep, waking early once `stop` is set (a thread blocked on the event: the loop's
-    thread is not woken by polling)."""
-    await asyncio.to_thread(stop.wait, seconds)
+        renewer.close()

@@ -151,7 +151,7 @@ class SchedulerLink:
         leader: str | None = None  # where a follower said the leader is: dialled next
         while True:
             address = leader or self.addresses[index % len(self.addresses)]
-            rotating, leader = leader is None, None
+            leader = None
             try:
                 await self._session(address)
             except grpc.aio.AioRpcError as e:
@@ -175,7 +175,7 @@ class SchedulerLink:
                 if self._call is not None or (task is not None and task.cancelling()):
                     raise
                 # our own cancel() of the call after fencing: redial
-            if rotating or self.addresses[index % len(self.addresses)] == address:
+            if self.addresses[index % len(self.addresses)] == address:
                 index += 1  # the next try goes to the next address, not the one that failed
             if self.connected:
                 attempt = 0

@@ -35,10 +35,6 @@ from scheduler.store import Fence
 log = logging.getLogger("scheduler.election")
 
 
-class Replaced(RuntimeError):
-    """Another replica of the same name took this one's place."""
-
-
 class Election:
     def __init__(self, conn: Connection, prefix: str, name: str, address: str,
                  ttl: int) -> None:
@@ -49,7 +45,6 @@ class Election:
         self.candidates: dict[bytes, Candidate] = {}
         self.me: Candidate | None = None
         self.lease = 0
-        self.joined = time.time()
         self.replaced = False
         self._revision = 0  # of the watch's last read of the candidates
         self._orphaned: bytes | None = None  # its key, gone while it stood
@@ -94,9 +89,7 @@ class Election:
         try:
             return await self._stand_with(lease.id, float(lease.ttl), sent)
         except BaseException:  # a key no one would keep alive must not block the election
-            with contextlib.suppress(*ETCD_ERRORS):
-                await asyncio.wait_for(self.conn.call(
-                    "lease", lambda c: c.revoke_lease(lease.id)), 1.0)
+            await self._revoke(lease.id)
             raise
 
     async def _stand_with(self, lease: int, ttl: float, sent: float) -> Candidate:
@@ -159,9 +152,13 @@ class Election:
         self._drop_me()
         lease, self.lease = self.lease, 0
         if lease:
-            with contextlib.suppress(*ETCD_ERRORS):
-                await asyncio.wait_for(self.conn.call(
-                    "lease", lambda c: c.revoke_lease(lease)), 1.0)
+            await self._revoke(lease)
+
+    async def _revoke(self, lease: int) -> None:
+        """End a lease (and its key) now; best effort, briefly."""
+        with contextlib.suppress(*ETCD_ERRORS):
+            await asyncio.wait_for(self.conn.call(
+                "lease", lambda c: c.revoke_lease(lease)), 1.0)
 
     def _drop_me(self) -> None:
         """The candidacy is over: its key is no leader of this replica's view (it may still

@@ -94,9 +94,6 @@ class Forwarder:
         wait = self.replica.leader_wait if left is None else min(left, self.replica.leader_wait)
         return metadata, time.monotonic() + wait
 
-    async def _leader(self, deadline: float, context: grpc.aio.ServicerContext) -> str:
-        return (await self._leader_of(deadline, context)).address
-
     async def _leader_of(self, deadline: float, context: grpc.aio.ServicerContext
                          ) -> Candidate:
         try:
@@ -117,8 +114,8 @@ class Forwarder:
         async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             metadata, deadline = await self._prepare(name, context)
             while True:
-                address = await self._leader(deadline, context)
-                call = self.peers.channel(address).unary_unary(path)
+                leader = await self._leader_of(deadline, context)
+                call = self.peers.channel(leader.address).unary_unary(path)
                 try:
                     return await call(request, metadata=metadata,
                                       timeout=context.time_remaining())

@@ -37,6 +37,6 @@ FORWARDED = Counter("formation_scheduler_forwarded_calls_total",
 FENCED_WRITES = Counter("formation_scheduler_fenced_writes_total",
                         "Writes etcd refused because the leadership they were made under "
                         "was over (a deposed leader's).")
-STALE_PUSHES = Counter("formation_scheduler_withheld_pushes_total",
+WITHHELD_PUSHES = Counter("formation_scheduler_withheld_pushes_total",
                        "Assignment lists not pushed because this replica could not be sure "
                        "it still led.")

@@ -88,7 +88,7 @@ def push(world: World, entry: AgentEntry, times: LinkTimes, force: bool = False,
     if session is None:
         return False
     if not times.leads():  # a deposed leader's list could undo the new one's
-        instruments.STALE_PUSHES.inc()
+        instruments.WITHHELD_PUSHES.inc()
         return False
     if items is None:
         items = world.list_for(entry.record.name)

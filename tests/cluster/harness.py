@@ -230,10 +230,6 @@ class Cluster:
                  sum(1 for n in self.parts if n.startswith("agent")), 20,
                  what="agents to reconnect")
 
-    def schedulers(self) -> list[Any]:
-        """`ctl schedulers` as the API gives it (SchedulerInfo messages, the leader first)."""
-        return self.client.schedulers()
-
     def leader(self, timeout: float = 20) -> str:
         """The name of the replica that leads, once one does and says so in its metrics."""
         def found() -> str | None:

@@ -216,13 +216,15 @@ def test_env_values_never_leak_into_logs_ps_metrics_or_discovery(deployed):
           "--env", f"DATABASE_URL=postgres://u:{secret}@db/x")
     c.ctl("scale", "worker=2")
 
+    from tests.cluster import procs
+
     def on_v2() -> dict | None:  # worker.1 may still run v1 while the rollout replaces it
+        # The listing and /proc are read at two moments: ask both again until they agree.
         run = c.running()
         return run if set(run) == {"worker.1", "worker.2"} \
-            and all(i.release == 2 for i in run.values()) else None
-    running = wait_for(on_v2, 30, what="both workers running v2") or {}
-    from tests.cluster import procs
-    assert all(procs.environ(i.pid).get("SECRET") == secret for i in running.values())
+            and all(i.release == 2 for i in run.values()) \
+            and all(procs.environ(i.pid).get("SECRET") == secret for i in run.values()) else None
+    wait_for(on_v2, 30, what="both workers running v2 with the secret in their environment")
     import urllib.request
     seen = [c.ctl("ps", "--json").stdout, c.ctl("ps").stdout, c.ctl("formation", "--json").stdout,
             c.ctl("agents", "--json").stdout, c.log("scheduler"), c.log("agent-1"),

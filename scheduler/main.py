@@ -13,7 +13,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common import tls
+from common import sdnotify, tls
 from common.cli import OneLineParser, number
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
@@ -184,9 +184,12 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if credentials is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
+    # SIGHUP re-reads the TLS files (systemctl reload); without TLS it must not kill us
+    loop.add_signal_handler(signal.SIGHUP, lambda: credentials and credentials.reload(force=True))
+    # Type=notify: the start is complete once we serve (leading or not) and handle SIGTERM
+    sdnotify.ready(f"serving on {args.listen} as {args.name}")
     await stop.wait()
+    sdnotify.stopping()
     failed = task.done() and not task.cancelled() and task.exception() is not None
     if failed:
         error = task.exception()

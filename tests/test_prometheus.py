@@ -1,14 +1,20 @@
 """Metrics and service discovery against a real Prometheus (Debian's `prometheus` package):
 deploy/prometheus/prometheus.yml, pointed at a real cluster, finds every agent and every
-instance through the scheduler's /sd endpoints, and formation_* series follow `ctl scale`."""
+instance through the scheduler's /sd endpoints, and formation_* series follow `ctl scale`;
+every query of the Grafana dashboard (deploy/grafana/formation.json) gives series there, and
+every alert rule evaluates without error."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
+import signal
 import subprocess
 import urllib.parse
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -17,6 +23,7 @@ from tests.cluster import wait_for
 from tests.cluster.harness import ROOT
 
 DEPLOY = os.path.join(ROOT, "deploy", "prometheus")
+DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "formation.json")
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 missing = pytest.mark.skipif(
@@ -78,7 +85,7 @@ tests:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def api(base: str, path: str, **params: str) -> dict:
+def api(base: str, path: str, **params: str) -> Any:
     url = f"{base}{path}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())["data"]
@@ -98,7 +105,7 @@ def value(base: str, query: str) -> dict[str, float]:
 def test_prometheus_discovers_agents_and_instances_and_tracks_the_formation(make_cluster,
                                                                             tmp_path):
     assert PROMETHEUS is not None and PROMTOOL is not None, "prometheus is not installed"
-    c = make_cluster(agents=2)
+    c = make_cluster(agents=2, capacity=3)  # 6 slots: worker=6 beside web=1 leaves one pending
     sched = c.metrics["scheduler"]
     with open(os.path.join(DEPLOY, "prometheus.yml")) as f:
         config = f.read()
@@ -149,5 +156,174 @@ def test_prometheus_discovers_agents_and_instances_and_tracks_the_formation(make
         # Per-instance resource series from the agents.
         rss = value(base, 'formation_agent_instance_resident_memory_bytes{id="web.1"}')
         assert rss and all(v > 1_000_000 for v in rss.values())
+
+        # The series some panels wait for: a restart (web.1 killed, its agent starts it again,
+        # which observes the start-latency histogram too) and a pending instance.
+        os.kill(c.instances()["web.1"].pid, signal.SIGKILL)
+        wait_for(lambda: value(base, 'sum(formation_agent_instance_restarts_total{id="web.1"})')
+                 .get("", 0) >= 1, 30, interval=0.5, what="web.1's restart scraped")
+        c.ctl("scale", "worker=6")
+        wait_for(lambda: value(base, "formation_pending_instances") == {"": 1.0}, 30,
+                 interval=0.5, what="one worker pending")
+        check_dashboard_queries(base)
+        # The pending panel's `or ... * 0` (0 rather than no data) does not hide a real count.
+        pending = next(e for title, _, e in queries(load_dashboard())
+                       if title == "Pending instances" and e.startswith("sum by (app)"))
+        assert {r["metric"]["app"]: float(r["value"][1]) for r in api(
+            base, "/api/v1/query", query=pending)["result"]} == {"default": 1.0}
+        # Every rule of rules.yml evaluates without error on these real series, and a cluster
+        # with a leader is not FormationSchedulerNoLeader (its `or vector(0)` aside).
+        wait_for(lambda: all(r["health"] == "ok" and not r["lastEvaluation"].startswith("0001")
+                             for g in api(base, "/api/v1/rules")["groups"] for r in g["rules"]),
+                 30, interval=0.5, what="every rule evaluated, health ok")
+        rules = {r["name"]: r for g in api(base, "/api/v1/rules")["groups"] for r in g["rules"]}
+        assert api(base, "/api/v1/query", query=rules["FormationSchedulerNoLeader"]["query"]
+                   )["result"] == []
     finally:
         prom.stop()
+
+
+# ---- the Grafana dashboard ------------------------------------------------------------------
+
+DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+# What Grafana puts in a query for each variable: a multi-value variable as a regex alternation
+# (its values here: the test's app and types), the intervals as for the few minutes this test's
+# Prometheus has scraped (long enough to hold the events the test causes).
+GRAFANA_VALUES = {"app": "(default)", "type": "(web|worker)", "__rate_interval": "2m",
+                  "__interval": "15s", "__range": "10m"}
+
+
+def substitute(expr: str, values: dict[str, str] = GRAFANA_VALUES) -> str:
+    """expr with Grafana's variables ($name, ${name}, ${name:format}, [[name]]) replaced;
+    KeyError for a variable not in values."""
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]",
+                  lambda m: values[m.group(1) or m.group(2) or m.group(3)], expr)
+
+
+def load_dashboard() -> dict:
+    with open(DASHBOARD) as f:
+        return json.load(f)
+
+
+def all_panels(dashboard: dict) -> list[dict]:
+    """Every panel, rows included, and those inside collapsed rows."""
+    out = []
+    for p in dashboard["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def queries(dashboard: dict) -> list[tuple[str, str, str]]:
+    """(panel title, refId, expr with variables substituted) of every panel target."""
+    return [(p["title"], t["refId"], substitute(t["expr"]))
+            for p in all_panels(dashboard) if p["type"] != "row" for t in p["targets"]]
+
+
+def test_substitute_replaces_grafana_variables():
+    assert substitute('rate(x{app=~"$app",type=~"${type}"}[$__rate_interval])') == \
+        'rate(x{app=~"(default)",type=~"(web|worker)"}[2m])'
+    assert substitute("increase(x[$__range]) + [[app]] ${app:regex}") == \
+        "increase(x[10m]) + (default) (default)"
+    with pytest.raises(KeyError):
+        substitute("x{id=~\"$unknown\"}")
+
+
+def test_dashboard_is_importable_and_its_queries_name_documented_metrics():
+    d = load_dashboard()
+    assert d["uid"] == "formation" and d["id"] is None and d["title"]
+    assert isinstance(d["schemaVersion"], int) and d["schemaVersion"] >= 36
+    assert d["time"]["from"].startswith("now-") and d["refresh"]
+    assert [(i["name"], i["type"], i["pluginId"]) for i in d["__inputs"]] == \
+        [("DS_PROMETHEUS", "datasource", "prometheus")]
+    required = {(r["type"], r["id"]) for r in d["__requires"]}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= required
+
+    panels = all_panels(d)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), ids
+    boxes = []
+    for p in panels:
+        g = p["gridPos"]
+        assert all(isinstance(g[k], int) for k in "hwxy") and g["x"] + g["w"] <= 24, p["title"]
+        boxes.append((g["x"], g["y"], g["x"] + g["w"], g["y"] + g["h"], p["title"]))
+        if p["type"] == "row":
+            assert not p.get("targets"), p["title"]
+            continue
+        assert ("panel", p["type"]) in required, p["type"]
+        assert p["datasource"] == DATASOURCE, p["title"]
+        assert p["targets"], p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs)) and all(refs), p["title"]
+        for t in p["targets"]:
+            assert t["expr"].strip() and t.get("datasource", DATASOURCE) == DATASOURCE, \
+                (p["title"], t["refId"])
+    for i, a in enumerate(boxes):  # no two panels overlap
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a[4], b[4])
+
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["app"]["query"]["query"] == "label_values(formation_desired_instances, app)"
+    for v in variables.values():
+        assert v["datasource"] == DATASOURCE, v["name"]
+        assert "$" not in substitute(v["query"]["query"]), v["name"]
+    exprs = queries(d)  # substitute() raises KeyError on an unknown variable
+    assert all("$" not in e for _, _, e in exprs)
+
+    # Every formation_* metric that a panel or an alert names is one docs/metrics.md lists.
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:
+        documented = set(re.findall(r"`(formation_\w+)`", f.read()))
+    with open(os.path.join(DEPLOY, "rules.yml")) as f:
+        rules = f.read()
+    named = set(re.findall(r"\bformation_\w+", " ".join(e for _, _, e in exprs) + " " + " ".join(
+        line for line in rules.splitlines() if line.strip().startswith("expr:"))))
+    undocumented = {n for n in named
+                    if re.sub(r"_(bucket|sum|count)$", "", n) not in documented}
+    assert named and not undocumented, undocumented
+
+
+@no_promtool
+def test_every_dashboard_query_parses(tmp_path):
+    """promtool has no PromQL command; `check rules` parses each query as a recording rule's."""
+    assert PROMTOOL is not None, "promtool is not installed"
+    d = load_dashboard()
+    exprs = [e for _, _, e in queries(d)]
+    # A variable's label_values(SELECTOR, LABEL): its selector is a query too.
+    exprs += [substitute(re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", v["query"]["query"]))
+              for v in d["templating"]["list"]]
+    rules = [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]
+    (tmp_path / "dashboard.yml").write_text(json.dumps({"groups": [
+        {"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([PROMTOOL, "check", "rules", "dashboard.yml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout
+
+
+def check_dashboard_queries(base: str) -> None:
+    """Each variable of the dashboard lists values, and each panel query gives at least one
+    series with a number (not NaN) on the real Prometheus at base."""
+    d = load_dashboard()
+    for v in d["templating"]["list"]:
+        match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", v["query"]["query"])
+        assert match, v["query"]["query"]
+        found = api(base, f"/api/v1/label/{match.group(2)}/values",
+                    **{"match[]": substitute(match.group(1))})
+        assert found, v["name"]
+
+    def blank() -> list[str]:
+        out = []
+        for title, ref, expr in queries(d):
+            rows = api(base, "/api/v1/query", query=expr)["result"]
+            if not any(math.isfinite(float(r["value"][1])) for r in rows):
+                out.append(f"{title} {ref}: {expr} -> {rows}")
+        return out
+
+    def every_query_answers() -> bool:
+        left = blank()
+        if left:  # wait_for's timeout says which, from the last try
+            raise AssertionError("\n".join(left))
+        return True
+
+    wait_for(every_query_answers, 30, interval=0.5, what="every dashboard query to give series")
+

@@ -20,9 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent import cgroups
+from agent.adopted import AdoptedChild, AdoptedGuardian
 from agent.cgroups import Isolation
 
 log = logging.getLogger("agent")
@@ -36,6 +37,7 @@ class Child(Protocol):
 
     async def wait(self) -> int: ...
     def close(self) -> None: ...
+    def stdout_fd(self) -> int: ...  # the output pipe's fd, -1 if none (for a handover)
 
 
 class Launcher(Protocol):
@@ -110,6 +112,13 @@ class OsChild:
         """Release the pipes, even if an escaped grandchild still holds the other end."""
         self._transport.close()
 
+    def stdout_fd(self) -> int:
+        pipe = self._transport.get_pipe_transport(1)
+        if pipe is None or pipe.is_closing():
+            return -1
+        file = pipe.get_extra_info("pipe")
+        return file.fileno() if file is not None else -1
+
 
 def _findable(program: str, env: dict[str, str], cwd: str) -> bool:
     """Would exec find program (as the child's PATH and cwd resolve it)?"""
@@ -125,12 +134,13 @@ class OsLauncher:
 
     def __init__(self, isolation: Isolation | None = None) -> None:
         self.isolation = isolation or Isolation(cgroups.PROCESS_GROUP, why="not asked")
-        self.guardian: subprocess.Popen | None = None
+        self.guardian: subprocess.Popen | AdoptedGuardian | None = None
         self._last_tick = 0.0
         self._deadline = 0.0
         self._cgroups: dict[int, str] = {}   # leader pid -> its cgroup, until forgotten
         self._spawned = 0
         self._cleanups: set[asyncio.Task] = set()
+        self._checks: set[int] = set()  # exec health checks' groups, until forgotten
 
     def start_guardian(self) -> None:
         self.guardian = subprocess.Popen(
@@ -138,6 +148,39 @@ class OsLauncher:
             start_new_session=True, close_fds=True)
         if self.isolation.base:
             self._tell(f"B{self.isolation.base}")
+
+    def handover(self) -> dict[str, Any]:
+        """What an upgrade's exec hands over (agent/handover.py). The guardian's stdin stays
+        open across it, so the guardian sees no EOF and kills nothing. A health check under way
+        is killed (the next one is due at once after the exec); the new image reaps it."""
+        assert self.guardian is not None and self.guardian.stdin is not None
+        for pid in self._checks:
+            self.kill_group(pid, signal.SIGKILL)
+        self.guardian.stdin.flush()
+        os.set_inheritable(self.guardian.stdin.fileno(), True)
+        return {"guardian_pid": self.guardian.pid, "guardian_fd": self.guardian.stdin.fileno(),
+                "cgroups": {str(pid): path for pid, path in self._cgroups.items()},
+                "spawned": self._spawned, "reap": sorted(self._checks)}
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        """Take over the guardian and the cgroups of the image before the exec, and reap the
+        health checks it killed."""
+        self.guardian = AdoptedGuardian(int(state["guardian_pid"]), int(state["guardian_fd"]))
+        self._cgroups = {int(pid): str(path) for pid, path in state["cgroups"].items()}
+        self._spawned = int(state["spawned"])
+        for pid in state.get("reap", []):
+            task = asyncio.get_running_loop().create_task(self._reap(int(pid)))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _reap(self, pid: int) -> None:
+        with contextlib.suppress(OSError):
+            await AdoptedChild(pid, -1, b"").wait()
+        self.forget_group(pid)
+
+    def idle(self) -> bool:
+        """No cgroup of a dead group is still waited for (see forget_group)."""
+        return not self._cleanups
 
     def _tell(self, line: str) -> None:
         if self.guardian is not None and self.guardian.stdin is not None:
@@ -187,6 +230,8 @@ class OsLauncher:
         child = OsChild(transport, protocol)
         if cgroup:
             self._cgroups[child.pid] = cgroup
+        if not capture:
+            self._checks.add(child.pid)
         self._tell(f"{'*' if at_most_once else '+'}{child.pid}{' ' + cgroup if cgroup else ''}")
         return child
 
@@ -222,6 +267,7 @@ class OsLauncher:
     def forget_group(self, pgid: int) -> None:
         """The group is dead: kill what is left of its cgroup, remove the cgroup once empty,
         and only then tell the guardian, which must not kill a later holder of that id."""
+        self._checks.discard(pgid)
         cgroup = self._cgroups.pop(pgid, None)
         if cgroup is None:
             self._tell(f"-{pgid}")

@@ -99,6 +99,16 @@ class SchedulerLink:
         supervisor.on_status = self.send_status
         supervisor.wait_contact = self.wait_contact
 
+    def handover(self) -> dict[str, float]:
+        """What an agent upgrade hands over (agent/handover.py): fencing goes on across it."""
+        return {"epoch": self.epoch, "fence_after": self.fence_after,
+                "agent_ttl": self.agent_ttl, "last_contact": self.last_contact}
+
+    def adopt(self, state: dict[str, float]) -> None:
+        self.epoch = int(state["epoch"])
+        self.fence_after, self.agent_ttl = float(state["fence_after"]), float(state["agent_ttl"])
+        self.last_contact = float(state["last_contact"])
+
     def send_status(self, status: pb.InstanceStatus) -> None:
         """Queue a status; all those of one turn of the loop go out as one message."""
         if self.outbox is None:

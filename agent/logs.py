@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from common.escape import escape
 
@@ -139,6 +139,7 @@ class LogSink:
         self.dropped_lines: collections.Counter[str] = collections.Counter()
         self.dropped_bytes: collections.Counter[str] = collections.Counter()
         self.ready = asyncio.Event()
+        self._writing: asyncio.Future | None = None  # the write to stdout under way
 
     def line(self, app: str, instance: str, text: str) -> None:
         entry = LogLine(time.time(), app, instance, text)
@@ -217,11 +218,41 @@ class LogSink:
             if self.queue:
                 self.ready.set()
             # A slow reader of our stdout must not stall the event loop: write off-loop.
-            await loop.run_in_executor(None, self._write, data)
+            # (Shielded: a write begun is finished even if this task is cancelled.)
+            self._writing = loop.run_in_executor(None, self._write, data)
+            await asyncio.shield(self._writing)
+
+    def idle(self) -> bool:
+        """No write to stdout under way."""
+        return self._writing is None or self._writing.done()
+
+    async def quiet(self) -> None:
+        """Return once the write under way, if any, is over (no line is lost at exit)."""
+        while not self.idle():
+            assert self._writing is not None
+            await asyncio.wait([self._writing])
 
     def flush(self) -> None:
-        """Write whatever is queued, now (at exit)."""
+        """Write whatever is queued, now (at exit, once quiet())."""
         self._write(self._take(len(self.queue)))
+
+    def handover(self) -> dict[str, Any]:
+        """The buffered lines and drop counts, for an agent upgrade (agent/handover.py)."""
+        return {"buffers": [[app, instance, [[e.time, e.text] for e in ring.lines]]
+                            for (app, instance), ring in self.buffers.items()],
+                "retired": [list(key) for key in self.retired], "dropped": self.dropped,
+                "dropped_lines": dict(self.dropped_lines),
+                "dropped_bytes": dict(self.dropped_bytes)}
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        for app, instance, lines in state["buffers"]:
+            ring = self.buffers[(app, instance)] = _Ring(self.keep, self.keep_bytes)
+            for t, text in lines:
+                ring.append(LogLine(float(t), app, instance, text))
+        self.retired.extend((app, instance) for app, instance in state["retired"])
+        self.dropped = int(state["dropped"])
+        self.dropped_lines.update(state["dropped_lines"])
+        self.dropped_bytes.update(state["dropped_bytes"])
 
     def _write(self, data: bytes) -> None:
         try:
@@ -229,57 +260,3 @@ class LogSink:
             self.out.flush()
         except (BrokenPipeError, ValueError):
             pass
-
-
-def _text(raw: bytes) -> str:
-    return raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r")
-
-
-async def pump(stream: asyncio.StreamReader, app: str, instance: str, sink: LogSink,
-               rate: float = LINE_RATE, burst: float = LINE_BURST,
-               byte_rate: float = BYTE_RATE, byte_burst: float = BYTE_BURST) -> None:
-    """Read a child's output until EOF, cutting it into lines for the sink, at most `rate`
-    lines and `byte_rate` bytes a second (token buckets of `burst` lines, `byte_burst` bytes;
-    a line is let through while any byte is left, the bucket then owes the rest)."""
-    partial = b""
-    skipping = False  # inside a line already cut at MAX_LINE: the rest of it goes
-    tokens, btokens, last = burst, byte_burst, time.monotonic()
-    while True:
-        chunk = await stream.read(65536)
-        if not chunk:
-            break
-        now = time.monotonic()
-        tokens = min(burst, tokens + (now - last) * rate)
-        btokens = min(byte_burst, btokens + (now - last) * byte_rate)
-        last = now
-        data = partial + chunk
-        if tokens < 1 or btokens <= 0:
-            # Flooding: count the lines without splitting, then let the pipe fill.
-            cut = data.rfind(b"\n")
-            sink.drop(data.count(b"\n"), cut + 1, RATE)
-            skipping = skipping and cut < 0
-            partial = b"" if skipping else data[cut + 1:]
-            if len(partial) > MAX_LINE:  # a line too long and dropped: skip the rest of it
-                partial, skipping = b"", True
-            await asyncio.sleep(FLOOD_PAUSE)
-            continue
-        lines = data.split(b"\n")
-        partial = lines.pop()
-        if skipping and lines:  # the rest of a cut line ends here
-            del lines[0]
-            skipping = False
-        if skipping:
-            partial = b""
-        elif len(partial) > MAX_LINE:
-            lines.append(partial[:MAX_LINE])
-            partial, skipping = b"", True
-        for i, raw in enumerate(lines):
-            if tokens < 1 or btokens <= 0:
-                rest = lines[i:]
-                sink.drop(len(rest), sum(len(r) + 1 for r in rest), RATE)
-                break
-            tokens -= 1
-            btokens -= min(len(raw), MAX_LINE) + 1
-            sink.line(app, instance, _text(raw))
-    if partial:
-        sink.line(app, instance, _text(partial))

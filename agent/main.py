@@ -8,15 +8,19 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
-from agent import api, cgroups, metrics, simulate
+import grpc
+
+from agent import api, base_environment, cgroups, handover, metrics, simulate, upgrade
+from agent.adopted import AdoptedGuardian
+from agent.cgroups import Isolation
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
 from agent.ports import PortPool, ephemeral_range, parse_range
-from agent.runner import base_environment
 from agent.supervisor import Supervisor
-from common import tls
+from common import sdnotify, tls
 from common.cli import OneLineParser
 from common.httpserve import metrics_route, serve
 from common.identity import Identity
@@ -149,32 +153,62 @@ def credentials(args: argparse.Namespace) -> tls.Credentials | None:
     return found
 
 
+def adoptable(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The handover to adopt, if this image was exec'd by an upgrade. One it cannot read, or of
+    another version, is not adopted: its guardian is told to kill those instances (they start
+    again from the scheduler's list) - never two copies, never one nobody watches."""
+    if document is None or document.get("version") == handover.VERSION:
+        return document
+    log.error("the agent this one replaces handed over version %r, not %d: its instances are "
+              "killed and started again", document.get("version"), handover.VERSION)
+    try:
+        state = document["launcher"]
+        guardian = AdoptedGuardian(int(state["guardian_pid"]), int(state["guardian_fd"]))
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        log.error("cannot reach its guardian either (%s)", e)
+        return None
+    launcher = OsLauncher()
+    launcher.guardian = guardian
+    launcher.close_guardian()  # it kills what it was told of, cgroups included
+    return None
+
+
 async def run(args: argparse.Namespace) -> None:
     if args.simulate:
         await simulate.run_simulated(args.simulate, args.name, args.addresses, args.capacity,
                                      args.advertise, args.tls)
         return
+    try:
+        handed = adoptable(handover.take())
+    except handover.HandoverError as e:
+        log.error("%s: the instances of the agent this one replaces run unwatched until it "
+                  "exits", e)
+        handed = None
     creds = credentials(args)
     use_pidfd_child_watcher()
     try:
-        isolation = cgroups.choose(args.isolation, args.name)
+        isolation = (Isolation(**handed["isolation"]) if handed else
+                     cgroups.choose(args.isolation, args.name))
     except cgroups.CgroupsUnavailable as e:
         log.error("--isolation cgroup: %s", e)
         raise SystemExit(1) from None
     log.info("%s", isolation.describe())
     launcher = OsLauncher(isolation)
-    launcher.start_guardian()
     sink = LogSink()
     supervisor = Supervisor(launcher, sink, PortPool(args.ports), args.workdir,
                             base_environment())
-    try:
-        server = await api.serve(args.listen, sink, args.name, creds)
-    except (OSError, RuntimeError) as e:
-        log.error("cannot serve on --listen %s: %s", args.listen, e)
-        launcher.close_guardian()
-        raise SystemExit(1) from None
+    if handed:
+        launcher.adopt(handed["launcher"])
+        sink.adopt(handed["sink"])
+    else:
+        launcher.start_guardian()
+    server = await serve_api(args, sink, creds, launcher)
     hello = make_hello(args, isolation)
     link = SchedulerLink(args.addresses, hello, supervisor, launcher.heard_scheduler, creds)
+    if handed:
+        link.adopt(handed["link"])
+        await supervisor.adopt(handed["runners"])
+        log.info("upgraded in place: adopted %d instances", len(supervisor.runners))
     metrics.install(metrics.AgentCollector(supervisor, link, sink, args.capacity))
     if args.metrics_listen:
         await serve(args.metrics_listen, {"/metrics": metrics_route})
@@ -185,33 +219,92 @@ async def run(args: argparse.Namespace) -> None:
         log.warning("--port-range %s overlaps this host's ephemeral ports %d-%d: an outgoing "
                     "connection may take an instance's port", args.port_range, ephemeral.start,
                     ephemeral.stop - 1)
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(sink.run()),
-             asyncio.create_task(link.fence())]
+    sinking = asyncio.create_task(sink.run())
+    linking = [asyncio.create_task(link.run()), asyncio.create_task(link.fence())]
 
-    stop = asyncio.Event()
+    stop, hup = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if creds is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: creds.reload(force=True))
-    await stop.wait()
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    sdnotify.ready(f"serving on {args.listen}")
+    while not stop.is_set():
+        await first(stop, hup)
+        if stop.is_set():
+            break
+        hup.clear()
+        why = await upgrade.preflight()
+        if stop.is_set():
+            break
+        if why is not None:
+            log.error("not upgrading: the installed agent cannot start: %s", why)
+            if creds is not None:
+                creds.reload(force=True)
+            continue
+        sdnotify.reloading()
+        log.info("upgrading in place: handing %d instances over", len(supervisor.runners))
+        for task in linking:
+            task.cancel()
+        await asyncio.wait(linking)
+        await server.stop(grace=0.5)
+        if await upgrade.settle(supervisor, launcher, sink, stop_bound(supervisor), stop):
+            sink.flush()  # nothing is run between here and the exec
+            try:
+                upgrade.reexec(upgrade.document(vars(isolation), launcher, sink,
+                                                link.handover(), supervisor))
+            except OSError as e:
+                log.error("cannot re-execute %s: %s", sys.executable, e)
+        elif not stop.is_set():
+            log.error("not upgrading: instances still starting or stopping after %.1fs",
+                      stop_bound(supervisor))
+        server = await serve_api(args, sink, creds, launcher)
+        linking = [asyncio.create_task(link.run()), asyncio.create_task(link.fence())]
+        sdnotify.ready(f"serving on {args.listen}")
+    sdnotify.stopping()
     log.info("stopping %d instances", len(supervisor.runners))
-    tasks[0].cancel()  # no new assignments while stopping
-    tasks[2].cancel()
+    for task in linking:  # no new assignments while stopping
+        task.cancel()
     await stop_within(supervisor)
     launcher.close_guardian()  # it kills whatever is left, cgroups included
-    tasks[1].cancel()
+    sinking.cancel()
+    await sink.quiet()
     sink.flush()  # what the instances said last
     await server.stop(grace=0.5)
     log.info("stopped")
 
 
+async def serve_api(args: argparse.Namespace, sink: LogSink, creds: tls.Credentials | None,
+                    launcher: OsLauncher) -> grpc.aio.Server:
+    """The agent's gRPC API (logs, health), or exit 1 with one line if it cannot listen."""
+    try:
+        return await api.serve(args.listen, sink, args.name, creds)
+    except (OSError, RuntimeError) as e:
+        log.error("cannot serve on --listen %s: %s", args.listen, e)
+        launcher.close_guardian()
+        raise SystemExit(1) from None
+
+
+async def first(*events: asyncio.Event) -> None:
+    """Return once any of the events is set."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+def stop_bound(supervisor: Supervisor) -> float:
+    """How long stopping every instance may take: the longest stop_timeout + SHUTDOWN_SLACK."""
+    return max((r.spec.stop_timeout for r in supervisor.runners.values()),
+               default=0.0) + SHUTDOWN_SLACK
+
+
 async def stop_within(supervisor: Supervisor) -> None:
-    """Stop every instance, giving up after the longest stop_timeout + SHUTDOWN_SLACK: each
-    runner SIGKILLs at its stop_timeout and never waits for long after, so this is only the
-    net under that promise (an agent stops in bounded time, always)."""
-    longest = max((r.spec.stop_timeout for r in supervisor.runners.values()), default=0.0)
-    bound = longest + SHUTDOWN_SLACK
+    """Stop every instance, giving up after stop_bound(): each runner SIGKILLs at its
+    stop_timeout and never waits for long after, so this is only the net under that promise
+    (an agent stops in bounded time, always)."""
+    bound = stop_bound(supervisor)
     try:
         await asyncio.wait_for(supervisor.stop_all(), bound)
     except TimeoutError:
@@ -220,6 +313,9 @@ async def stop_within(supervisor: Supervisor) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if os.environ.get(upgrade.PREFLIGHT_ENV):  # an upgrade's check of the installed code:
+        credentials(args)  # it imports, takes these flags and this certificate
+        return
     setup_logging(args.name)
     asyncio.run(run(args))
 

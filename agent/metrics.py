@@ -71,8 +71,8 @@ class AgentCollector:
             key = [r.spec.app, r.spec.type, r.spec.id, str(r.spec.release),
                    str(r.spec.generation)]
             restarts.add_metric(key, r.restarts)
-            exits.add_metric(key, r.exits)
-            failures.add_metric(key, r.health_failures)
+            exits.add_metric(key, r.machine.exits)
+            failures.add_metric(key, r.machine.health_failures)
             if r.pid in usage:
                 cpu.add_metric(key, usage[r.pid][0])
                 rss.add_metric(key, usage[r.pid][1])

@@ -2,21 +2,22 @@
 
 The runner feeds the machine what happens (spawned, exited, probe results, timers, a stop
 request) and carries out the commands it returns: spawn through the launcher, signal the
-group (and cgroup), arm timers, probe, report. It decides nothing itself, and never polls: the leader's
-exit comes from the child watcher, timers from the clock.
+group (and cgroup), arm timers, probe, report. It decides nothing itself, and never polls:
+the leader's exit comes from the child watcher (or a pidfd), timers from the clock.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
-import os
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Protocol
+from typing import Any
 
-from agent import OWN_ENVIRONMENT, instruments
+from agent import handover, instruments
 from agent.cgroups import GONE_TIMEOUT
+from agent.clock import Cancellable, Clock, LoopClock
 from agent.events import (
     AcquirePort,
     AwaitContact,
@@ -49,10 +50,11 @@ from agent.events import (
 from agent.health import probe
 from agent.launcher import Child, Launcher, shell_argv
 from agent.lifecycle import InstanceState
-from agent.logs import LogSink, pump
+from agent.logs import LogSink
 from agent.machine import InstanceMachine
 from agent.oneshot import OneShotMachine
 from agent.ports import PortPool
+from agent.pump import Pump
 from common.appdef import HealthCheck
 from common.appdef_pb import check_for
 from proto import formation_pb2 as pb
@@ -62,26 +64,6 @@ DRAIN_OUTPUT = 2.0  # seconds to finish reading a dead instance's output
 
 Prober = Callable[[HealthCheck, int, dict[str, str], str, Launcher],
                   Awaitable[tuple[bool, str]]]
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """Where the runner reads the time and arms timers; tests pass a fake one."""
-    def now(self) -> float: ...
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
-
-
-class LoopClock:
-    """The event loop's monotonic clock and timers."""
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
-        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class InstanceRunner:
@@ -109,6 +91,8 @@ class InstanceRunner:
                         InstanceMachine(spec.id, spec.stop_timeout, self.check, spec.at_most_once))
         self.child: Child | None = None
         self._pump: asyncio.Task | None = None
+        self._pumper: Pump | None = None
+        self._waiting: asyncio.Future[int] | None = None  # the leader's exit, until fed
         self._probe: asyncio.Task | None = None
         self._timers: dict[Timer, Cancellable] = {}
         self._tasks: set[asyncio.Task] = set()      # cancelled once stopped
@@ -129,28 +113,12 @@ class InstanceRunner:
         return self.machine.state
 
     @property
-    def reason(self) -> str:
-        return self.machine.reason
-
-    @property
     def pid(self) -> int:
         return self.machine.pid
 
     @property
-    def port(self) -> int:
-        return self.machine.port
-
-    @property
     def restarts(self) -> int:
         return self.machine.restarts
-
-    @property
-    def exits(self) -> int:
-        return self.machine.exits
-
-    @property
-    def health_failures(self) -> int:
-        return self.machine.health_failures
 
     def status(self) -> pb.InstanceStatus:
         m = self.machine
@@ -161,7 +129,7 @@ class InstanceRunner:
     def env(self) -> dict[str, str]:
         env = dict(self.base_env)
         env.update(self.spec.env)
-        env.update(PORT=str(self.port), FORMATION_APP=self.spec.app,
+        env.update(PORT=str(self.machine.port), FORMATION_APP=self.spec.app,
                    FORMATION_INSTANCE=self.spec.id, FORMATION_RELEASE=str(self.spec.release),
                    FORMATION_TYPE=self.spec.type)
         return env
@@ -283,13 +251,51 @@ class InstanceRunner:
         except OSError as e:
             self.feed(SpawnFailed(str(e)))
             return
+        self._attach(child)
+        self.feed(Spawned(child.pid))
+        await self._watch(child)
+
+    def _attach(self, child: Child, skipping: bool = False) -> None:
         self.child = child
         if child.stdout is not None:
-            self._pump = asyncio.create_task(pump(child.stdout, self.spec.app, self.spec.id,
-                                                  self.sink), name=f"output {self.spec.id}")
-        self.feed(Spawned(child.pid))
-        # The leader itself, not the end of its output.
-        self.feed(Exited(await child.wait(), child.pid))
+            self._pumper = Pump(child.stdout, self.spec.app, self.spec.id, self.sink,
+                                skipping=skipping)
+            self._pump = asyncio.create_task(self._pumper.run(), name=f"output {self.spec.id}")
+
+    async def _watch(self, child: Child) -> None:
+        """Feed the leader's exit (the leader itself, not the end of its output)."""
+        self._waiting = asyncio.ensure_future(child.wait())
+        code = await self._waiting
+        self._waiting = None
+        self.feed(Exited(code, child.pid))
+
+    # ---- an agent upgrade (agent/upgrade.py) ------------------------------------------------
+
+    def settled(self) -> bool:
+        """Nothing under way a handover cannot carry: a spawn, a drain, an exit not yet fed."""
+        return not (self.machine.spawning or self._releases or
+                    (self._waiting is not None and self._waiting.done()))
+
+    def handover(self) -> dict[str, Any]:
+        fd = self.child.stdout_fd() if self.child is not None and self._pump is not None else -1
+        return handover.runner_state(self.spec, self.machine, self.clock.now(), fd, self._pumper)
+
+    def adopt(self, state: dict[str, Any], child: Child | None) -> None:
+        """Go on from a handover: the machine, its timers, the leader watched and read on."""
+        handover.restore_machine(self.machine, state["machine"])
+        if child is not None:
+            self._attach(child, skipping=bool(state.get("skipping")))
+            self._background(self._watch(child), "watch")
+        now = self.clock.now()
+        for timer, due in self.machine.timers.items():
+            self._timers[timer] = self.clock.call_later(max(0.0, due - now),
+                                                        functools.partial(self._fire, timer))
+        if not self.machine.begun:
+            self.feed(Begin())
+        elif self.machine.waiting_contact:
+            self._do(AwaitContact())
+        elif self.machine.waiting_port:
+            self._do(AcquirePort())
 
     def _release(self, pid: int) -> None:
         child, pumping = self.child, self._pump
@@ -316,12 +322,7 @@ class InstanceRunner:
 
     async def _run_probe(self) -> None:
         assert self.check is not None
-        ok, why = await self.prober(self.check, self.port, self.env(), self.workdir,
+        ok, why = await self.prober(self.check, self.machine.port, self.env(), self.workdir,
                                     self.launcher)
         self.feed(ProbeResult(ok, why))
 
-
-def base_environment() -> dict[str, str]:
-    """What instances inherit from the agent: its environment without its own settings."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("FORMATION_") and k not in OWN_ENVIRONMENT}

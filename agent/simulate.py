@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 
 from agent.link import SchedulerLink
@@ -59,4 +60,7 @@ async def run_simulated(count: int, base: str, addresses: list[str], capacity: i
             paths.ca, paths.cert.replace("{name}", name), paths.key.replace("{name}", name)))
         links.append(SchedulerLink(addresses, hello, SimulatedSupervisor(),  # type: ignore
                                    tls=creds))
+    # Nothing to upgrade in place here: a SIGHUP must not end the benchmark.
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP ignored: simulated agents do not upgrade"))
     await asyncio.gather(*(link.run() for link in links))

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
+from agent import handover
+from agent.adopted import AdoptedChild
+from agent.clock import Clock
 from agent.health import probe
 from agent.launcher import Launcher
 from agent.lifecycle import InstanceState
 from agent.logs import LogSink
 from agent.ports import PortPool
-from agent.runner import Clock, InstanceRunner, Prober
+from agent.runner import InstanceRunner, Prober
 from proto import formation_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -158,6 +163,38 @@ class Supervisor:
 
         task = asyncio.create_task(stop(), name=f"stop {key[1]} {_copy(key)}")
         self.stopping[key] = task
+
+    # ---- an agent upgrade (agent/upgrade.py, agent/handover.py) -----------------------------
+
+    def settled(self) -> bool:
+        """No stop under way and every runner settled: what is left can be handed over."""
+        return not self.stopping and all(r.settled() for r in self.runners.values())
+
+    def handover(self) -> list[dict[str, Any]]:
+        return [r.handover() for r in self.runners.values()]
+
+    async def adopt(self, states: list[dict[str, Any]]) -> None:
+        """Take over the runners of the image before the exec, live leaders included."""
+        for state in states:
+            spec = pb.Assignment.FromString(handover.unb64(state["spec"]))
+            leader, child = int(state["machine"].get("leader", 0)), None
+            try:
+                if leader > 0:
+                    child = AdoptedChild(leader, int(state["stdout"]),
+                                         handover.unb64(state["unread"]))
+                    await child.attach()
+            except (OSError, ValueError) as e:  # nothing left to watch it by: let it go
+                log.error("%s: cannot adopt pid %d (%s): killing it", spec.id, leader, e)
+                self.launcher.kill_group(leader, signal.SIGKILL)
+                self.launcher.forget_group(leader)
+                continue
+            runner = InstanceRunner(spec, self.ports, self.launcher, self.sink, self._report,
+                                    self.workdir, self.base_env, self.wait_contact, self.clock,
+                                    self.prober)
+            self.runners[key_of(spec)] = runner
+            runner.adopt(state, child)
+            if runner.machine.port:
+                self.ports.used.add(runner.machine.port)
 
     async def stop_all(self) -> None:
         """Stop every instance, concurrently; used at agent shutdown."""

@@ -155,7 +155,8 @@ class Launch:
 
     def agent(self, name: str, scheduler: str, capacity: int, port_range: str, workdir: str,
               listen: str, advertise: str = "", metrics: str = "", extra: Sequence[str] = (),
-              tls: TlsPaths | None = None) -> Part:
+              tls: TlsPaths | None = None, cwd: str | None = None) -> Part:
+        """cwd: where `python -m agent` finds the agent's code (None: here)."""
         argv = [self.python, "-m", "agent", "--name", name, "--scheduler", scheduler,
                 "--capacity", str(capacity), "--port-range", port_range, "--workdir", workdir,
                 "--listen", listen, *tls_flags(tls), *extra]
@@ -163,4 +164,4 @@ class Launch:
             argv += ["--advertise", advertise]
         if metrics:
             argv += ["--metrics-listen", metrics]
-        return self.start(name, argv)
+        return self.start(name, argv, cwd)

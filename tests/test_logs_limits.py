@@ -15,7 +15,8 @@ import pytest
 
 from agent import api as agent_api
 from agent import logs as agent_logs
-from agent.logs import BYTE_BURST, BYTE_RATE, LogSink, pump
+from agent.logs import BYTE_BURST, BYTE_RATE, LogSink
+from agent.pump import pump
 from common.escape import escape
 from ctl import logs as ctl_logs
 from proto import formation_pb2 as pb

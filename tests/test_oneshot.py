@@ -331,7 +331,7 @@ async def test_a_run_that_ignores_sigterm_is_sigkilled_stop_timeout_after_its_ti
         pid = await until("the spawn", lambda: runner.pid)
         await until("the end", lambda: runner.state == S.FAILED)
         assert time.monotonic() - started >= 0.3 + 0.5 - 0.05  # SIGTERM was not enough
-        assert runner.reason == "timed out after 0.3 s"
+        assert runner.machine.reason == "timed out after 0.3 s"
         await until("its group to be gone",
                     lambda: not (procs.alive(pid) or procs.group_members(pid)))
         await asyncio.wait_for(runner.stop(), 5)

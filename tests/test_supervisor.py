@@ -22,12 +22,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent import base_environment
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
 from agent.metrics import AgentCollector
 from agent.ports import PortPool
-from agent.runner import base_environment
 from agent.supervisor import Supervisor
 from common.states import InstanceState
 from proto import formation_pb2 as pb

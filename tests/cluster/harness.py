@@ -245,9 +245,10 @@ class Cluster:
         return self._scheduler_listen[name]
 
     def start_agent(self, name: str, capacity: int | None = None,
-                    port_range: str | None = None, env: dict[str, str] | None = None) -> Part:
+                    port_range: str | None = None, env: dict[str, str] | None = None,
+                    cwd: str | None = None) -> Part:
         """Start (or restart) an agent; `port_range` (A-B) replaces its default range; `env`
-        adds to the environment it starts with."""
+        adds to the environment it starts with; `cwd`: where its code is imported from."""
         if port_range is not None:
             self._agent_ports[name] = port_range
         if name not in self._agent_ports:
@@ -267,7 +268,7 @@ class Cluster:
                             self._agent_ports[name], self.workdir,
                             listen=self._agent_listen[name], advertise=host.address,
                             metrics=self.metrics[name], extra=self.insecure,
-                            tls=self.tls_for("agent", name, host.address))
+                            tls=self.tls_for("agent", name, host.address), cwd=cwd)
         self.parts[name] = part
         return part
 

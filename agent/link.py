@@ -78,6 +78,38 @@ def with_env(lists: pb.Assignments) -> list[pb.Assignment]:
     return items
 
 
+class StaleLists:
+    """Which list to apply, given lists of an older epoch than the newest seen are ignored.
+
+    Once a stream has sent only older epochs for a whole agent ttl, the newest of them is
+    applied - even if nothing new comes then (the scheduler sends a list on change only, so
+    the check runs on every message, heartbeat answers included): no deposed leader acts that
+    long (it stops within its lease), so etcd's revisions went back - restored from an older
+    snapshot."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.since: float | None = None   # since when the stream sent only older epochs
+        self.held: pb.Assignments | None = None  # the newest of them
+
+    def take(self, lists: pb.Assignments | None, epoch: int, now: float
+             ) -> pb.Assignments | None:
+        """The list to apply now, if any: `lists` (just received, or None) unless it is older
+        than `epoch`; the held one once older epochs alone came for a ttl."""
+        if lists is not None and lists.epoch >= epoch:
+            self.since = self.held = None
+            return lists
+        if lists is not None:
+            self.since = self.since or now
+            self.held = lists
+        if self.held is None or self.since is None or now - self.since < self.ttl:
+            return None
+        log.warning("lists of epoch %d only, for %.0fs: etcd was restored from an older "
+                    "snapshot; following them", self.held.epoch, now - self.since)
+        held, self.since, self.held = self.held, None, None
+        return held
+
+
 class SchedulerLink:
     def __init__(self, addresses: list[str], hello: pb.Hello, supervisor: Supervisor,
                  on_contact: Callable[[float], None] = lambda deadline: None,
@@ -216,7 +248,7 @@ class SchedulerLink:
             call = self._call = pbg.AgentLinkStub(channel).Connect(outgoing())
             self.outbox = outbox
             beats = asyncio.create_task(self._heartbeats(outbox))
-            stale_since: float | None = None  # since when this stream sent only older epochs
+            stale = StaleLists(self.agent_ttl or DEFAULT_AGENT_TTL)
             try:
                 while True:
                     message = await asyncio.wait_for(call.read(), SILENCE_LIMIT)
@@ -229,27 +261,18 @@ class SchedulerLink:
                     if not self.connected:
                         self.connected = True
                         log.info("connected to scheduler %s", address)
-                    if message.WhichOneof("kind") == "assignments":
-                        lists = message.assignments
-                        if lists.epoch < self.epoch:  # a deposed leader's: not applied
-                            now = time.monotonic()
-                            stale_since = stale_since or now
-                            if now - stale_since < (self.agent_ttl or DEFAULT_AGENT_TTL):
-                                STALE_LISTS.inc()
-                                log.warning("ignored a list of epoch %d from %s: the newest "
-                                            "leader seen is of epoch %d", lists.epoch,
-                                            address, self.epoch)
-                                continue
-                            # Only older epochs for a whole agent ttl, from a scheduler that
-                            # answers: no deposed leader acts that long (it stops within its
-                            # lease); etcd's revisions went back (restored from a snapshot).
-                            log.warning("lists of epoch %d only, for %.0fs: etcd was restored "
-                                        "from an older snapshot; following them", lists.epoch,
-                                        now - stale_since)
-                        stale_since = None
-                        self.epoch = lists.epoch
-                        self.fence_after, self.agent_ttl = lists.fence_after, lists.agent_ttl
-                        self.supervisor.apply(with_env(lists))
+                    lists = message.assignments if message.WhichOneof("kind") == "assignments" \
+                        else None
+                    chosen = stale.take(lists, self.epoch, self.last_contact)
+                    if lists is not None and chosen is None:  # a deposed leader's, it seems
+                        STALE_LISTS.inc()
+                        log.warning("ignored a list of epoch %d from %s: the newest leader "
+                                    "seen is of epoch %d", lists.epoch, address, self.epoch)
+                    if chosen is not None:
+                        self.epoch = chosen.epoch
+                        self.fence_after, self.agent_ttl = chosen.fence_after, chosen.agent_ttl
+                        stale.ttl = self.agent_ttl or DEFAULT_AGENT_TTL
+                        self.supervisor.apply(with_env(chosen))
             finally:
                 self._call = None
                 self.outbox = None

@@ -33,6 +33,9 @@ FOLLOWER_BYTES = 4 << 20   # ... and bytes; beyond, dropped and told to it as `m
 MAX_CHANNELS = 4096        # agent API channels kept open; the oldest is dropped beyond
 LINE_COST = 128            # bytes a queued line is counted for besides its text
 RELEASE_OUTPUT_LINES = 20  # last lines of a release phase's output copied into its events
+FOLLOW_RETRY = 0.2         # seconds before following an agent again whose stream ended ...
+FOLLOW_RETRY_MAX = 5.0     # ... doubling up to this while it fails
+RESUME_TAIL = 1000         # lines of history asked for then, to fill the gap
 
 DROPPED_LINES = Counter("formation_log_follower_lines_dropped",
                         "Log lines dropped because a follower (ctl logs -f) read too slowly.")
@@ -135,11 +138,29 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
     follow_req = pb.LogsRequest(app=request.app, selector=request.selector, follow=True)
 
     async def follow(name: str, address: str) -> None:
-        try:
-            async for line in channels.stub(name, address).Logs(follow_req):
-                queue.put(line)
-        except grpc.aio.AioRpcError as e:
-            log.info("following logs of %s ended: %s", address, e.code().name)
+        """Follow one agent. A stream that ends while its agent is not down (it upgraded in
+        place, restarted, or its connection broke) is followed again, from the lines after the
+        last one seen: those of the gap come from its history (RESUME_TAIL lines at most)."""
+        request, last, delay = follow_req, 0.0, FOLLOW_RETRY
+        while True:
+            try:
+                async for line in channels.stub(name, address).Logs(request):
+                    if line.time > last:
+                        last = line.time
+                        queue.put(line)
+                        delay = FOLLOW_RETRY
+            except grpc.aio.AioRpcError as e:
+                log.info("following logs of %s ended: %s", address, e.code().name)
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    return  # not a stream that broke: asking again would get the same
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, FOLLOW_RETRY_MAX)
+            entry = table.entries.get(name)
+            if entry is None or entry.down or not entry.record.api_address:
+                return
+            address = entry.record.api_address
+            request = pb.LogsRequest(app=request.app, selector=request.selector, follow=True,
+                                     tail=RESUME_TAIL)
 
     tasks = [asyncio.create_task(follow(a.name, a.api_address)) for a in agents]
     try:

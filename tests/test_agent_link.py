@@ -317,3 +317,21 @@ async def test_only_older_epochs_for_an_agent_ttl_are_followed(schedulers):
             assert link.epoch == 4
         finally:
             sender.cancel()
+
+
+def test_older_epochs_alone_for_a_ttl_are_followed_even_if_no_list_comes_then():
+    """etcd restored from an older snapshot: the newest older list is applied at the first
+    message after the ttl (a heartbeat's answer: a leader sends lists on change only), once;
+    a list of the newest epoch meanwhile ends it."""
+    from agent.link import StaleLists
+    stale = StaleLists(10.0)
+    new, old, older = pb.Assignments(epoch=9), pb.Assignments(epoch=5), pb.Assignments(epoch=4)
+    assert stale.take(new, 0, 0.0) is new
+    assert stale.take(older, 9, 1.0) is None
+    assert stale.take(old, 9, 2.0) is None
+    assert stale.take(None, 9, 10.9) is None
+    assert stale.take(None, 9, 11.0) is old  # the newest of those held
+    assert stale.take(None, 9, 30.0) is None  # once
+    assert stale.take(old, 9, 40.0) is None
+    assert stale.take(new, 9, 45.0) is new
+    assert stale.take(None, 9, 60.0) is None

@@ -3,6 +3,7 @@ same process, which adopts its instances - no instance restarts, no pid changes,
 lost - and a plain SIGTERM afterwards still stops them gracefully."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -52,6 +53,12 @@ def no_gap(numbers: list[int]) -> bool:
     return bool(numbers) and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
 
 
+def followed(tmp_path) -> list[int]:
+    """tick.1's numbers as `ctl logs -f` printed them."""
+    text = (tmp_path / "follow.log").read_text()
+    return [int(n) for n in re.findall(r"\| tick\.1 tick (\d+)$", text, re.M)]
+
+
 def upgraded(c, times: int) -> bool:
     return c.log("agent-1").count("upgraded in place") >= times
 
@@ -72,6 +79,11 @@ def zombies(parent: int) -> list[int]:
 
 
 def test_hup_upgrades_the_agent_without_touching_its_instances(make_cluster, tmp_path):
+    with contextlib.ExitStack() as cleanup:
+        upgrades_in_place(make_cluster, tmp_path, cleanup)
+
+
+def upgrades_in_place(make_cluster, tmp_path, cleanup: contextlib.ExitStack) -> None:
     c = make_cluster(agents=1, workdir=str(tmp_path))
     c.ctl("deploy", app(tmp_path))
     c.ctl("scale", "web=2", "tick=2", "check=1")
@@ -80,6 +92,15 @@ def test_hup_upgrades_the_agent_without_touching_its_instances(make_cluster, tmp
     agent = c.parts["agent-1"]
     before = {i.id: (i.pid, i.restarts) for i in c.client.instances("default")}
     wait_for(lambda: len(ticks(c.log("agent-1"), "tick.1")) >= 20, 10, what="some ticks")
+    with open(tmp_path / "follow.log", "w") as out:  # `ctl logs -f` goes on across upgrades
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "ctl", "logs", "-f", "tick.1", "--tail", "0"], stdout=out,
+            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            env={**os.environ, "FORMATION_SCHEDULER": c.listen, **c.tls_env()})
+    cleanup.callback(follow.wait)
+    cleanup.callback(follow.kill)
+    wait_for(lambda: followed(tmp_path), 10, what="the follower's first line")
+    first = followed(tmp_path)[0]
 
     for n in (1, 2):  # twice: the new image hands over as well as the old one did
         agent.proc.send_signal(signal.SIGHUP)
@@ -96,18 +117,11 @@ def test_hup_upgrades_the_agent_without_touching_its_instances(make_cluster, tmp
     shown = ticks(c.ctl("logs", "tick.2", "--tail", "1000").stdout.replace(" tick.2 | ", " | "),
                   "tick.2")
     assert shown[0] < 20 and no_gap(shown)
-    # Logs still stream.
-    follow = subprocess.Popen([sys.executable, "-m", "ctl", "logs", "-f", "tick.1", "--tail", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, "FORMATION_SCHEDULER": c.listen,
-                                   **c.tls_env()}, start_new_session=True)
-    try:
-        assert follow.stdout is not None
-        line = follow.stdout.readline().decode()
-        assert "tick.1 tick" in line, line
-    finally:
-        follow.kill()
-        follow.wait()
+    # The follower started before the upgrades saw every line, across both.
+    last = ticks(c.log("agent-1"), "tick.1")[-1]
+    wait_for(lambda: followed(tmp_path)[-1:] >= [last], 10, what="the follower")
+    seen = followed(tmp_path)
+    assert no_gap(seen) and seen[0] == first and seen[-1] >= last, seen
     # A kill -9 of an instance still restarts it; a scale still works.
     os.kill(before["tick.1"][0], signal.SIGKILL)
     wait_for(lambda: c.running().get("tick.1") is not None and

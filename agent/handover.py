@@ -34,6 +34,7 @@ from agent.pump import Pump
 from proto import formation_pb2 as pb
 
 HANDOVER_ENV = "FORMATION_AGENT_HANDOVER"
+MEMFD = "formation-agent-handover"  # the memfd's name: a value naming another fd is refused
 VERSION = 1
 MAX_BYTES = 1 << 30  # a document longer than this is not read (a lie, not a handover)
 _NOT_STATE = {"check", "policy", "timers", "_out"}  # rebuilt from the spec, or below
@@ -95,7 +96,7 @@ def runner_state(spec: pb.Assignment, machine: InstanceMachine, now: float, stdo
 
 def write(document: dict[str, Any]) -> int:
     """The document in a fresh memfd, positioned at its start and inheritable: its fd."""
-    fd = os.memfd_create("formation-agent-handover", 0)  # no MFD_CLOEXEC: it crosses the exec
+    fd = os.memfd_create(MEMFD, 0)  # no MFD_CLOEXEC: it crosses the exec
     data = json.dumps(document, separators=(",", ":")).encode()
     view = memoryview(data)
     while view:
@@ -111,9 +112,13 @@ def take() -> dict[str, Any] | None:
     value = os.environ.pop(HANDOVER_ENV, None)
     if value is None:
         return None
-    if not value.isdigit():
-        raise HandoverError(f"{HANDOVER_ENV}={value!r} is not a file descriptor")
-    fd = int(value)
+    try:
+        fd = int(value) if value.isdigit() and value.isascii() else -1
+        ours = fd >= 0 and os.readlink(f"/proc/self/fd/{fd}").startswith(f"/memfd:{MEMFD}")
+    except OSError:
+        ours = False
+    if not ours:  # not ours to read or close (stdin, say): the variable was set by hand
+        raise HandoverError(f"{HANDOVER_ENV}={value[:40]!r} is not a handover's memfd")
     try:
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 20):

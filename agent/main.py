@@ -181,8 +181,8 @@ async def run(args: argparse.Namespace) -> None:
     try:
         handed = adoptable(handover.take())
     except handover.HandoverError as e:
-        log.error("%s: the instances of the agent this one replaces run unwatched until it "
-                  "exits", e)
+        log.error("%s: starting without adopting anything (if an agent upgrade exec'd this "
+                  "one, its instances run unwatched until this agent exits)", e)
         handed = None
     creds = credentials(args)
     use_pidfd_child_watcher()

@@ -17,34 +17,53 @@ import subprocess
 import time
 from typing import BinaryIO
 
+UNKNOWN = 255  # the exit code asyncio gives a child whose status it could not learn
+
 
 def _reap(pid: int) -> int | None:
     """The exit code asyncio would give (negative: a signal), or None while it runs."""
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:  # reaped already (not ours after all): nothing more to learn
-        return -signal.SIGKILL
+        return UNKNOWN
     return os.waitstatus_to_exitcode(status) if done else None
+
+
+def running(pid: int) -> bool:
+    """Is our child pid still running? False once it exited, reaped or not (WNOWAIT: the
+    status stays for whoever waits for it)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
 
 
 class AdoptedChild:
     """An instance's group leader from before the exec (agent/launcher.py's Child)."""
 
     def __init__(self, pid: int, stdout_fd: int, unread: bytes) -> None:
+        """stdout_fd -1: its pipe had reached its end; `unread` is then the last of it."""
         self.pid = pid
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = loop.create_future()
-        self._pidfd = os.pidfd_open(pid)
-        loop.add_reader(self._pidfd, self._check)
         self.stdout: asyncio.StreamReader | None = None
         self._pipe: BinaryIO | None = None
         self._transport: asyncio.ReadTransport | None = None
-        if stdout_fd >= 0:
-            os.set_inheritable(stdout_fd, False)  # not into the next instances spawned
+        if stdout_fd >= 0 or unread:
             self.stdout = asyncio.StreamReader(limit=2 ** 16)
             if unread:
                 self.stdout.feed_data(unread)
-            self._pipe = os.fdopen(stdout_fd, "rb", buffering=0)
+        if stdout_fd >= 0:
+            os.set_inheritable(stdout_fd, False)  # not into the next instances spawned
+            self._pipe = os.fdopen(stdout_fd, "rb", buffering=0)  # closed with it from now on
+        elif self.stdout is not None:
+            self.stdout.feed_eof()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:
+            self.close()
+            raise
+        loop.add_reader(self._pidfd, self._check)
         self._check()  # it may have exited during the exec
 
     async def attach(self) -> None:
@@ -92,8 +111,9 @@ class AdoptedGuardian:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.returncode is None:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            readable, _, _ = select.select([self._pidfd], [], [], left)
-            if readable:
+            poller = select.poll()  # not select(): the fd may be above 1023
+            poller.register(self._pidfd, select.POLLIN)
+            if poller.poll(None if left is None else left * 1000):
                 self.returncode = _reap(self.pid)
             elif deadline is not None:
                 raise subprocess.TimeoutExpired("guardian", timeout or 0.0)

@@ -44,6 +44,10 @@ class HandoverError(Exception):
     """The handover document cannot be read or is not one this code understands."""
 
 
+class NotAHandover(HandoverError):
+    """The variable names no handover memfd: set by hand, not by an upgrade."""
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -75,29 +79,35 @@ def restore_machine(machine: InstanceMachine, state: dict[str, Any]) -> None:
         if current is None or value is None or isinstance(value, type(current)) or \
                 (isinstance(current, float) and isinstance(value, int)):
             setattr(machine, key, value)
-    machine.state = InstanceState(state.get("state", machine.state))
+    with contextlib.suppress(ValueError):  # a state this code does not know: as it was made
+        machine.state = InstanceState(state.get("state", machine.state))
     for key, value in state.get("policy", {}).items():
         if hasattr(machine.policy, key):
             setattr(machine.policy, key, value)
-    machine.timers = {Timer(name): float(due) for name, due in state.get("timers", {}).items()}
+    timers = {t.value: t for t in Timer}
+    machine.timers = {timers[name]: float(due) for name, due in state.get("timers", {}).items()
+                      if name in timers}
 
 
 def runner_state(spec: pb.Assignment, machine: InstanceMachine, now: float, stdout_fd: int,
                  pumper: Pump | None) -> dict[str, Any]:
-    """A runner's part: its spec, machine, output pipe (left open across the exec) and what
-    its pump had read but not yet cut into lines."""
+    """A runner's part: its spec, machine, output pipe (left open across the exec; -1 once
+    it reached its end) and what its pump, if still pumping, had read but not yet cut into
+    lines."""
     if stdout_fd >= 0:
         os.set_inheritable(stdout_fd, True)
     return {"spec": b64(spec.SerializeToString()), "machine": machine_state(machine, now),
-            "stdout": stdout_fd,
-            "unread": b64(pumper.unread() if stdout_fd >= 0 and pumper is not None else b""),
+            "stdout": stdout_fd, "unread": b64(pumper.unread() if pumper is not None else b""),
             "skipping": bool(pumper is not None and pumper.skipping)}
 
 
 def write(document: dict[str, Any]) -> int:
-    """The document in a fresh memfd, positioned at its start and inheritable: its fd."""
+    """The document in a fresh memfd, positioned at its start and inheritable: its fd.
+    HandoverError if it is longer than take() would read (the upgrade is then given up)."""
+    data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) > MAX_BYTES:
+        raise HandoverError(f"the handover would be {len(data)} bytes, more than {MAX_BYTES}")
     fd = os.memfd_create(MEMFD, 0)  # no MFD_CLOEXEC: it crosses the exec
-    data = json.dumps(document, separators=(",", ":")).encode()
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -118,7 +128,7 @@ def take() -> dict[str, Any] | None:
     except OSError:
         ours = False
     if not ours:  # not ours to read or close (stdin, say): the variable was set by hand
-        raise HandoverError(f"{HANDOVER_ENV}={value[:40]!r} is not a handover's memfd")
+        raise NotAHandover(f"{HANDOVER_ENV}={value[:40]!r} is not a handover's memfd")
     try:
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 20):

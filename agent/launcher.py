@@ -141,6 +141,7 @@ class OsLauncher:
         self._spawned = 0
         self._cleanups: set[asyncio.Task] = set()
         self._checks: set[int] = set()  # exec health checks' groups, until forgotten
+        self._starting = 0  # spawns under way
 
     def start_guardian(self) -> None:
         self.guardian = subprocess.Popen(
@@ -179,8 +180,9 @@ class OsLauncher:
         self.forget_group(pid)
 
     def idle(self) -> bool:
-        """No cgroup of a dead group is still waited for (see forget_group)."""
-        return not self._cleanups
+        """No spawn under way (an exec check's too), no cgroup of a dead group still waited
+        for (see forget_group): nothing an upgrade's handover would miss."""
+        return not self._starting and not self._cleanups
 
     def _tell(self, line: str) -> None:
         if self.guardian is not None and self.guardian.stdin is not None:
@@ -207,6 +209,14 @@ class OsLauncher:
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
                     at_most_once: bool = False, capture: bool = True,
                     name: str = "") -> Child:
+        self._starting += 1  # until its pid is known (and told to the guardian)
+        try:
+            return await self._spawn(argv, env, cwd, at_most_once, capture, name)
+        finally:
+            self._starting -= 1
+
+    async def _spawn(self, argv: list[str], env: dict[str, str], cwd: str, at_most_once: bool,
+                     capture: bool, name: str) -> Child:
         cgroup = ""
         if self.isolation.base:
             # The wrapper would turn a missing program into exit 127; say it as before.

@@ -126,6 +126,8 @@ class SchedulerLink:
         self.agent_ttl = 0.0
         self.epoch = 0                  # the newest leader's epoch seen in a list
         self._call: grpc.aio.StreamStreamCall | None = None
+        self.holding = False  # an upgrade is under way: lists are kept, not applied
+        self._held: list[pb.Assignment] | None = None
         self._pending: list[pb.InstanceStatus] = []
         self.on_contact = on_contact  # tells the guardian (deadline for its own fencing)
         supervisor.on_status = self.send_status
@@ -140,6 +142,18 @@ class SchedulerLink:
         self.epoch = int(state["epoch"])
         self.fence_after, self.agent_ttl = float(state["fence_after"]), float(state["agent_ttl"])
         self.last_contact = float(state["last_contact"])
+
+    def hold(self) -> None:
+        """Keep the lists that come, unapplied, while everything else goes on (heartbeats,
+        reports, fencing): an upgrade settles meanwhile (agent/upgrade.py)."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Apply the last list held, if any (the upgrade was given up)."""
+        self.holding = False
+        if self._held is not None:
+            items, self._held = self._held, None
+            self.supervisor.apply(items)
 
     def send_status(self, status: pb.InstanceStatus) -> None:
         """Queue a status; all those of one turn of the loop go out as one message."""
@@ -175,8 +189,11 @@ class SchedulerLink:
         scheduler, which moves them only after `agent_ttl`: never two copies at once."""
         while True:
             self.contact.clear()
+            # From the last word, which may be older than this task (handed over by an upgrade).
+            left = self.last_contact + self.fence_after - time.monotonic()
             try:
-                await asyncio.wait_for(self.contact.wait(), self.fence_after or None)
+                await asyncio.wait_for(self.contact.wait(), max(0.0, left) if self.fence_after
+                                       else None)
                 continue
             except TimeoutError:
                 pass
@@ -272,7 +289,10 @@ class SchedulerLink:
                         self.epoch = chosen.epoch
                         self.fence_after, self.agent_ttl = chosen.fence_after, chosen.agent_ttl
                         stale.ttl = self.agent_ttl or DEFAULT_AGENT_TTL
-                        self.supervisor.apply(with_env(chosen))
+                        if self.holding:
+                            self._held = with_env(chosen)
+                        else:
+                            self.supervisor.apply(with_env(chosen))
             finally:
                 self._call = None
                 self.outbox = None

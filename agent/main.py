@@ -8,12 +8,10 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 import grpc
 
 from agent import api, base_environment, cgroups, handover, metrics, simulate, upgrade
-from agent.adopted import AdoptedGuardian
 from agent.cgroups import Isolation
 from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
@@ -153,37 +151,26 @@ def credentials(args: argparse.Namespace) -> tls.Credentials | None:
     return found
 
 
-def adoptable(document: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The handover to adopt, if this image was exec'd by an upgrade. One it cannot read, or of
-    another version, is not adopted: its guardian is told to kill those instances (they start
-    again from the scheduler's list) - never two copies, never one nobody watches."""
-    if document is None or document.get("version") == handover.VERSION:
-        return document
-    log.error("the agent this one replaces handed over version %r, not %d: its instances are "
-              "killed and started again", document.get("version"), handover.VERSION)
-    try:
-        state = document["launcher"]
-        guardian = AdoptedGuardian(int(state["guardian_pid"]), int(state["guardian_fd"]))
-    except (KeyError, TypeError, ValueError, OSError) as e:
-        log.error("cannot reach its guardian either (%s)", e)
-        return None
-    launcher = OsLauncher()
-    launcher.guardian = guardian
-    launcher.close_guardian()  # it kills what it was told of, cgroups included
-    return None
-
-
 async def run(args: argparse.Namespace) -> None:
     if args.simulate:
         await simulate.run_simulated(args.simulate, args.name, args.addresses, args.capacity,
                                      args.advertise, args.tls)
         return
+    stop, hup = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    upgrade.unblock()  # what an upgrade held back across its exec comes now, and is handled
     try:
-        handed = adoptable(handover.take())
-    except handover.HandoverError as e:
-        log.error("%s: starting without adopting anything (if an agent upgrade exec'd this "
-                  "one, its instances run unwatched until this agent exits)", e)
+        handed = upgrade.adoptable(handover.take())
+    except handover.NotAHandover as e:
+        log.warning("%s: ignored", e)
         handed = None
+    except handover.HandoverError as e:
+        log.error("%s: exiting, so that the guardian of the agent this one replaces ends its "
+                  "instances", e)
+        raise SystemExit(1) from None
     creds = credentials(args)
     use_pidfd_child_watcher()
     try:
@@ -221,45 +208,14 @@ async def run(args: argparse.Namespace) -> None:
                     ephemeral.stop - 1)
     sinking = asyncio.create_task(sink.run())
     linking = [asyncio.create_task(link.run()), asyncio.create_task(link.fence())]
-
-    stop, hup = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, hup.set)
     sdnotify.ready(f"serving on {args.listen}")
     while not stop.is_set():
-        await first(stop, hup)
+        await upgrade.first(stop.wait(), hup.wait())
         if stop.is_set():
             break
         hup.clear()
-        why = await upgrade.preflight()
-        if stop.is_set():
-            break
-        if why is not None:
-            log.error("not upgrading: the installed agent cannot start: %s", why)
-            if creds is not None:
-                creds.reload(force=True)
-            continue
-        sdnotify.reloading()
-        log.info("upgrading in place: handing %d instances over", len(supervisor.runners))
-        for task in linking:
-            task.cancel()
-        await asyncio.wait(linking)
-        await server.stop(grace=0.5)
-        if await upgrade.settle(supervisor, launcher, sink, stop_bound(supervisor), stop):
-            sink.flush()  # nothing is run between here and the exec
-            try:
-                upgrade.reexec(upgrade.document(vars(isolation), launcher, sink,
-                                                link.handover(), supervisor))
-            except OSError as e:
-                log.error("cannot re-execute %s: %s", sys.executable, e)
-        elif not stop.is_set():
-            log.error("not upgrading: instances still starting or stopping after %.1fs",
-                      stop_bound(supervisor))
-        server = await serve_api(args, sink, creds, launcher)
-        linking = [asyncio.create_task(link.run()), asyncio.create_task(link.fence())]
-        sdnotify.ready(f"serving on {args.listen}")
+        await upgrade.in_place(f"serving on {args.listen}", stop_bound(supervisor), stop,
+                               creds, isolation, launcher, sink, link, supervisor)
     sdnotify.stopping()
     log.info("stopping %d instances", len(supervisor.runners))
     for task in linking:  # no new assignments while stopping
@@ -284,16 +240,6 @@ async def serve_api(args: argparse.Namespace, sink: LogSink, creds: tls.Credenti
         raise SystemExit(1) from None
 
 
-async def first(*events: asyncio.Event) -> None:
-    """Return once any of the events is set."""
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-
-
 def stop_bound(supervisor: Supervisor) -> float:
     """How long stopping every instance may take: the longest stop_timeout + SHUTDOWN_SLACK."""
     return max((r.spec.stop_timeout for r in supervisor.runners.values()),
@@ -314,7 +260,8 @@ async def stop_within(supervisor: Supervisor) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if os.environ.get(upgrade.PREFLIGHT_ENV):  # an upgrade's check of the installed code:
-        credentials(args)  # it imports, takes these flags and this certificate
+        credentials(args)  # it imports, takes these flags and this certificate, and says
+        print("handover", handover.VERSION)  # which handover it adopts
         return
     setup_logging(args.name)
     asyncio.run(run(args))

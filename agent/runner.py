@@ -277,8 +277,10 @@ class InstanceRunner:
                     (self._waiting is not None and self._waiting.done()))
 
     def handover(self) -> dict[str, Any]:
-        fd = self.child.stdout_fd() if self.child is not None and self._pump is not None else -1
-        return handover.runner_state(self.spec, self.machine, self.clock.now(), fd, self._pumper)
+        live = self._pump is not None and not self._pump.done()  # not yet at the pipe's end
+        fd = self.child.stdout_fd() if self.child is not None and live else -1
+        return handover.runner_state(self.spec, self.machine, self.clock.now(), fd,
+                                     self._pumper if live else None)
 
     def adopt(self, state: dict[str, Any], child: Child | None) -> None:
         """Go on from a handover: the machine, its timers, the leader watched and read on."""

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from agent import handover
-from agent.adopted import AdoptedChild
+from agent.adopted import UNKNOWN, AdoptedChild, running
 from agent.clock import Clock
+from agent.events import Exited
 from agent.health import probe
 from agent.launcher import Launcher
 from agent.lifecycle import InstanceState
@@ -167,34 +167,39 @@ class Supervisor:
     # ---- an agent upgrade (agent/upgrade.py, agent/handover.py) -----------------------------
 
     def settled(self) -> bool:
-        """No stop under way and every runner settled: what is left can be handed over."""
-        return not self.stopping and all(r.settled() for r in self.runners.values())
+        """No stop under way, every runner settled, and every live leader the machines know
+        still running (an exit the child watcher took but the machine has not yet heard of
+        would be lost across the exec)."""
+        return not self.stopping and all(
+            r.settled() and (not r.machine.leader or running(r.machine.leader))
+            for r in self.runners.values())
 
     def handover(self) -> list[dict[str, Any]]:
         return [r.handover() for r in self.runners.values()]
 
     async def adopt(self, states: list[dict[str, Any]]) -> None:
         """Take over the runners of the image before the exec, live leaders included."""
+        for state in states:  # every handed-over port is taken before any runner may ask
+            if int(state["machine"].get("port", 0)) in self.ports.ports:
+                self.ports.used.add(int(state["machine"]["port"]))
         for state in states:
             spec = pb.Assignment.FromString(handover.unb64(state["spec"]))
             leader, child = int(state["machine"].get("leader", 0)), None
-            try:
-                if leader > 0:
+            if leader > 0:
+                try:
                     child = AdoptedChild(leader, int(state["stdout"]),
                                          handover.unb64(state["unread"]))
                     await child.attach()
-            except (OSError, ValueError) as e:  # nothing left to watch it by: let it go
-                log.error("%s: cannot adopt pid %d (%s): killing it", spec.id, leader, e)
-                self.launcher.kill_group(leader, signal.SIGKILL)
-                self.launcher.forget_group(leader)
-                continue
+                except ProcessLookupError:  # reaped before the exec: it exited, status unknown
+                    log.warning("%s: pid %d was gone at the upgrade", spec.id, leader)
+                    child = None
             runner = InstanceRunner(spec, self.ports, self.launcher, self.sink, self._report,
                                     self.workdir, self.base_env, self.wait_contact, self.clock,
                                     self.prober)
             self.runners[key_of(spec)] = runner
             runner.adopt(state, child)
-            if runner.machine.port:
-                self.ports.used.add(runner.machine.port)
+            if leader > 0 and child is None:
+                runner.feed(Exited(UNKNOWN, leader))
 
     async def stop_all(self) -> None:
         """Stop every instance, concurrently; used at agent shutdown."""

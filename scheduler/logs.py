@@ -111,6 +111,26 @@ class Follower:
         return line
 
 
+class Seen:
+    """The newest line passed on from one agent: its time, and the lines of that very time
+    (two lines may share one)."""
+
+    def __init__(self) -> None:
+        self.time: float | None = None
+        self.at: set[tuple[str, str]] = set()
+
+    def saw(self, line: pb.LogLine) -> None:
+        if line.time != self.time:
+            self.time, self.at = line.time, set()
+        self.at.add((line.instance, line.text))
+
+    def before(self, line: pb.LogLine) -> bool:
+        """Was it passed on already (by its time, or as one of the newest's)?"""
+        assert self.time is not None
+        return line.time < self.time or \
+            (line.time == self.time and (line.instance, line.text) in self.at)
+
+
 async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.LogsRequest
                       ) -> AsyncIterator[pb.LogLine]:
     agents = [e.record for e in table.entries.values()
@@ -128,6 +148,10 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
 
     await asyncio.gather(*(read_history(a.name, a.api_address) for a in agents))
     history.sort(key=lambda line: line.time)
+    seen = {a.name: Seen() for a in agents}  # per agent: where a resumed stream goes on from
+    for line in history:
+        if line.agent in seen:
+            seen[line.agent].saw(line)
     for line in history[-tail:] if tail > 0 else []:
         yield line
     history.clear()  # not held while following
@@ -139,16 +163,20 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
 
     async def follow(name: str, address: str) -> None:
         """Follow one agent. A stream that ends while its agent is not down (it upgraded in
-        place, restarted, or its connection broke) is followed again, from the lines after the
-        last one seen: those of the gap come from its history (RESUME_TAIL lines at most)."""
-        request, last, delay = follow_req, 0.0, FOLLOW_RETRY
+        place, restarted, or its connection broke) is followed again, from the line after the
+        last one seen (the gap's lines come from its history, RESUME_TAIL at most; if none
+        was seen from it yet, from now on)."""
+        request, delay, mark = follow_req, FOLLOW_RETRY, seen[name]
         while True:
+            resuming = request is not follow_req and mark.time is not None
             try:
                 async for line in channels.stub(name, address).Logs(request):
-                    if line.time > last:
-                        last = line.time
-                        queue.put(line)
-                        delay = FOLLOW_RETRY
+                    if resuming and mark.before(line):
+                        continue  # history already passed on
+                    resuming = False  # the rest is new, even if the agent's clock steps back
+                    mark.saw(line)
+                    queue.put(line)
+                    delay = FOLLOW_RETRY
             except grpc.aio.AioRpcError as e:
                 log.info("following logs of %s ended: %s", address, e.code().name)
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -160,7 +188,7 @@ async def stream_logs(table: AgentTable, channels: AgentChannels, request: pb.Lo
                 return
             address = entry.record.api_address
             request = pb.LogsRequest(app=request.app, selector=request.selector, follow=True,
-                                     tail=RESUME_TAIL)
+                                     tail=RESUME_TAIL if mark.time is not None else 0)
 
     tasks = [asyncio.create_task(follow(a.name, a.api_address)) for a in agents]
     try:

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.cluster import procs, wait_for
 from tests.cluster.harness import ROOT
 
@@ -78,13 +80,16 @@ def zombies(parent: int) -> list[int]:
     return found
 
 
-def test_hup_upgrades_the_agent_without_touching_its_instances(make_cluster, tmp_path):
+@pytest.mark.parametrize("isolation", ["auto", "process-group"])
+def test_hup_upgrades_the_agent_without_touching_its_instances(make_cluster, tmp_path,
+                                                               isolation):
     with contextlib.ExitStack() as cleanup:
-        upgrades_in_place(make_cluster, tmp_path, cleanup)
+        upgrades_in_place(make_cluster(agents=1, workdir=str(tmp_path),
+                                       agent_env={"FORMATION_ISOLATION": isolation}),
+                          tmp_path, cleanup)
 
 
-def upgrades_in_place(make_cluster, tmp_path, cleanup: contextlib.ExitStack) -> None:
-    c = make_cluster(agents=1, workdir=str(tmp_path))
+def upgrades_in_place(c, tmp_path, cleanup: contextlib.ExitStack) -> None:
     c.ctl("deploy", app(tmp_path))
     c.ctl("scale", "web=2", "tick=2", "check=1")
     ids = {"web.1", "web.2", "tick.1", "tick.2", "check.1"}
@@ -167,3 +172,8 @@ def test_an_upgrade_to_code_that_cannot_start_is_refused(make_cluster, tmp_path)
     wait_for(lambda: "upgraded in place" in c.log("agent-1"), 30, what="the upgrade")
     assert "running the new code" in c.log("agent-1")
     assert wait_for(lambda: c.running().get("tick.1"), 15).pid == tick.pid
+    # Told to stop during an upgrade, it stops as it would have, gracefully.
+    agent = c.parts.pop("agent-1")
+    agent.proc.send_signal(signal.SIGHUP)
+    assert agent.stop() == 0
+    assert "tick.1 stopped after" in c.log("agent-1") and not procs.alive(tick.pid)

@@ -65,21 +65,6 @@ def upgraded(c, times: int) -> bool:
     return c.log("agent-1").count("upgraded in place") >= times
 
 
-def zombies(parent: int) -> list[int]:
-    """Children of parent that exited and were never reaped."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] == "Z" and int(fields[1]) == parent:
-                found.append(int(entry))
-    return found
-
-
 @pytest.mark.parametrize("isolation", ["auto", "process-group"])
 def test_hup_upgrades_the_agent_without_touching_its_instances(make_cluster, tmp_path,
                                                                isolation):
@@ -138,7 +123,7 @@ def upgrades_in_place(c, tmp_path, cleanup: contextlib.ExitStack) -> None:
     checks = (tmp_path / "checks").read_text().count(".")
     wait_for(lambda: (tmp_path / "checks").read_text().count(".") >= checks + 2, 10,
              what="more health checks")
-    assert not zombies(agent.pid)
+    assert not procs.zombies(agent.pid)
     assert c.scrape("agent-1")  # the metrics endpoint serves again
     # A plain stop stops the instances gracefully, as before any upgrade.
     wait_for(lambda: ticks(c.log("agent-1"), "tick.3"), 10, what="tick.3's first line")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 
 def alive(pid: int) -> bool:
@@ -34,19 +35,25 @@ def pgid(pid: int) -> int | None:
         return None
 
 
-def group_members(group: int) -> list[int]:
-    """Live pids whose process group is `group`."""
-    found = []
+def stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command) of every process."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
+                    yield int(entry), f.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
                 continue
-            if fields[0] != "Z" and int(fields[2]) == group:
-                found.append(int(entry))
-    return found
+
+
+def group_members(group: int) -> list[int]:
+    """Live pids whose process group is `group`."""
+    return [pid for pid, fields in stats() if fields[0] != "Z" and int(fields[2]) == group]
+
+
+def zombies(parent: int) -> list[int]:
+    """Children of parent that exited and were never reaped."""
+    return [pid for pid, fields in stats() if fields[0] == "Z" and int(fields[1]) == parent]
 
 
 def with_env_late(key: str, value: str) -> tuple[list[int], list[int]]:

@@ -374,7 +374,7 @@ def test_the_scheduler_notifies_ready_once_it_serves_and_stopping(etcd_url, tmp_
         assert part.proc.wait(30) == 0, log.read_text()[-2000:]
 
 
-def test_the_agent_notifies_ready_once_it_serves_and_stopping(tmp_path, notify, run_env):
+def test_the_agent_notifies_ready_reloading_and_stopping(tmp_path, notify, run_env):
     certs = DevCerts(str(tmp_path / "tls"))
     name = env_file("agent")["FORMATION_AGENT_NAME"]
     own, client = certs.issue("agent", name), certs.issue("scheduler", "sched-1")
@@ -393,6 +393,13 @@ def test_the_agent_notifies_ready_once_it_serves_and_stopping(tmp_path, notify, 
         notify.wait("READY", part, 30, log)
         assert serves_grpc(listen, client, f"{name}.agent.formation")
         assert serves_metrics(metrics)
+        # The unit's ExecReload: an upgrade in place, from the same (main) pid.
+        part.proc.send_signal(signal.SIGHUP)
+        reloading = notify.wait("RELOADING", part, 30, log)
+        assert 0 < int(reloading["MONOTONIC_USEC"]) * 1000 <= time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        notify.wait("READY", part, 30, log)
+        assert "upgraded in place" in log.read_text()
+        assert serves_grpc(listen, client, f"{name}.agent.formation")
         part.proc.send_signal(signal.SIGTERM)
         notify.wait("STOPPING", part, 30, log)
         assert part.proc.wait(30) == 0, log.read_text()[-2000:]

@@ -92,7 +92,6 @@ class InstanceRunner:
         self.child: Child | None = None
         self._pump: asyncio.Task | None = None
         self._pumper: Pump | None = None
-        self._waiting: asyncio.Future[int] | None = None  # the leader's exit, until fed
         self._probe: asyncio.Task | None = None
         self._timers: dict[Timer, Cancellable] = {}
         self._tasks: set[asyncio.Task] = set()      # cancelled once stopped
@@ -264,17 +263,14 @@ class InstanceRunner:
 
     async def _watch(self, child: Child) -> None:
         """Feed the leader's exit (the leader itself, not the end of its output)."""
-        self._waiting = asyncio.ensure_future(child.wait())
-        code = await self._waiting
-        self._waiting = None
-        self.feed(Exited(code, child.pid))
+        self.feed(Exited(await child.wait(), child.pid))
 
     # ---- an agent upgrade (agent/upgrade.py) ------------------------------------------------
 
     def settled(self) -> bool:
-        """Nothing under way a handover cannot carry: a spawn, a drain, an exit not yet fed."""
-        return not (self.machine.spawning or self._releases or
-                    (self._waiting is not None and self._waiting.done()))
+        """Nothing under way a handover cannot carry: a spawn, a dead group's drain. (An exit
+        not yet fed to the machine: the supervisor asks the kernel, see its settled().)"""
+        return not (self.machine.spawning or self._releases)
 
     def handover(self) -> dict[str, Any]:
         live = self._pump is not None and not self._pump.done()  # not yet at the pipe's end

@@ -168,8 +168,8 @@ class Supervisor:
 
     def settled(self) -> bool:
         """No stop under way, every runner settled, and every live leader the machines know
-        still running (an exit the child watcher took but the machine has not yet heard of
-        would be lost across the exec)."""
+        still running: an exit the child watcher took (or is about to) but the machine has
+        not yet heard of would be lost across the exec."""
         return not self.stopping and all(
             r.settled() and (not r.machine.leader or running(r.machine.leader))
             for r in self.runners.values())

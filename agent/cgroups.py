@@ -28,6 +28,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from common.aio import wait_event
+
 CGROUP = "cgroup"
 PROCESS_GROUP = "process-group"
 MODES = ("auto", CGROUP, PROCESS_GROUP)
@@ -168,8 +170,7 @@ async def wait_empty(path: str, timeout: float) -> bool:
                 if left <= 0:
                     return False
                 changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(left, 0.1))
+                await wait_event(changed, min(left, 0.1))
             return True
         finally:
             loop.remove_reader(ep.fileno())

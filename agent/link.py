@@ -16,6 +16,7 @@ import grpc
 
 from agent.instruments import STALE_LISTS
 from agent.supervisor import Supervisor
+from common.aio import wait_event
 from common.identity import role_host
 from common.limits import (
     AGENT_REDIAL_MAX,
@@ -191,12 +192,8 @@ class SchedulerLink:
             self.contact.clear()
             # From the last word, which may be older than this task (handed over by an upgrade).
             left = self.last_contact + self.fence_after - time.monotonic()
-            try:
-                await asyncio.wait_for(self.contact.wait(), max(0.0, left) if self.fence_after
-                                       else None)
+            if await wait_event(self.contact, max(0.0, left) if self.fence_after else None):
                 continue
-            except TimeoutError:
-                pass
             fenced = self.supervisor.fence(grace=max(0.1, (self.agent_ttl - self.fence_after) / 2))
             if fenced:
                 log.warning("no word from the scheduler for %.1fs: stopped at_most_once "

@@ -160,10 +160,10 @@ def run(args: argparse.Namespace) -> int:
         agents = [p for p in parts if p.name.startswith("agent-")]
         for p in parts[:1] if parts and parts[0].name == LB else []:
             p.stop()
-        for p in agents:
+        for p in agents:  # all at once, then each waited for
             p.proc.send_signal(signal.SIGTERM)
         for p in agents:
-            p.stop()
+            p.stop(None)
         for p in reversed([p for p in parts if p not in agents]):
             p.stop()
         context.remove(os.getpid())

@@ -88,11 +88,13 @@ class Part:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        """Signal it, wait up to timeout, then SIGKILL it; returns its exit code."""
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Signal it (None: it was already), wait up to timeout, then SIGKILL it; returns its
+        exit code. (A second signal could come as it closes its event loop.)"""
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(sig)
+                if sig is not None:
+                    self.proc.send_signal(sig)
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()

@@ -21,6 +21,7 @@ import aetcd.exceptions
 import aetcd.rpc
 import aetcd.utils
 
+from common.aio import wait_event
 from scheduler import lease as lease_keeper
 from scheduler.etcdconn import ETCD_ERRORS, Connection, StoreUnavailable
 from scheduler.leadership import (
@@ -68,9 +69,7 @@ class Election:
 
     async def changed(self, timeout: float | None = None) -> None:
         """Return at the next change of the candidates or of this one's lease (or timeout)."""
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        await wait_event(self._event, timeout)
 
     def _signal(self) -> None:
         self._event.set()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import aetcd.rpc
 import grpc
 
+from common.aio import wait_event
 from common.tls import TlsError
 from scheduler.etcdclient import load_tls
 from scheduler.etcdconn import Connection
@@ -47,8 +48,7 @@ async def keep(conn: Connection, lease: int, validity: Validity,
     try:
         while not ended.is_set():
             tick[0] = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), TICK)
+            await wait_event(ended, TICK)
     finally:
         stop.set()
 

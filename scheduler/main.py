@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import sdnotify, tls
+from common.aio import cancel_and_wait
 from common.cli import OneLineParser, number
 from common.grpcserve import SERVER_OPTIONS, add_service, bind
 from common.httpserve import metrics_route, serve
@@ -196,9 +197,9 @@ async def run(args: argparse.Namespace) -> None:
         if not isinstance(error, SystemExit):
             log.error("the replica ended: %r", error)
     log.info("stopping")
-    task.cancel()  # a term's end writes the events of its last second (replica.py)
+    # A term's end writes the events of its last second (replica.py).
     with contextlib.suppress(asyncio.CancelledError, SystemExit):
-        await task
+        await cancel_and_wait(task)
     await replica.stop()  # another replica leads at once
     await server.stop(grace=1)
     await peers.close()

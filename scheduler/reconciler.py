@@ -10,12 +10,12 @@ the order of the writes, and the watch skips what this scheduler wrote itself (p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from common.aio import wait_event
 from common.appdef import DEFAULT_DEREGISTER_TIMEOUT
 from scheduler import endpoints, instruments
 from scheduler.agents import AgentTable
@@ -155,8 +155,7 @@ class Scheduler(AgentEvents, AppChanges, RolloutSteps):
             if held is not None:
                 held = max(0.0, held - time.monotonic())
                 timeout = held if timeout is None else min(timeout, held)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+            await wait_event(self.wake, timeout)
             self.wake.clear()
             if not self.times.leads():  # a deposed leader acts on nothing (replica.py ends
                 await asyncio.sleep(ROLLOUT_TICK)  # its term): not even on its clock

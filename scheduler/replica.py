@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from common.aio import cancel_and_wait
 from common.limits import AGENT_REDIAL_MAX
 from scheduler import eventstore, instruments
 from scheduler.election import ETCD_ERRORS, Election
@@ -33,8 +34,7 @@ async def _end(task: asyncio.Task[None]) -> None:
     the task that waits is not swallowed: asyncio.wait raises it.)"""
     if task.done() and not task.cancelled() and task.exception() is not None:
         log.error("%s ended: %r", task.get_name(), task.exception())
-    task.cancel()
-    await asyncio.wait([task])
+    await cancel_and_wait(task)
 
 
 class NoLeader(RuntimeError):

@@ -78,7 +78,8 @@ async def in_place(status: str, bound: float, stop: asyncio.Event,
         elif not stop.is_set():
             log.error("not upgrading: instances still starting or stopping after %.1fs", bound)
         link.release()
-        sdnotify.ready(status)
+        if not stop.is_set():  # stopping: STOPPING=1 comes next, not READY=1
+            sdnotify.ready(status)
     if creds is not None:  # what SIGHUP did before upgrades: take the certificate files anew
         creds.reload(force=True)
 

@@ -6,8 +6,10 @@ or test run leaves nothing behind.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,7 +46,38 @@ def etcd_binary() -> str:
     return found
 
 
+LISTEN_PORTS = range(28_000, 32_768)  # where free_port() looks first
+_GIVEN: collections.deque[int] = collections.deque(maxlen=256)  # its latest answers
+
+
+def _ephemeral_start() -> int:
+    """The first port this host gives outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now for a part to listen on: a random one of LISTEN_PORTS below this
+    host's ephemeral range. A port the OS picks (bind to 0) is an ephemeral one, which an
+    outgoing connection may take as its source port before the part binds it."""
+    ports = range(LISTEN_PORTS.start, min(LISTEN_PORTS.stop, _ephemeral_start()))
+    for _ in range(50 if len(ports) > 1000 else 0):
+        port = random.choice(ports)
+        if port not in _GIVEN and _bindable(host, port):
+            _GIVEN.append(port)  # two calls in a row never give one port twice
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

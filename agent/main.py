@@ -18,7 +18,7 @@ from agent.link import SchedulerLink
 from agent.logs import LogSink
 from agent.ports import PortPool, ephemeral_range, parse_range
 from agent.supervisor import Supervisor
-from common import sdnotify, tls
+from common import aio, sdnotify, tls
 from common.cli import OneLineParser
 from common.httpserve import metrics_route, serve
 from common.identity import Identity
@@ -210,7 +210,7 @@ async def run(args: argparse.Namespace) -> None:
     linking = [asyncio.create_task(link.run()), asyncio.create_task(link.fence())]
     sdnotify.ready(f"serving on {args.listen}")
     while not stop.is_set():
-        await upgrade.first(stop.wait(), hup.wait())
+        await aio.first(stop.wait(), hup.wait())
         if stop.is_set():
             break
         hup.clear()

@@ -180,8 +180,9 @@ class Supervisor:
     async def adopt(self, states: list[dict[str, Any]]) -> None:
         """Take over the runners of the image before the exec, live leaders included."""
         for state in states:  # every handed-over port is taken before any runner may ask
-            if int(state["machine"].get("port", 0)) in self.ports.ports:
-                self.ports.used.add(int(state["machine"]["port"]))
+            port = int(state["machine"].get("port", 0))
+            if port in self.ports.ports:
+                self.ports.used.add(port)
         for state in states:
             spec = pb.Assignment.FromString(handover.unb64(state["spec"]))
             leader, child = int(state["machine"].get("leader", 0)), None

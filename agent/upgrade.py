@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
 from typing import Any, NoReturn
 
 from agent import OWN_ENVIRONMENT, cgroups, handover
@@ -39,7 +38,7 @@ from agent.launcher import OsLauncher
 from agent.link import SchedulerLink
 from agent.logs import LogSink
 from agent.supervisor import Supervisor
-from common import sdnotify, tls
+from common import aio, sdnotify, tls
 
 log = logging.getLogger("agent")
 PREFLIGHT_ENV = "FORMATION_AGENT_PREFLIGHT"
@@ -55,7 +54,7 @@ async def in_place(status: str, bound: float, stop: asyncio.Event,
     was refused or given up (status: what to tell systemd then), or the agent is told to stop
     meanwhile; at most `bound` seconds of settling."""
     check = asyncio.create_task(preflight())
-    await first(check, stop.wait())
+    await aio.first(check, stop.wait())
     if stop.is_set():
         check.cancel()
         await asyncio.wait([check])
@@ -82,17 +81,6 @@ async def in_place(status: str, bound: float, stop: asyncio.Event,
             sdnotify.ready(status)
     if creds is not None:  # what SIGHUP did before upgrades: take the certificate files anew
         creds.reload(force=True)
-
-
-async def first(*waits: Awaitable[Any]) -> None:
-    """Return once any of them is done; the others are cancelled."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
 
 
 def adoptable(document: dict[str, Any] | None) -> dict[str, Any] | None:

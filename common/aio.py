@@ -1,4 +1,4 @@
-"""asyncio helpers for what Python 3.11's own get wrong.
+"""asyncio helpers: what Python 3.11's own get wrong, and waiting for the first of several.
 
 asyncio.wait_for(fut, timeout) in 3.11 swallows a cancel that comes just as `fut` completes: it
 returns the result and the task goes on as if never cancelled (CPython gh-86296, fixed in
@@ -9,6 +9,8 @@ scheduler that never stops on SIGTERM). asyncio.timeout() counts cancels and nev
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
@@ -28,3 +30,14 @@ async def cancel_and_wait(task: asyncio.Task, step: float = 1.0) -> None:
     while not task.done():
         task.cancel()
         await asyncio.wait([task], timeout=step)
+
+
+async def first(*waits: Awaitable[Any]) -> None:
+    """Return once any of them is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
